@@ -1,0 +1,1 @@
+"""The inference service: FastAPI + onnxruntime over model bundles. Never imports torch."""

@@ -1,0 +1,55 @@
+"""``python -m training <command>``: the offline pipeline's entry point.
+
+Each command lives in its own module (imported only when used, so ``--help`` stays quick) and
+exposes ``add_parser(subparsers)``; errors derived from :class:`TrainingError` end the command
+with a one-line reason and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from training.errors import TrainingError
+
+# command -> (module, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "tokenizer": ("training.tokenizer", "train a WordPiece tokenizer or wrap an existing vocab.txt"),
+    "pretrain": ("training.pretrain", "pretrain BERT from random initialisation (MLM + NSP)"),
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train BERT models: tokenizer -> pretrain -> finetune -> evaluate -> export.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, summary) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).add_parser(sub)
+        else:  # listed in the top-level help without importing its (heavy) module
+            sub.add_parser(name, help=summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,296 @@
+"""Reading raw text corpora as documents of paragraphs, and splitting paragraphs into sentences.
+
+A corpus is given as paths: ``.txt`` files, ``.gz`` files, ``.jsonl`` files (a named text
+field per line), folders (read recursively) or globs. Where a document ends is a setting:
+
+* ``file``: one document per file, paragraphs separated by blank lines (books, articles);
+* ``blank-line``: documents separated by blank lines, one paragraph per line (the original
+  BERT format: one sentence per line, a blank line between documents);
+* ``line``: one document per line (news dumps, the CLUE corpus).
+
+Everything streams: a document is read, yielded and forgotten, so corpus size is bounded by
+disk, not memory. Unreadable input (binary files, undecodable bytes, empty files, bad JSON
+lines) is skipped or repaired and counted in :class:`CorpusStats`, never a crash.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from training import config as cfg
+from training.errors import DataError, UsageError
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".text", ".gz", ".jsonl", ".json", ".md", ".tsv", ".csv", ""}
+
+
+@dataclass
+class CorpusConfig:
+    corpus: list[str] = cfg.field([], help="text files, .gz, .jsonl, folders or globs")
+    doc_boundary: Literal["file", "blank-line", "line"] = cfg.field(
+        "file", help="where a document ends: a file, a blank line, or every line"
+    )
+    text_field: str = cfg.field("text", help="JSONL field that holds the text")
+    strip_gutenberg: bool = cfg.field(
+        False, help="cut Project Gutenberg licence headers/footers and group files by title"
+    )
+
+
+@dataclass
+class Document:
+    paragraphs: list[str]
+    source: str
+    group: str  # hold-out key: documents of one group land in the same split
+
+
+@dataclass
+class CorpusStats:
+    files: int = 0
+    documents: int = 0
+    skipped_binary: list[str] = field(default_factory=list)
+    skipped_empty: list[str] = field(default_factory=list)
+    bad_json_lines: int = 0
+    replaced_characters: int = 0
+
+
+def resolve_paths(paths: list[str]) -> list[Path]:
+    """Expand files, folders and globs into a sorted list of files; unknown paths are an error."""
+    if not paths:
+        raise UsageError("no corpus given (--corpus PATH [PATH ...])")
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                and f.suffix.lower() in TEXT_SUFFIXES
+            )
+            if not found:
+                raise DataError(f"corpus folder {p} holds no text files")
+            files.extend(found)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise UsageError(f"corpus path {raw} does not exist or matches no file")
+            files.extend(matches)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _is_binary(path: Path) -> bool:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(8192)
+    except (OSError, EOFError):
+        return True
+    return b"\x00" in head
+
+
+def _open_text(path: Path, stats: CorpusStats) -> Iterator[str]:
+    """Lines of a text or gzip file, with undecodable bytes replaced (and counted)."""
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    with raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None) as text:
+        for line in text:
+            if "\ufffd" in line:
+                stats.replaced_characters += line.count("\ufffd")
+            yield line.rstrip("\n")
+
+
+# --- Project Gutenberg ---------------------------------------------------------------------
+
+_PG_START = re.compile(r"^\s*\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG", re.IGNORECASE)
+_PG_END = re.compile(
+    r"^\s*(\*{3}\s*END OF (THIS|THE) PROJECT GUTENBERG|End of (the )?Project Gutenberg)",
+    re.IGNORECASE,
+)
+_PG_TITLE = re.compile(r"^\s*Title:\s*(.+?)\s*$")
+
+
+def strip_gutenberg(lines: list[str]) -> tuple[list[str], str | None]:
+    """Body lines of a Gutenberg book, without licence header/footer, and its ``Title:``."""
+    title = None
+    start = 0
+    for i, line in enumerate(lines[:400]):
+        m = _PG_TITLE.match(line)
+        if m and title is None:
+            title = m.group(1)
+        if _PG_START.match(line):
+            start = i + 1
+            break
+    end = len(lines)
+    for i in range(len(lines) - 1, start - 1, -1):
+        if _PG_END.match(lines[i]):
+            end = i
+    return lines[start:end], title
+
+
+def title_key(title: str) -> str:
+    """Normalised title: the hold-out group of a book (editions of one work share it)."""
+    t = unicodedata.normalize("NFKD", title).lower()
+    return re.sub(r"[^a-z0-9]+", " ", t).strip()
+
+
+# --- paragraphs and documents ---------------------------------------------------------------
+
+
+def _paragraphs(lines: list[str]) -> list[str]:
+    """Blank-line separated paragraphs, each with its hard-wrapped lines joined."""
+    paragraphs, current = [], []
+    for line in lines:
+        stripped = line.strip()
+        if stripped:
+            current.append(stripped)
+        elif current:
+            paragraphs.append(" ".join(current))
+            current = []
+    if current:
+        paragraphs.append(" ".join(current))
+    return paragraphs
+
+
+def _jsonl_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    for i, line in enumerate(_open_text(path, stats)):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text = record[conf.text_field]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            stats.bad_json_lines += 1
+            continue
+        if not isinstance(text, str) or not text.strip():
+            continue
+        paragraphs = [p for p in (s.strip() for s in text.split("\n")) if p]
+        yield Document(paragraphs, f"{path}:{i + 1}", f"{path}:{i + 1}")
+
+
+def _file_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+    if path.suffix == ".jsonl" or path.name.endswith(".jsonl.gz"):
+        yield from _jsonl_documents(path, conf, stats)
+        return
+    if conf.doc_boundary == "line":
+        for i, line in enumerate(_open_text(path, stats)):
+            if line.strip():
+                yield Document([line.strip()], f"{path}:{i + 1}", f"{path}:{i + 1}")
+        return
+    lines = list(_open_text(path, stats))
+    group = str(path)
+    if conf.strip_gutenberg:
+        lines, title = strip_gutenberg(lines)
+        group = title_key(title) if title else title_key(path.stem)
+    if conf.doc_boundary == "file":
+        paragraphs = _paragraphs(lines)
+        if paragraphs:
+            yield Document(paragraphs, str(path), group)
+        return
+    # blank-line: one paragraph per line, documents between blank lines
+    current: list[str] = []
+    n = 0
+    for line in [*lines, ""]:
+        if line.strip():
+            current.append(line.strip())
+        elif current:
+            n += 1
+            yield Document(current, f"{path}#{n}", f"{group}#{n}")
+            current = []
+
+
+def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iterator[Document]:
+    """Stream the documents of a corpus, in a deterministic order."""
+    stats = stats if stats is not None else CorpusStats()
+    for path in resolve_paths(conf.corpus):
+        if os.path.getsize(path) == 0:
+            stats.skipped_empty.append(str(path))
+            continue
+        if _is_binary(path):
+            stats.skipped_binary.append(str(path))
+            log.warning("skipping %s: it looks binary (NUL bytes), not text", path)
+            continue
+        stats.files += 1
+        produced = 0
+        for doc in _file_documents(path, conf, stats):
+            produced += 1
+            stats.documents += 1
+            yield doc
+        if produced == 0:
+            stats.skipped_empty.append(str(path))
+    if stats.documents == 0:
+        raise DataError(
+            "the corpus holds no text"
+            + (f" ({len(stats.skipped_binary)} binary file(s) skipped)" if stats.skipped_binary
+               else "")
+        )
+
+
+# --- sentences ------------------------------------------------------------------------------
+
+_ABBREVIATIONS = {
+    "mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "no", "vol", "ch", "fig",
+    "mt", "capt", "col", "gen", "lt", "rev", "messrs", "esq", "co", "inc", "ltd", "e.g", "i.e",
+}
+_CJK_END = "。！？；"
+_ENDINGS = re.compile(r"([.!?。！？；…]+)([\"'”’」』）)\]]*)(\s*)")
+_OPENERS = "\"'“‘(「『（["
+
+
+def _is_cjk(ch: str) -> bool:
+    cp = ord(ch)
+    return (
+        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F
+        or 0xF900 <= cp <= 0xFAFF or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF
+    )
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a paragraph into sentences, English and Chinese alike.
+
+    Chinese ends a sentence at 。！？； (and any closing quotes after it) with no space needed.
+    Western ``.!?`` ends one only before whitespace and a capital, digit, opening quote or CJK
+    character, and not after a common abbreviation (``Mr.``) or a single-letter initial.
+    """
+    sentences: list[str] = []
+    start = 0
+    for m in _ENDINGS.finditer(text):
+        end = m.end()
+        if end >= len(text):
+            break
+        punct, _, space = m.groups()
+        nxt = text[end]
+        if any(c in _CJK_END for c in punct):
+            pass  # always a boundary
+        elif not space or not (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS or _is_cjk(nxt)):
+            continue
+        elif punct == ".":
+            word = text[:m.start()].rsplit(None, 1)[-1] if text[:m.start()].strip() else ""
+            word = word.lstrip(_OPENERS).lower()
+            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
+                continue
+        sentence = text[start:end].strip()
+        if sentence:
+            sentences.append(sentence)
+        start = end
+    tail = text[start:].strip()
+    if tail:
+        sentences.append(tail)
+    return sentences
