@@ -29,3 +29,23 @@ def data_dir() -> Path:
             f"(now {os.environ.get('BERT_DATA_DIR')!r})"
         )
     return p
+
+
+@pytest.fixture(scope="session")
+def embedded_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~1 MB of real English (the standard library's docs), no shared data needed."""
+    from training.embedded_corpus import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("embedded") / "corpus")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory: pytest.TempPathFactory, embedded_corpus: Path) -> Path:
+    """A 1,000-piece uncased WordPiece tokenizer trained by the real command."""
+    from training.cli import main
+
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    code = main(["tokenizer", "--corpus", str(embedded_corpus), "--vocab-size", "1000",
+                 "--out", str(out)])
+    assert code == 0
+    return out

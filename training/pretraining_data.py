@@ -409,7 +409,10 @@ class PretrainingDataset:
         if conf.whole_word_masking and self.continuation is not None:
             # a word = a token and the "##" pieces that follow it
             starts = ~self.continuation[ids[candidates]]
-            starts[0] = True
+            # a word never spans a [SEP]: pieces must also be adjacent positions
+            starts[1:] |= np.diff(candidates) != 1
+            if len(starts):
+                starts[0] = True
             word_id = np.cumsum(starts) - 1
             n_words = int(word_id[-1]) + 1 if len(candidates) else 0
             chosen: list[int] = []
