@@ -1,0 +1,218 @@
+"""What the batcher hands to a model, and the interface of whatever runs it.
+
+- `WorkItem`: one tokenized input (plus an opaque per-item payload for the task's post-processing).
+- `Batch`: items padded into (batch, padded_len) int64 arrays, the shape ONNX BERT graphs take.
+- `Backend`: `predict(batch)` -> one result per item, in item order; `health()` raises when the
+  backend cannot serve. Both are synchronous: the batcher calls them from a worker thread.
+- `FakeBackend`: deterministic stand-in for tests (no weights).
+- `OnnxBackend`: the onnxruntime implementation (added below, at the marked place).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PAD_ID",
+    "Backend",
+    "Batch",
+    "FakeBackend",
+    "FakeResult",
+    "WorkItem",
+    "pad_batch",
+]
+
+PAD_ID = 0  # [PAD] is id 0 in every vocabulary training/tokenizer writes.
+
+IntArray = npt.NDArray[np.int64]
+R_co = TypeVar("R_co", covariant=True)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class WorkItem:
+    """One tokenized input waiting for inference.
+
+    Args:
+        input_ids: token ids, shape (L,), L >= 1; converted to int64.
+        token_type_ids: segment ids, shape (L,) (sentence pairs, QA); zeros when omitted.
+        payload: anything the task needs back after inference (offsets, word ids...); the
+            batcher and backend never look at it.
+    """
+
+    input_ids: IntArray
+    token_type_ids: IntArray | None = None
+    payload: Any = None
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.input_ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError(f"input_ids must be a non-empty 1-D sequence, got shape {ids.shape}")
+        object.__setattr__(self, "input_ids", ids)
+        if self.token_type_ids is not None:
+            tt = np.asarray(self.token_type_ids, dtype=np.int64)
+            if tt.shape != ids.shape:
+                raise ValueError(
+                    f"token_type_ids shape {tt.shape} differs from input_ids shape {ids.shape}"
+                )
+            object.__setattr__(self, "token_type_ids", tt)
+
+    @classmethod
+    def of(
+        cls,
+        input_ids: Sequence[int] | npt.NDArray[np.integer[Any]],
+        token_type_ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
+        payload: Any = None,
+    ) -> WorkItem:
+        """Build from any int sequence (e.g. a tokenizer's `encoding.ids` list)."""
+        tt = None if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64)
+        return cls(np.asarray(input_ids, dtype=np.int64), tt, payload)
+
+    @property
+    def length(self) -> int:
+        """Number of real (unpadded) tokens."""
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """Items padded to a common length, ready for the model.
+
+    Attributes:
+        input_ids: (batch, padded_len) int64, PAD_ID after each item's end.
+        attention_mask: (batch, padded_len) int64, 1 on real tokens, 0 on padding.
+        token_type_ids: (batch, padded_len) int64, 0 on padding.
+        items: the items, row i of the arrays is items[i].
+    """
+
+    input_ids: IntArray
+    attention_mask: IntArray
+    token_type_ids: IntArray
+    items: tuple[WorkItem, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of items (rows)."""
+        return len(self.items)
+
+    @property
+    def padded_len(self) -> int:
+        """Length every row is padded to (the longest item)."""
+        return int(self.input_ids.shape[1])
+
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens the model computes on: size x padded_len (what the token budget bounds)."""
+        return self.size * self.padded_len
+
+    @property
+    def real_tokens(self) -> int:
+        """Tokens that are not padding."""
+        return sum(item.length for item in self.items)
+
+    @property
+    def padding_ratio(self) -> float:
+        """Share of padded_tokens that is padding, in [0, 1)."""
+        return 1.0 - self.real_tokens / self.padded_tokens
+
+
+def pad_batch(items: Sequence[WorkItem], pad_id: int = PAD_ID) -> Batch:
+    """Right-pad `items` to the longest one.
+
+    Args:
+        items: at least one item.
+        pad_id: id written after each item's end in input_ids.
+
+    Returns:
+        A `Batch` whose arrays have shape (len(items), max item length).
+    """
+    if not items:
+        raise ValueError("cannot build a batch from no items")
+    n, width = len(items), max(item.length for item in items)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((n, width), dtype=np.int64)
+    token_type_ids = np.zeros((n, width), dtype=np.int64)
+    for row, item in enumerate(items):
+        input_ids[row, : item.length] = item.input_ids
+        attention_mask[row, : item.length] = 1
+        if item.token_type_ids is not None:
+            token_type_ids[row, : item.length] = item.token_type_ids
+    return Batch(input_ids, attention_mask, token_type_ids, tuple(items))
+
+
+class Backend(Protocol[R_co]):
+    """Runs a model on padded batches. Called from one worker thread, never the event loop."""
+
+    def predict(self, batch: Batch) -> Sequence[R_co]:
+        """Results for every row of `batch`, in row order (len == batch.size)."""
+        ...
+
+    def health(self) -> None:
+        """Return when the backend can serve; raise with the reason when it cannot."""
+        ...
+
+
+class FakeResult(NamedTuple):
+    """What `FakeBackend` answers for one item: enough to check routing and order exactly."""
+
+    length: int
+    first_token: int
+
+
+@dataclass(eq=False)
+class FakeBackend:
+    """Deterministic backend for tests: result = (sequence length, first token id).
+
+    Args:
+        delay_s: seconds each predict call sleeps (simulates inference time).
+        fail_on_calls: 1-based predict call numbers that raise RuntimeError.
+        gate: when given, predict blocks until the event is set (lets a test hold a batch
+            "running" while it queues more work); gives up after 10 s so a broken test fails
+            instead of hanging.
+        healthy: what health() reports.
+
+    Attributes:
+        batches: every batch predict was called with, in call order (failed ones included).
+        calls: number of predict calls so far.
+    """
+
+    delay_s: float = 0.0
+    fail_on_calls: Collection[int] = ()
+    gate: threading.Event | None = None
+    healthy: bool = True
+    batches: list[Batch] = field(default_factory=list)
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict(self, batch: Batch) -> list[FakeResult]:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+            self.batches.append(batch)
+        if self.gate is not None and not self.gate.wait(timeout=10):
+            raise RuntimeError("FakeBackend gate was never opened")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if call in self.fail_on_calls:
+            raise RuntimeError(f"injected failure on predict call {call}")
+        return [FakeResult(item.length, int(item.input_ids[0])) for item in batch.items]
+
+    def health(self) -> None:
+        if not self.healthy:
+            raise RuntimeError("FakeBackend marked unhealthy")
+
+    def seen_first_tokens(self) -> list[int]:
+        """First token of every item of every batch seen (to check what reached the model)."""
+        with self._lock:
+            return [int(item.input_ids[0]) for b in self.batches for item in b.items]
+
+
+# --- OnnxBackend ---------------------------------------------------------------------------------
+# The onnxruntime implementation of `Backend` goes here (session per bundle variant, provider and
+# intra_op_threads from Settings, predict feeding Batch.input_ids/attention_mask/token_type_ids).

@@ -1,0 +1,511 @@
+"""The dynamic batcher: one per model, a pure asyncio component between requests and a Backend.
+
+Flow (as in text-embeddings-inference):
+
+    submit(items, deadline) ── admit or refuse at once (bounded queue, counted in items)
+        │                          full -> OverloadedError(retry_after); draining -> NotReadyError
+        ▼
+    queue (arrival order) ── batching task: wait until a batch is full or the oldest item has
+        │                      waited max_wait; pick items by `plan_batch` (token budget,
+        │                      max size, similar lengths); pad
+        ▼
+    worker thread: backend.predict(batch) ── at most max_in_flight batches handed over at once
+        │                                      (one runs while the next is prepared)
+        ▼
+    results scattered back to each request by (request, index): a request whose items were
+    split over several batches still gets its answers in input order.
+
+Failure semantics: a request past its deadline fails with RequestTimeoutError and its queued items
+are removed; a cancelled request (client gone) has its queued items removed before inference;
+a backend exception fails only the requests that had items in that batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from app.backend import Backend, Batch, WorkItem, pad_batch
+from app.errors import (
+    InferenceError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServiceError,
+    ValidationFailedError,
+)
+from app.metrics import Metrics
+from app.settings import Settings
+
+__all__ = ["Batcher", "BatcherConfig", "WorkItem", "plan_batch"]
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# retry_after bounds (seconds): below 1 s clients would hammer us; above 60 s is not a hint.
+_MIN_RETRY_S, _MAX_RETRY_S = 1.0, 60.0
+_RATE_SMOOTHING = 0.2  # weight of the newest batch in the throughput average
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    """Limits of one model's batcher.
+
+    Args:
+        max_batch_tokens: token budget per batch: batch size x padded length <= this.
+        max_batch_size: most items per batch.
+        max_wait_s: longest the oldest queued item waits for its batch to fill.
+        queue_size: most items queued (not yet dispatched); more are refused with 429.
+        max_in_flight: batches handed to the backend at once (running + prepared).
+        group_by_length: pick items of similar length (True) or strictly FIFO (False).
+    """
+
+    max_batch_tokens: int = 8192
+    max_batch_size: int = 32
+    max_wait_s: float = 0.005
+    queue_size: int = 1024
+    max_in_flight: int = 2
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_wait_s < 0:
+            raise ValueError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatcherConfig:
+        """The batcher limits configured in `settings`."""
+        return cls(
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            max_in_flight=settings.max_batch_in_flight,
+        )
+
+
+def plan_batch(
+    lengths: Sequence[int],
+    *,
+    max_batch_tokens: int,
+    max_batch_size: int,
+    group_by_length: bool = True,
+) -> list[int]:
+    """Choose the next batch from the queue.
+
+    Args:
+        lengths: token count of every queued item, in arrival order (index 0 = oldest).
+        max_batch_tokens: the batch must satisfy len(chosen) x max(chosen lengths) <= this.
+        max_batch_size: the batch holds at most this many items.
+        group_by_length: False = FIFO: take items in arrival order and stop at the first that
+            does not fit (it leads the next batch). True = the oldest item anchors the batch and
+            the rest is filled with the items whose lengths are closest to it (ties: older first),
+            skipping any that would break the budget.
+
+    Returns:
+        Indices into `lengths`, always including 0 when lengths[0] <= max_batch_tokens.
+
+    Why nearest-to-the-oldest: a padded batch costs size x longest, so mixing a 10-token and a
+    500-token input wastes 490 tokens of compute. Anchoring on the oldest item keeps the fairness
+    of FIFO (every batch takes the head of the queue, so an item waits at most as many batches as
+    there are items ahead of it: no starvation of odd lengths), while picking neighbours by length
+    gives most of the padding saving of fully length-sorted batches. Sorted fixed windows would
+    save a little more padding but can leave the oldest item waiting behind windows of other
+    lengths. The cost, a sort of at most queue_size keys per batch, is negligible next to inference.
+    """
+    if not lengths:
+        return []
+    order: Sequence[int] = range(len(lengths))
+    if group_by_length:
+        anchor = lengths[0]
+        order = sorted(order, key=lambda i: (abs(lengths[i] - anchor), i))
+    chosen: list[int] = []
+    padded = 0
+    for i in order:
+        width = max(padded, lengths[i])
+        if (len(chosen) + 1) * width > max_batch_tokens:
+            if not group_by_length:
+                break
+            continue
+        chosen.append(i)
+        padded = width
+        if len(chosen) == max_batch_size:
+            break
+    return chosen
+
+
+class _Request(Generic[R]):
+    """One submit() call: its future, results gathered so far, and its items still queued."""
+
+    __slots__ = ("finished", "future", "queued", "remaining", "results", "size", "timer")
+
+    def __init__(self, future: asyncio.Future[list[R]], size: int) -> None:
+        self.future = future
+        self.size = size
+        self.results: list[Any] = [None] * size
+        self.remaining = size
+        self.queued: set[int] = set()  # sequence numbers of this request's items in the queue
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False  # cleanup done (idempotence guard)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Entry(Generic[R]):
+    """One queued item: which request and position it answers, and when it arrived."""
+
+    seq: int
+    request: _Request[R]
+    index: int
+    item: WorkItem
+    enqueued_at: float  # time.monotonic()
+
+
+class Batcher(Generic[R]):
+    """Dynamic batcher for one model.
+
+    Args:
+        backend: runs the batches (called from a worker thread).
+        config: batching limits.
+        model: model name, used as the metrics label and in messages.
+        metrics: where to record queue depth, batch shapes, timings, drops, rejections and
+            timeouts; None records nothing.
+        executor: where predict runs; by default a dedicated single-thread pool. One thread
+            because onnxruntime already parallelises inside a run (intra_op_threads): two
+            concurrent runs on the same cores would only contend. Pass a wider pool for
+            backends that gain from concurrent runs.
+
+    Use `async with Batcher(...) as b:` (start, then drain on exit), or start()/drain().
+    """
+
+    def __init__(
+        self,
+        backend: Backend[R],
+        config: BatcherConfig | None = None,
+        *,
+        model: str = "default",
+        metrics: Metrics | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config or BatcherConfig()
+        self.model = model
+        self.metrics = metrics
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"infer-{model}"
+        )
+        self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
+        self._queued_tokens = 0
+        self._seq = itertools.count()
+        self._accepting = True
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._items_per_s: float | None = None  # smoothed backend throughput, for retry_after
+
+    # --- public API ---
+
+    @property
+    def queue_depth(self) -> int:
+        """Items queued and not yet handed to the backend."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Batches handed to the backend and not finished."""
+        return len(self._in_flight)
+
+    @property
+    def accepting(self) -> bool:
+        """False once drain() has begun (submit raises NotReadyError)."""
+        return self._accepting
+
+    def start(self) -> None:
+        """Start the batching task on the running loop (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.model}"
+            )
+
+    def submit(
+        self, items: Sequence[WorkItem], deadline: float | None = None
+    ) -> asyncio.Future[list[R]]:
+        """Queue one request's items, or refuse them at once.
+
+        Args:
+            items: the request's tokenized inputs; each at most max_batch_tokens long.
+            deadline: absolute time on the event loop clock (`loop.time()`) after which the
+                request fails with RequestTimeoutError, even if some items are running; None
+                means no deadline.
+
+        Returns:
+            A future of the results, one per item, in input order. Cancelling it (e.g. the
+            awaiting handler is cancelled because the client left) drops its queued items.
+
+        Raises:
+            NotReadyError: the batcher is draining.
+            PayloadTooLargeError: more items than the whole queue holds.
+            ValidationFailedError: an item longer than max_batch_tokens.
+            OverloadedError: the queue cannot take these items now (carries retry_after).
+            RequestTimeoutError: the deadline has already passed.
+        """
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if not self._accepting:
+            raise NotReadyError(f"model {self.model!r} is shutting down; retry shortly")
+        if len(items) > cfg.queue_size:
+            raise PayloadTooLargeError(
+                f"{len(items)} inputs exceed the queue size ({cfg.queue_size}); split the request"
+            )
+        for i, item in enumerate(items):
+            if item.length > cfg.max_batch_tokens:
+                raise ValidationFailedError(
+                    f"input {i} has {item.length} tokens, more than max_batch_tokens "
+                    f"({cfg.max_batch_tokens}); truncate it",
+                    details={"index": i, "tokens": item.length},
+                )
+        future: asyncio.Future[list[R]] = loop.create_future()
+        if not items:
+            future.set_result([])
+            return future
+        if len(self._queue) + len(items) > cfg.queue_size:
+            if self.metrics:
+                self.metrics.inc_rejected(self.model)
+            raise OverloadedError(
+                f"model {self.model!r} has {len(self._queue)} inputs queued (limit "
+                f"{cfg.queue_size}); retry later",
+                retry_after=self._retry_after(len(items)),
+            )
+        if deadline is not None and deadline <= loop.time():
+            if self.metrics:
+                self.metrics.inc_timeout(self.model)
+            raise RequestTimeoutError("the request's deadline passed before it was queued")
+
+        req: _Request[R] = _Request(future, len(items))
+        now = time.monotonic()
+        for i, item in enumerate(items):
+            seq = next(self._seq)
+            self._queue[seq] = _Entry(seq, req, i, item, now)
+            req.queued.add(seq)
+            self._queued_tokens += item.length
+        if deadline is not None:
+            req.timer = loop.call_at(deadline, self._expire, req)
+        future.add_done_callback(functools.partial(self._on_request_done, req))
+        self._depth_changed()
+        self._wakeup.set()
+        return future
+
+    async def drain(self) -> None:
+        """Stop admitting (NotReadyError), finish everything queued and running, then return."""
+        self._accepting = False
+        self._wakeup.set()
+        if self._task is None and self._queue:
+            self.start()
+        if self._task is not None:
+            # shield: a caller's timeout around drain() must not kill the batching task.
+            await asyncio.shield(self._task)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Batcher[R]:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.drain()
+
+    # --- batching task ---
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    if not self._accepting:
+                        if self._in_flight:
+                            await asyncio.gather(*self._in_flight, return_exceptions=True)
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                # Taking a slot before choosing items keeps the batch open to late arrivals
+                # for as long as the backend could not start it anyway.
+                await self._slots.acquire()
+                try:
+                    await self._wait_until_due()
+                    dispatched = self._dispatch()
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if not dispatched:
+                    self._slots.release()
+        except Exception:
+            log.exception("batcher of model %r crashed; failing its queued requests", self.model)
+            self._accepting = False
+            for req in {e.request for e in self._queue.values()}:
+                self._fail(req, InferenceError("the model's batcher failed; retry the request"))
+
+    def _full(self) -> bool:
+        """Whether the queue holds enough to fill a batch, so waiting longer gains nothing."""
+        return (
+            len(self._queue) >= self.config.max_batch_size
+            or self._queued_tokens >= self.config.max_batch_tokens
+        )
+
+    async def _wait_until_due(self) -> None:
+        """Return when a batch is full, the oldest item has waited max_wait, or draining."""
+        while self._queue and self._accepting and not self._full():
+            oldest = next(iter(self._queue.values()))
+            delay = oldest.enqueued_at + self.config.max_wait_s - time.monotonic()
+            if delay <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _dispatch(self) -> bool:
+        """Take the next batch off the queue and hand it to the backend; False if none."""
+        # A request cancelled a moment ago may not have run its done-callback yet.
+        for req in {e.request for e in self._queue.values() if e.request.future.done()}:
+            self._forget(req)
+        if not self._queue:
+            return False
+        entries = list(self._queue.values())
+        cfg = self.config
+        picked = plan_batch(
+            [e.item.length for e in entries],
+            max_batch_tokens=cfg.max_batch_tokens,
+            max_batch_size=cfg.max_batch_size,
+            group_by_length=cfg.group_by_length,
+        )
+        chosen = [entries[i] for i in picked]
+        for e in chosen:
+            del self._queue[e.seq]
+            e.request.queued.discard(e.seq)
+            self._queued_tokens -= e.item.length
+        self._depth_changed()
+        batch = pad_batch([e.item for e in chosen])
+        if self.metrics:
+            self.metrics.observe_batch(
+                self.model, batch.size, batch.padded_tokens, batch.padding_ratio
+            )
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch, chosen))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return True
+
+    async def _run_batch(self, batch: Batch, entries: list[_Entry[R]]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            started, results, seconds = await loop.run_in_executor(
+                self._executor, self._timed_predict, batch
+            )
+        except asyncio.CancelledError:
+            self._slots.release()
+            for req in {e.request for e in entries}:
+                self._fail(req, NotReadyError("the service stopped before this request finished"))
+            raise
+        except Exception:
+            self._slots.release()
+            log.exception("model %r: batch of %d inputs failed", self.model, batch.size)
+            for req in {e.request for e in entries}:
+                self._fail(req, InferenceError())
+            return
+        self._slots.release()
+        self._record(batch.size, seconds, [started - e.enqueued_at for e in entries])
+        for e, result in zip(entries, results, strict=True):
+            req = e.request
+            if req.future.done():  # timed out or cancelled meanwhile
+                continue
+            req.results[e.index] = result
+            req.remaining -= 1
+            if req.remaining == 0:
+                req.future.set_result(req.results)
+
+    def _timed_predict(self, batch: Batch) -> tuple[float, Sequence[R], float]:
+        """Worker-thread side: (start time, results, seconds), checking the result count."""
+        started = time.monotonic()
+        results = self.backend.predict(batch)
+        if len(results) != batch.size:
+            raise RuntimeError(f"backend returned {len(results)} results for {batch.size} inputs")
+        return started, results, time.monotonic() - started
+
+    # --- request bookkeeping ---
+
+    def _expire(self, req: _Request[R]) -> None:
+        """Deadline timer: fail the request and remove whatever of it is still queued."""
+        if req.future.done():
+            return
+        if self.metrics:
+            self.metrics.inc_timeout(self.model)
+        queued = len(req.queued)
+        self._fail(
+            req,
+            RequestTimeoutError(
+                f"the request passed its deadline with {queued} of its {req.size} inputs still "
+                "queued; retry later or send fewer inputs"
+            ),
+        )
+
+    def _fail(self, req: _Request[R], error: ServiceError) -> None:
+        # Remove queued items first so no later batch picks them up.
+        self._forget(req)
+        if not req.future.done():
+            req.future.set_exception(error)
+
+    def _on_request_done(self, req: _Request[R], future: asyncio.Future[list[R]]) -> None:
+        self._forget(req)
+
+    def _forget(self, req: _Request[R]) -> None:
+        """Once per request: cancel its timer, drop its queued items, count a client drop."""
+        if req.finished:
+            return
+        req.finished = True
+        if req.timer is not None:
+            req.timer.cancel()
+        removed = len(req.queued)
+        for seq in req.queued:
+            self._queued_tokens -= self._queue.pop(seq).item.length
+        req.queued.clear()
+        if req.future.cancelled() and self.metrics:
+            self.metrics.inc_dropped(self.model, removed)
+        if removed:
+            self._depth_changed()
+            self._wakeup.set()
+
+    # --- stats ---
+
+    def _depth_changed(self) -> None:
+        if self.metrics:
+            self.metrics.set_queue_depth(self.model, len(self._queue))
+
+    def _record(self, size: int, seconds: float, waits: list[float]) -> None:
+        if seconds > 0:
+            rate = size / seconds
+            prev = self._items_per_s
+            self._items_per_s = rate if prev is None else prev + _RATE_SMOOTHING * (rate - prev)
+        if self.metrics:
+            self.metrics.observe_inference_time(self.model, seconds)
+            for wait in waits:
+                self.metrics.observe_queue_time(self.model, max(0.0, wait))
+
+    def _retry_after(self, incoming: int) -> float:
+        """Seconds until the queue has likely drained enough to take `incoming` more items."""
+        excess = len(self._queue) + incoming - self.config.queue_size
+        if not self._items_per_s:
+            return _MIN_RETRY_S
+        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, excess / self._items_per_s))

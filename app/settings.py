@@ -1,0 +1,243 @@
+"""The service's one settings object, read from the environment once at start-up.
+
+Every field is settable as `BERT_<FIELD>` (upper case); its description is the help text.
+Impossible combinations are refused here, at start-up, with a sentence that says the fix.
+The object is frozen: build it once (`get_settings()` or `Settings()` in tests) and pass it on.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "available_cores", "get_settings"]
+
+MIB = 1024 * 1024
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects taskset/cgroup affinity, unlike cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS/Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
+# Comma lists ("a,b") are read as text, not JSON, hence NoDecode + the splitting validator.
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Configuration of the inference service (all from `BERT_*` environment variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BERT_",
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    # --- models ---
+    models_dir: Path = Field(
+        default=Path("models"), description="Folder holding one sub-folder (bundle) per model."
+    )
+    models: CommaList = Field(
+        default=(),
+        description="Comma list of bundle names to serve; empty serves every bundle found.",
+    )
+    variant: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        default="auto",
+        description="ONNX variant to load: auto picks fp16 on CUDA, int8 on CPU when present, "
+        "else fp32.",
+    )
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="onnxruntime execution provider: auto uses CUDA when available."
+    )
+
+    # --- network ---
+    host: str = Field(
+        default="127.0.0.1", description="Address to bind; use 0.0.0.0 inside a container."
+    )
+    port: int = Field(
+        default=8000,
+        validation_alias=AliasChoices("BERT_PORT", "PORT"),
+        description="TCP port to listen on (BERT_PORT, else the platform's PORT).",
+    )
+
+    # --- batching ---
+    max_batch_tokens: int = Field(
+        default=8192,
+        description="Token budget of one batch: padded length x batch size never exceeds it.",
+    )
+    max_batch_size: int = Field(default=32, description="Most inputs in one batch.")
+    max_batch_in_flight: int = Field(
+        default=2,
+        description="Batches handed to the backend at once per model: one runs while the next "
+        "is prepared.",
+    )
+    max_wait_ms: float = Field(
+        default=5.0,
+        description="Longest time the oldest queued input waits for its batch to fill before "
+        "the batch is sent anyway.",
+    )
+    queue_size: int = Field(
+        default=1024,
+        description="Most inputs queued per model; beyond it requests are refused with 429.",
+    )
+
+    # --- requests ---
+    request_timeout_s: float = Field(
+        default=30.0, description="Deadline of one request, in seconds; past it the answer is 504."
+    )
+    max_inputs_per_request: int = Field(
+        default=256, description="Most inputs in one request (else 413)."
+    )
+    max_body_bytes: int = Field(
+        default=MIB, description="Largest request body in bytes (else 413)."
+    )
+
+    # --- runtime ---
+    intra_op_threads: int = Field(
+        default_factory=available_cores,
+        description="onnxruntime threads inside one inference run; defaults to the cores this "
+        "process may use.",
+    )
+    warmup: bool = Field(
+        default=True,
+        description="Run one tiny inference per model at start-up before reporting ready.",
+    )
+
+    # --- security and observability ---
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="If set, requests must send 'Authorization: Bearer <key>'; unset means open.",
+    )
+    metrics_requires_key: bool = Field(
+        default=False, description="Require the API key on /metrics too (needs BERT_API_KEY)."
+    )
+    cors_origins: CommaList = Field(
+        default=(),
+        description="Comma list of origins allowed by CORS ('*' for any); empty turns CORS off.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines as JSON objects (for collectors) or plain text."
+    )
+
+    @field_validator("models", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        # BERT_API_KEY= (empty) must mean "no key", never "the empty key".
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        problems = [msg for ok, msg in self._rules() if not ok]
+        if problems:
+            raise ValueError(" ".join(problems))
+        return self
+
+    def _rules(self) -> list[tuple[bool, str]]:
+        """(condition that must hold, sentence saying the fix) for every cross-field rule."""
+        return [
+            (1 <= self.port <= 65535, f"port is {self.port}; set BERT_PORT between 1 and 65535."),
+            (
+                self.max_batch_size >= 1,
+                f"max_batch_size is {self.max_batch_size}; set BERT_MAX_BATCH_SIZE to 1 or more.",
+            ),
+            (
+                self.max_batch_tokens >= 1,
+                f"max_batch_tokens is {self.max_batch_tokens}; set BERT_MAX_BATCH_TOKENS to at "
+                "least the models' max sequence length (e.g. 8192).",
+            ),
+            (
+                self.max_batch_in_flight >= 1,
+                f"max_batch_in_flight is {self.max_batch_in_flight}; set "
+                "BERT_MAX_BATCH_IN_FLIGHT to 1 or more (2 overlaps preparation and inference).",
+            ),
+            (
+                self.max_wait_ms >= 0,
+                f"max_wait_ms is {self.max_wait_ms}; set BERT_MAX_WAIT_MS to 0 or more.",
+            ),
+            (
+                self.queue_size >= self.max_batch_size,
+                f"queue_size ({self.queue_size}) is smaller than max_batch_size "
+                f"({self.max_batch_size}), so no batch could ever fill; raise BERT_QUEUE_SIZE or "
+                "lower BERT_MAX_BATCH_SIZE.",
+            ),
+            (
+                self.max_inputs_per_request >= 1,
+                f"max_inputs_per_request is {self.max_inputs_per_request}; set "
+                "BERT_MAX_INPUTS_PER_REQUEST to 1 or more.",
+            ),
+            (
+                self.max_inputs_per_request <= self.queue_size,
+                f"max_inputs_per_request ({self.max_inputs_per_request}) exceeds queue_size "
+                f"({self.queue_size}), so the largest allowed request could never be queued; "
+                "raise BERT_QUEUE_SIZE or lower BERT_MAX_INPUTS_PER_REQUEST.",
+            ),
+            (
+                self.request_timeout_s > 0,
+                f"request_timeout_s is {self.request_timeout_s}; set BERT_REQUEST_TIMEOUT_S "
+                "above 0.",
+            ),
+            (
+                self.max_wait_ms < self.request_timeout_s * 1000,
+                f"max_wait_ms ({self.max_wait_ms}) is not below the request timeout "
+                f"({self.request_timeout_s} s), so lone requests would time out while waiting; "
+                "lower BERT_MAX_WAIT_MS or raise BERT_REQUEST_TIMEOUT_S.",
+            ),
+            (
+                self.max_body_bytes >= 1,
+                f"max_body_bytes is {self.max_body_bytes}; set BERT_MAX_BODY_BYTES to 1 or more "
+                f"(default {MIB}).",
+            ),
+            (
+                self.intra_op_threads >= 1,
+                f"intra_op_threads is {self.intra_op_threads}; set BERT_INTRA_OP_THREADS to 1 "
+                "or more, or unset it to use every available core.",
+            ),
+            (
+                not self.metrics_requires_key or self.api_key is not None,
+                "metrics_requires_key is on but no api_key is set; set BERT_API_KEY or set "
+                "BERT_METRICS_REQUIRES_KEY=false.",
+            ),
+        ]
+
+    def check_max_seq_len(self, model: str, max_seq_len: int) -> None:
+        """Refuse a model whose longest input could not fit in one batch.
+
+        Called once per bundle at load time, when the sequence length is known.
+
+        Args:
+            model: the bundle name, for the message.
+            max_seq_len: the longest input (in tokens) the model accepts.
+
+        Raises:
+            ValueError: when `max_batch_tokens < max_seq_len`.
+        """
+        if self.max_batch_tokens < max_seq_len:
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) is smaller than the max sequence "
+                f"length of model {model!r} ({max_seq_len}), so its longest inputs could never "
+                f"be batched; set BERT_MAX_BATCH_TOKENS to at least {max_seq_len}."
+            )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first call."""
+    return Settings()
