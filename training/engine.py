@@ -33,11 +33,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from transformers.utils import logging as hf_logging
 
 from training import config as cfg
 from training.errors import UsageError
 
 log = logging.getLogger(__name__)
+hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars drown the real one
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "training_state.pt"

@@ -1,0 +1,198 @@
+"""Pretraining end to end with a tiny model: outputs, loss parity, exact resume, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining, AutoTokenizer, BertForPreTraining
+
+from training.cli import main
+from training.modeling import bert_config, pretraining_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def args(tokenizer: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "pretrain", "--tokenizer", str(tokenizer), "--corpus", str(corpus), "--out", str(out),
+        "--preset", "custom", "--num-layers", "2", "--hidden-size", "32", "--num-heads", "2",
+        "--max-seq-len", "64", "--batch-size", "8", "--max-steps", "24", "--save-every", "8",
+        "--eval-every", "12", "--eval-batches", "2", "--log-every", "4", "--holdout-fraction",
+        "0.1", "--no-progress", "--precision", "fp32", "--threads", "1", *extra,
+    ]
+
+
+def run_cli(argv: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "training", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, small_tokenizer: Path, embedded_corpus: Path) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    assert main(args(small_tokenizer, embedded_corpus, out)) == 0
+    return out
+
+
+def test_output_folder_is_a_hf_checkpoint(finished_run: Path) -> None:
+    names = {p.name for p in finished_run.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "run_config.json",
+            "metrics.jsonl", "eval_report.json", "loss_curve.png", "checkpoints"} <= names
+    model = AutoModelForPreTraining.from_pretrained(finished_run)
+    tok = AutoTokenizer.from_pretrained(finished_run)
+    assert isinstance(model, BertForPreTraining)
+    enc = tok("The interpreter reads a [MASK] of code.", return_tensors="pt")
+    assert model(**enc).prediction_logits.shape[-1] == len(tok)
+    report = json.loads((finished_run / "eval_report.json").read_text())
+    assert report["step"] == 24
+    for key in ("eval_heldout_mlm_acc", "eval_heldout_nsp_acc", "eval_heldout_perplexity",
+                "eval_heldout_unigram_acc"):
+        assert key in report
+    rows = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [4, 8, 12, 16, 20, 24]
+    assert {"mlm_acc", "nsp_acc", "lr", "tokens_per_s", "mlm_loss", "nsp_loss"} <= set(train_rows[0])
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]  # it learns
+    # the run's full config sits beside it, and keeps only the latest checkpoints
+    assert json.loads((finished_run / "run_config.json").read_text())["max_steps"] == 24
+    assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == [
+        "step-00000016", "step-00000024"]
+
+
+def test_masked_only_projection_equals_full_loss() -> None:
+    """Our gather-then-project loss equals BertForPreTraining's own loss over all positions."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config("custom", 100, num_layers=2, hidden_size=32,
+                                           num_heads=2)).eval()
+    b, t, p = 3, 16, 4
+    ids = torch.randint(5, 100, (b, t))
+    positions = torch.stack([torch.randperm(t - 2)[:p] + 1 for _ in range(b)])
+    weights = torch.ones(b, p)
+    weights[2, 3] = 0  # a padded prediction slot
+    targets = torch.randint(5, 100, (b, p))
+    labels = torch.full((b, t), -100)
+    for i in range(b):
+        for j in range(p):
+            if weights[i, j] > 0:
+                labels[i, positions[i, j]] = targets[i, j]
+    nsp = torch.tensor([0, 1, 0])
+    batch = {"input_ids": ids, "attention_mask": torch.ones(b, t, dtype=torch.long),
+             "token_type_ids": torch.zeros(b, t, dtype=torch.long),
+             "masked_lm_positions": positions, "masked_lm_ids": targets,
+             "masked_lm_weights": weights, "next_sentence_label": nsp}
+    ours = pretraining_loss(model, batch)
+    ref = model(input_ids=ids, attention_mask=batch["attention_mask"],
+                token_type_ids=batch["token_type_ids"], labels=labels, next_sentence_label=nsp)
+    torch.testing.assert_close(ours.loss, ref.loss, atol=1e-5, rtol=1e-5)
+    assert int(ours.mlm_count) == 11
+
+
+def test_killed_run_resumes_exactly(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path,
+                                    finished_run: Path) -> None:
+    """SIGKILL after a checkpoint, --resume: same final weights and logged losses."""
+    out = tmp_path / "run"
+    proc = run_cli(args(small_tokenizer, embedded_corpus, out))
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "step-00000008").is_dir():
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()  # it really was cut short
+    resumed = run_cli([*args(small_tokenizer, embedded_corpus, out), "--resume"])
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert "resuming from" in log
+    a, b = load_file(finished_run / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+
+    def losses(p: Path) -> list:
+        rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r.get("loss"), r.get("eval_heldout_mlm_loss")) for r in rows]
+
+    assert losses(out) == losses(finished_run)
+
+
+def test_torn_checkpoint_is_never_picked(tmp_path: Path) -> None:
+    from training.engine import checkpoint_dirs
+
+    root = tmp_path / "checkpoints"
+    (root / "step-00000010").mkdir(parents=True)
+    (root / "step-00000010" / "training_state.pt").write_bytes(b"x")
+    (root / ".tmp-step-00000020").mkdir()
+    (root / ".tmp-step-00000020" / "training_state.pt").write_bytes(b"x")
+    (root / "step-00000030").mkdir()  # no state file: incomplete
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-00000010"]
+
+
+def test_clear_errors(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path,
+                      finished_run: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    cases = [
+        (args(small_tokenizer, empty, tmp_path / "a"), "no text"),
+        ([*args(small_tokenizer, embedded_corpus, tmp_path / "b"), "--preset", "gigantic"],
+         "unknown preset"),
+        (args(small_tokenizer, embedded_corpus, finished_run), "already holds a pretraining run"),
+        ([*args(small_tokenizer, embedded_corpus, finished_run), "--resume", "--max-seq-len", "32"],
+         "other settings (max_seq_len)"),
+        (args(tmp_path / "no-tokenizer", embedded_corpus, tmp_path / "c"), "not a tokenizer folder"),
+    ]
+    cfg_file = tmp_path / "bert.json"
+    cfg_file.write_text(json.dumps({"vocab_size": 999, "hidden_size": 32, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "intermediate_size": 64}))
+    cases.append(([*args(small_tokenizer, embedded_corpus, tmp_path / "d"),
+                   "--model-config", str(cfg_file)], "vocab_size 999 but the tokenizer has 1000"))
+    for argv, message in cases:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code != 0, message
+        assert message in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_config_file_sets_options(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path) -> None:
+    conf = tmp_path / "run.yaml"
+    conf.write_text("max_steps: 3\nsave_every: 3\nwhole_word_masking: true\n")
+    out = tmp_path / "run"
+    assert main([*args(small_tokenizer, embedded_corpus, out), "--config", str(conf),
+                 "--max-steps", "2"]) == 0  # flags override the file
+    saved = json.loads((out / "run_config.json").read_text())
+    assert (saved["max_steps"], saved["whole_word_masking"]) == (2, True)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path) -> None:
+    """DDP with the gloo backend: 2 processes train in step and write one valid checkpoint."""
+    out = tmp_path / "ddp"
+    argv = args(small_tokenizer, embedded_corpus, out)
+    argv[argv.index("--max-steps") + 1] = "6"
+    argv[argv.index("--save-every") + 1] = "3"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "training", *argv],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    model = AutoModelForPreTraining.from_pretrained(out)
+    assert isinstance(model, BertForPreTraining)
+    state = torch.load(out / "checkpoints" / "step-00000006" / "training_state.pt",
+                       weights_only=False)
+    assert len(state["rng"]) == 2  # one RNG state per rank
+    assert state["data"] == {"epoch": 0, "next": 6}
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6
