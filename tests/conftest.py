@@ -45,7 +45,8 @@ def small_tokenizer(tmp_path_factory: pytest.TempPathFactory, embedded_corpus: P
     from training.cli import main
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    code = main(["tokenizer", "--corpus", str(embedded_corpus), "--vocab-size", "1000",
-                 "--out", str(out)])
+    code = main(
+        ["tokenizer", "--corpus", str(embedded_corpus), "--vocab-size", "1000", "--out", str(out)]
+    )
     assert code == 0
     return out

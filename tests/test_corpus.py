@@ -40,8 +40,10 @@ def test_document_boundaries(tmp_path: Path) -> None:
     (d,) = docs([f])
     assert d.paragraphs == ["First line of a wrapped paragraph.", "Second paragraph."]
     blank = docs([f], doc_boundary="blank-line")
-    assert [b.paragraphs for b in blank] == [["First line of a", "wrapped paragraph."],
-                                             ["Second paragraph."]]
+    assert [b.paragraphs for b in blank] == [
+        ["First line of a", "wrapped paragraph."],
+        ["Second paragraph."],
+    ]
     assert len(docs([f], doc_boundary="line")) == 3
 
 
@@ -103,7 +105,10 @@ def test_real_gutenberg_book_is_stripped(data_dir: Path) -> None:
         ('"Stop!" she cried. "Now?" He ran.', ['"Stop!" she cried.', '"Now?"', "He ran."]),
         ("J. R. R. Tolkien wrote it. Yes.", ["J. R. R. Tolkien wrote it.", "Yes."]),
         ("version 3.11 is out. e.g. this", ["version 3.11 is out. e.g. this"]),
-        ("他来了。她走了！真的吗？“是的。”好。", ["他来了。", "她走了！", "真的吗？", "“是的。”", "好。"]),
+        (
+            "他来了。她走了！真的吗？“是的。”好。",
+            ["他来了。", "她走了！", "真的吗？", "“是的。”", "好。"],
+        ),
         ("天气很好；我们出去吧", ["天气很好；", "我们出去吧"]),
         ("No terminator", ["No terminator"]),
     ],

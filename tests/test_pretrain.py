@@ -23,18 +23,57 @@ REPO = Path(__file__).resolve().parents[1]
 
 def args(tokenizer: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "pretrain", "--tokenizer", str(tokenizer), "--corpus", str(corpus), "--out", str(out),
-        "--preset", "custom", "--num-layers", "2", "--hidden-size", "32", "--num-heads", "2",
-        "--max-seq-len", "64", "--batch-size", "8", "--max-steps", "24", "--save-every", "8",
-        "--eval-every", "12", "--eval-batches", "2", "--log-every", "4", "--holdout-fraction",
-        "0.1", "--no-progress", "--precision", "fp32", "--threads", "1", *extra,
+        "pretrain",
+        "--tokenizer",
+        str(tokenizer),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--preset",
+        "custom",
+        "--num-layers",
+        "2",
+        "--hidden-size",
+        "32",
+        "--num-heads",
+        "2",
+        "--max-seq-len",
+        "64",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "24",
+        "--save-every",
+        "8",
+        "--eval-every",
+        "12",
+        "--eval-batches",
+        "2",
+        "--log-every",
+        "4",
+        "--holdout-fraction",
+        "0.1",
+        "--no-progress",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        *extra,
     ]
 
 
 def run_cli(argv: list[str], **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "training", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "training", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +85,17 @@ def finished_run(tmp_path_factory, small_tokenizer: Path, embedded_corpus: Path)
 
 def test_output_folder_is_a_hf_checkpoint(finished_run: Path) -> None:
     names = {p.name for p in finished_run.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "run_config.json",
-            "metrics.jsonl", "eval_report.json", "loss_curve.png", "checkpoints"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "run_config.json",
+        "metrics.jsonl",
+        "eval_report.json",
+        "loss_curve.png",
+        "checkpoints",
+    } <= names
     model = AutoModelForPreTraining.from_pretrained(finished_run)
     tok = AutoTokenizer.from_pretrained(finished_run)
     assert isinstance(model, BertForPreTraining)
@@ -55,25 +103,34 @@ def test_output_folder_is_a_hf_checkpoint(finished_run: Path) -> None:
     assert model(**enc).prediction_logits.shape[-1] == len(tok)
     report = json.loads((finished_run / "eval_report.json").read_text())
     assert report["step"] == 24
-    for key in ("eval_heldout_mlm_acc", "eval_heldout_nsp_acc", "eval_heldout_perplexity",
-                "eval_heldout_unigram_acc"):
+    for key in (
+        "eval_heldout_mlm_acc",
+        "eval_heldout_nsp_acc",
+        "eval_heldout_perplexity",
+        "eval_heldout_unigram_acc",
+    ):
         assert key in report
     rows = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [4, 8, 12, 16, 20, 24]
-    assert {"mlm_acc", "nsp_acc", "lr", "tokens_per_s", "mlm_loss", "nsp_loss"} <= set(train_rows[0])
+    assert {"mlm_acc", "nsp_acc", "lr", "tokens_per_s", "mlm_loss", "nsp_loss"} <= set(
+        train_rows[0]
+    )
     assert train_rows[-1]["loss"] < train_rows[0]["loss"]  # it learns
     # the run's full config sits beside it, and keeps only the latest checkpoints
     assert json.loads((finished_run / "run_config.json").read_text())["max_steps"] == 24
     assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == [
-        "step-00000016", "step-00000024"]
+        "step-00000016",
+        "step-00000024",
+    ]
 
 
 def test_masked_only_projection_equals_full_loss() -> None:
     """Our gather-then-project loss equals BertForPreTraining's own loss over all positions."""
     torch.manual_seed(0)
-    model = BertForPreTraining(bert_config("custom", 100, num_layers=2, hidden_size=32,
-                                           num_heads=2)).eval()
+    model = BertForPreTraining(
+        bert_config("custom", 100, num_layers=2, hidden_size=32, num_heads=2)
+    ).eval()
     b, t, p = 3, 16, 4
     ids = torch.randint(5, 100, (b, t))
     positions = torch.stack([torch.randperm(t - 2)[:p] + 1 for _ in range(b)])
@@ -86,19 +143,30 @@ def test_masked_only_projection_equals_full_loss() -> None:
             if weights[i, j] > 0:
                 labels[i, positions[i, j]] = targets[i, j]
     nsp = torch.tensor([0, 1, 0])
-    batch = {"input_ids": ids, "attention_mask": torch.ones(b, t, dtype=torch.long),
-             "token_type_ids": torch.zeros(b, t, dtype=torch.long),
-             "masked_lm_positions": positions, "masked_lm_ids": targets,
-             "masked_lm_weights": weights, "next_sentence_label": nsp}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones(b, t, dtype=torch.long),
+        "token_type_ids": torch.zeros(b, t, dtype=torch.long),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": targets,
+        "masked_lm_weights": weights,
+        "next_sentence_label": nsp,
+    }
     ours = pretraining_loss(model, batch)
-    ref = model(input_ids=ids, attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"], labels=labels, next_sentence_label=nsp)
+    ref = model(
+        input_ids=ids,
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+        labels=labels,
+        next_sentence_label=nsp,
+    )
     torch.testing.assert_close(ours.loss, ref.loss, atol=1e-5, rtol=1e-5)
     assert int(ours.mlm_count) == 11
 
 
-def test_killed_run_resumes_exactly(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path,
-                                    finished_run: Path) -> None:
+def test_killed_run_resumes_exactly(
+    tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path, finished_run: Path
+) -> None:
     """SIGKILL after a checkpoint, --resume: same final weights and logged losses."""
     out = tmp_path / "run"
     proc = run_cli(args(small_tokenizer, embedded_corpus, out))
@@ -138,24 +206,58 @@ def test_torn_checkpoint_is_never_picked(tmp_path: Path) -> None:
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-00000010"]
 
 
-def test_clear_errors(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path,
-                      finished_run: Path, capsys: pytest.CaptureFixture) -> None:
+def test_clear_errors(
+    tmp_path: Path,
+    small_tokenizer: Path,
+    embedded_corpus: Path,
+    finished_run: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("   \n")
     cases = [
         (args(small_tokenizer, empty, tmp_path / "a"), "no text"),
-        ([*args(small_tokenizer, embedded_corpus, tmp_path / "b"), "--preset", "gigantic"],
-         "unknown preset"),
+        (
+            [*args(small_tokenizer, embedded_corpus, tmp_path / "b"), "--preset", "gigantic"],
+            "unknown preset",
+        ),
         (args(small_tokenizer, embedded_corpus, finished_run), "already holds a pretraining run"),
-        ([*args(small_tokenizer, embedded_corpus, finished_run), "--resume", "--max-seq-len", "32"],
-         "other settings (max_seq_len)"),
-        (args(tmp_path / "no-tokenizer", embedded_corpus, tmp_path / "c"), "not a tokenizer folder"),
+        (
+            [
+                *args(small_tokenizer, embedded_corpus, finished_run),
+                "--resume",
+                "--max-seq-len",
+                "32",
+            ],
+            "other settings (max_seq_len)",
+        ),
+        (
+            args(tmp_path / "no-tokenizer", embedded_corpus, tmp_path / "c"),
+            "not a tokenizer folder",
+        ),
     ]
     cfg_file = tmp_path / "bert.json"
-    cfg_file.write_text(json.dumps({"vocab_size": 999, "hidden_size": 32, "num_hidden_layers": 1,
-                                    "num_attention_heads": 2, "intermediate_size": 64}))
-    cases.append(([*args(small_tokenizer, embedded_corpus, tmp_path / "d"),
-                   "--model-config", str(cfg_file)], "vocab_size 999 but the tokenizer has 1000"))
+    cfg_file.write_text(
+        json.dumps(
+            {
+                "vocab_size": 999,
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+            }
+        )
+    )
+    cases.append(
+        (
+            [
+                *args(small_tokenizer, embedded_corpus, tmp_path / "d"),
+                "--model-config",
+                str(cfg_file),
+            ],
+            "vocab_size 999 but the tokenizer has 1000",
+        )
+    )
     for argv, message in cases:
         code = main(argv)
         err = capsys.readouterr().err
@@ -164,18 +266,32 @@ def test_clear_errors(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Pa
         assert len(err.strip().splitlines()) == 1, err
 
 
-def test_config_file_sets_options(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path) -> None:
+def test_config_file_sets_options(
+    tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path
+) -> None:
     conf = tmp_path / "run.yaml"
     conf.write_text("max_steps: 3\nsave_every: 3\nwhole_word_masking: true\n")
     out = tmp_path / "run"
-    assert main([*args(small_tokenizer, embedded_corpus, out), "--config", str(conf),
-                 "--max-steps", "2"]) == 0  # flags override the file
+    assert (
+        main(
+            [
+                *args(small_tokenizer, embedded_corpus, out),
+                "--config",
+                str(conf),
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )  # flags override the file
     saved = json.loads((out / "run_config.json").read_text())
     assert (saved["max_steps"], saved["whole_word_masking"]) == (2, True)
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path) -> None:
+def test_torchrun_two_cpu_processes(
+    tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path
+) -> None:
     """DDP with the gloo backend: 2 processes train in step and write one valid checkpoint."""
     out = tmp_path / "ddp"
     argv = args(small_tokenizer, embedded_corpus, out)
@@ -183,15 +299,29 @@ def test_torchrun_two_cpu_processes(tmp_path: Path, small_tokenizer: Path, embed
     argv[argv.index("--save-every") + 1] = "3"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "training", *argv],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "training",
+            *argv,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     model = AutoModelForPreTraining.from_pretrained(out)
     assert isinstance(model, BertForPreTraining)
-    state = torch.load(out / "checkpoints" / "step-00000006" / "training_state.pt",
-                       weights_only=False)
+    state = torch.load(
+        out / "checkpoints" / "step-00000006" / "training_state.pt", weights_only=False
+    )
     assert len(state["rng"]) == 2  # one RNG state per rank
     assert state["data"] == {"epoch": 0, "next": 6}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

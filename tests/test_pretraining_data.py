@@ -42,22 +42,30 @@ def test_truncation_closed_form_equals_reference_loop() -> None:
 def store(tmp_path_factory: pytest.TempPathFactory, small_tokenizer: Path, embedded_corpus: Path):
     out = tmp_path_factory.mktemp("store") / "data"
     tok = load(small_tokenizer)
-    build_token_store(CorpusConfig(corpus=[str(embedded_corpus)]), tok, out,
-                      holdout_fraction=0.1, seed=0, key="k")
+    build_token_store(
+        CorpusConfig(corpus=[str(embedded_corpus)]), tok, out, holdout_fraction=0.1, seed=0, key="k"
+    )
     return tok, out
 
 
 def make_dataset(tok, split, conf: MaskingConfig, seed: int = 0) -> PretrainingDataset:
     vocab = tok.get_vocab()
     return PretrainingDataset(
-        split, conf, seed=seed, cls_id=vocab["[CLS]"], sep_id=vocab["[SEP]"],
-        mask_id=vocab["[MASK]"], pad_id=vocab["[PAD]"], vocab_size=tok.get_vocab_size(),
-        special_ids=range(5), continuation=continuation_mask(tok),
+        split,
+        conf,
+        seed=seed,
+        cls_id=vocab["[CLS]"],
+        sep_id=vocab["[SEP]"],
+        mask_id=vocab["[MASK]"],
+        pad_id=vocab["[PAD]"],
+        vocab_size=tok.get_vocab_size(),
+        special_ids=range(5),
+        continuation=continuation_mask(tok),
     )
 
 
 def test_store_is_memory_mapped_and_split_by_group(store) -> None:
-    tok, folder = store
+    _, folder = store
     meta, splits = open_store(folder)
     assert isinstance(splits["train"].tokens, np.memmap)
     assert meta["splits"]["heldout"]["documents"] > 0
@@ -77,7 +85,7 @@ def test_store_is_reused_when_key_matches(store, embedded_corpus: Path) -> None:
 
 
 def test_instances_follow_the_recipe(store) -> None:
-    tok, folder = store
+    _, folder = store
     _, splits = open_store(folder)
     conf = MaskingConfig(max_seq_len=64, short_seq_prob=0.1)
     inst = create_instances(splits["train"], conf, np.random.default_rng(0))
@@ -88,8 +96,9 @@ def test_instances_follow_the_recipe(store) -> None:
     assert 0.4 < random_next < 0.65  # 50 % random B, plus single-sentence chunks
     # most instances fill the target; short_seq_prob adds deliberately shorter ones
     full = np.random.default_rng(0)
-    no_short = create_instances(splits["train"], MaskingConfig(max_seq_len=64, short_seq_prob=0),
-                                full)
+    no_short = create_instances(
+        splits["train"], MaskingConfig(max_seq_len=64, short_seq_prob=0), full
+    )
     no_short_len = (no_short[:, 1] - no_short[:, 0]) + (no_short[:, 3] - no_short[:, 2])
     assert (lengths == 61).mean() > 0.8
     assert (lengths < 61).mean() > (no_short_len < 61).mean() + 0.02
@@ -151,17 +160,23 @@ def test_masks_are_dynamic_and_reproducible(store) -> None:
     e0 = a.batch(0, range(32))
     assert all((e0[k] == b.batch(0, range(32))[k]).all() for k in e0)  # same seed, same data
     e1 = a.batch(1, range(32))
-    assert not (e0["input_ids"].shape == e1["input_ids"].shape
-                and (e0["input_ids"] == e1["input_ids"]).all())  # new epoch, new pairs and masks
+    assert not (
+        e0["input_ids"].shape == e1["input_ids"].shape
+        and (e0["input_ids"] == e1["input_ids"]).all()
+    )  # new epoch, new pairs and masks
 
 
-def test_gutenberg_holdout_is_by_title(data_dir: Path, small_tokenizer: Path, tmp_path: Path) -> None:
+def test_gutenberg_holdout_is_by_title(
+    data_dir: Path, small_tokenizer: Path, tmp_path: Path
+) -> None:
     """Eight files of 'A Tramp Abroad' land in one split: no edition leaks across."""
     books = data_dir / "gutenberg_english_subset" / "books" / "Twain, Mark"
     tramp = sorted(p for p in books.glob("*.txt") if "Tramp Abroad" in p.name)
     assert len(tramp) >= 2
     from training.corpus import iter_documents
 
-    groups = {d.group for d in iter_documents(CorpusConfig(corpus=[str(p) for p in tramp],
-                                                           strip_gutenberg=True))}
+    groups = {
+        d.group
+        for d in iter_documents(CorpusConfig(corpus=[str(p) for p in tramp], strip_gutenberg=True))
+    }
     assert groups == {"a tramp abroad"}

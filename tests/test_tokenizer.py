@@ -13,8 +13,25 @@ from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegac
 from training.cli import main
 from training.tokenizer import SPECIAL_TOKENS, build, read_vocab_file, save
 
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "##ed", "wa", "un",
-              "runn", "##ing", ",", ".", "的", "人", "cafe"]
+TINY_VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "want",
+    "##want",
+    "##ed",
+    "wa",
+    "un",
+    "runn",
+    "##ing",
+    ",",
+    ".",
+    "的",
+    "人",
+    "cafe",
+]
 
 
 def tiny(cased: bool = False):
@@ -41,7 +58,10 @@ def test_trained_tokenizer_loads_with_autotokenizer(small_tokenizer: Path) -> No
     assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
     assert len(tok) == 1000
     assert {p.name for p in small_tokenizer.iterdir()} >= {
-        "tokenizer.json", "vocab.txt", "tokenizer_config.json"}
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+    }
     enc = tok("The assignment statement binds names to values.")
     assert enc["input_ids"][0] == 2 and enc["input_ids"][-1] == 3
     assert tok.unk_token_id not in enc["input_ids"][1:-1]
@@ -57,9 +77,23 @@ def test_trains_from_gz_jsonl_and_globs(tmp_path: Path) -> None:
         f.write("eta theta iota kappa\n")
     (tmp_path / "c.jsonl").write_text(json.dumps({"body": "lambda mu nu"}) + "\n")
     out = tmp_path / "tok"
-    code = main(["tokenizer", "--corpus", str(tmp_path / "*.txt"), str(tmp_path / "b.txt.gz"),
-                 str(tmp_path / "c.jsonl"), "--text-field", "body", "--vocab-size", "200",
-                 "--min-frequency", "1", "--out", str(out)])
+    code = main(
+        [
+            "tokenizer",
+            "--corpus",
+            str(tmp_path / "*.txt"),
+            str(tmp_path / "b.txt.gz"),
+            str(tmp_path / "c.jsonl"),
+            "--text-field",
+            "body",
+            "--vocab-size",
+            "200",
+            "--min-frequency",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     vocab = read_vocab_file(out / "vocab.txt")
     for word in ("alpha", "theta", "lambda"):
@@ -67,13 +101,24 @@ def test_trains_from_gz_jsonl_and_globs(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_exit_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["tokenizer", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["tokenizer", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text("")
-    assert main(["tokenizer", "--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")]) == 3
+    assert (
+        main(["tokenizer", "--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")])
+        == 3
+    )
     assert "no text" in capsys.readouterr().err
     (tmp_path / "vocab.txt").write_text("a\nb\n")
-    assert main(["tokenizer", "--vocab-file", str(tmp_path / "vocab.txt"), "--out", str(tmp_path / "o")]) == 3
+    assert (
+        main(
+            ["tokenizer", "--vocab-file", str(tmp_path / "vocab.txt"), "--out", str(tmp_path / "o")]
+        )
+        == 3
+    )
     err = capsys.readouterr().err
     assert "lacks the special token" in err and len(err.strip().splitlines()) == 1
 
@@ -86,7 +131,9 @@ def _real_lines(data_dir: Path) -> list[str]:
         lines += text[300:340]
     sst = (data_dir / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:]
     lines += [row.split("\t")[0] for row in sst[:700]]
-    zh = (data_dir / "chinese" / "chnsenticorp" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    zh = (
+        (data_dir / "chinese" / "chnsenticorp" / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    )
     lines += [row.split("\t", 1)[1] for row in zh[1:301]]
     lines += [
         "Café naïve résumé Ångström ÉCOLE Zürich Straße",

@@ -17,8 +17,12 @@ from training.errors import TrainingError
 
 # command -> (module, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "tokenizer": ("training.tokenizer", "train a WordPiece tokenizer or wrap an existing vocab.txt"),
+    "tokenizer": (
+        "training.tokenizer",
+        "train a WordPiece tokenizer or wrap an existing vocab.txt",
+    ),
     "pretrain": ("training.pretrain", "pretrain BERT from random initialisation (MLM + NSP)"),
+    "export": ("training.export", "export a checkpoint to an ONNX model bundle (parity-gated)"),
 }
 
 

@@ -21,7 +21,7 @@ from training.errors import UsageError
 T = TypeVar("T")
 
 
-def field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:  # noqa: A002
+def field(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
     """A dataclass field with a help text (shown by ``--help``)."""
     metadata = {"help": help, **kwargs.pop("metadata", {})}
     if isinstance(default, list | dict):

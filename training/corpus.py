@@ -76,8 +76,9 @@ def resolve_paths(paths: list[str]) -> list[Path]:
             files.append(p)
         elif p.is_dir():
             found = sorted(
-                f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                and f.suffix.lower() in TEXT_SUFFIXES
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in TEXT_SUFFIXES
             )
             if not found:
                 raise DataError(f"corpus folder {p} holds no text files")
@@ -238,16 +239,44 @@ def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iter
     if stats.documents == 0:
         raise DataError(
             "the corpus holds no text"
-            + (f" ({len(stats.skipped_binary)} binary file(s) skipped)" if stats.skipped_binary
-               else "")
+            + (
+                f" ({len(stats.skipped_binary)} binary file(s) skipped)"
+                if stats.skipped_binary
+                else ""
+            )
         )
 
 
 # --- sentences ------------------------------------------------------------------------------
 
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "st", "prof", "sr", "jr", "vs", "etc", "no", "vol", "ch", "fig",
-    "mt", "capt", "col", "gen", "lt", "rev", "messrs", "esq", "co", "inc", "ltd", "e.g", "i.e",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "prof",
+    "sr",
+    "jr",
+    "vs",
+    "etc",
+    "no",
+    "vol",
+    "ch",
+    "fig",
+    "mt",
+    "capt",
+    "col",
+    "gen",
+    "lt",
+    "rev",
+    "messrs",
+    "esq",
+    "co",
+    "inc",
+    "ltd",
+    "e.g",
+    "i.e",
 }
 _CJK_END = "。！？；"
 _ENDINGS = re.compile(r"([.!?。！？；…]+)([\"'”’」』）)\]]*)(\s*)")
@@ -257,8 +286,12 @@ _OPENERS = "\"'“‘(「『（["
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return (
-        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2FA1F
-        or 0xF900 <= cp <= 0xFAFF or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF
+        0x4E00 <= cp <= 0x9FFF
+        or 0x3400 <= cp <= 0x4DBF
+        or 0x20000 <= cp <= 0x2FA1F
+        or 0xF900 <= cp <= 0xFAFF
+        or 0x3000 <= cp <= 0x303F
+        or 0xFF00 <= cp <= 0xFFEF
     )
 
 
@@ -282,7 +315,7 @@ def split_sentences(text: str) -> list[str]:
         elif not space or not (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS or _is_cjk(nxt)):
             continue
         elif punct == ".":
-            word = text[:m.start()].rsplit(None, 1)[-1] if text[:m.start()].strip() else ""
+            word = text[: m.start()].rsplit(None, 1)[-1] if text[: m.start()].strip() else ""
             word = word.lstrip(_OPENERS).lower()
             if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
                 continue

@@ -46,7 +46,8 @@ def module_docs(limit_modules: int | None = None) -> Iterator[tuple[str, str]]:
     """(module name, prose) from the docstrings in the standard library's source files."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in stdlib.glob("*.py")) + sorted(
-        p for p in stdlib.glob("*/*.py")
+        p
+        for p in stdlib.glob("*/*.py")
         if "test" not in p.parts[-2] and p.parts[-2] not in ("site-packages", "idlelib")
     )
     for n, path in enumerate(files):

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -159,12 +159,15 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Te
 
 
 def build_optimizer(model: nn.Module, conf: LoopConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # biases and LayerNorm weights are not decayed (as in the original BERT optimizer)
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(
+            p
+        )
     groups = [
         {"params": decay, "weight_decay": conf.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -183,7 +186,9 @@ def warmup_steps(conf: LoopConfig) -> int:
     return int(conf.max_steps * conf.warmup_fraction)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, conf: LoopConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def linear_schedule(
+    optimizer: torch.optim.Optimizer, conf: LoopConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     warm, total = warmup_steps(conf), max(conf.max_steps, 1)
 
     def factor(step: int) -> float:
@@ -324,8 +329,11 @@ def truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint (they will be logged again)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -387,19 +395,17 @@ def train(
     """
     out = Path(conf.out)
     objective.to(rt.device)
-    model = objective.model  # the Hugging Face model that gets saved
+    model = cast(nn.Module, objective.model)  # the Hugging Face model that gets saved
     optimizer = build_optimizer(objective, conf)
     scheduler = linear_schedule(optimizer, conf)
     scaler = torch.amp.GradScaler("cuda") if rt.dtype == torch.float16 else None
 
-    step, data_state, extra = 0, None, {"best": None, "best_path": None, "bad_evals": 0}
+    step, data_state = 0, None
+    extra: dict[str, Any] = {"best": None, "best_path": None, "bad_evals": 0}
     ckpts = checkpoint_dirs(out) if conf.resume else []
     if ckpts:
         state = torch.load(ckpts[-1] / STATE_FILE, map_location="cpu", weights_only=False)
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(ckpts[-1] / "model.safetensors")), strict=False)
-        model.tie_weights()
+        load_weights(model, ckpts[-1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"]:
@@ -436,14 +442,27 @@ def train(
     if rt.is_main and conf.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=conf.max_steps, initial=step, unit="step", dynamic_ncols=True,
-                   mininterval=1.0, desc="train")
+        bar = tqdm(
+            total=conf.max_steps,
+            initial=step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            desc="train",
+        )
 
     def save(step_now: int) -> Path:
         loop_state = dict(extra)
         path = save_checkpoint(
-            out, step_now, model, optimizer, scheduler, scaler, data_state or {},
-            {"loop": loop_state, "public": public_state() if public_state else {}}, rt,
+            out,
+            step_now,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            data_state or {},
+            {"loop": loop_state, "public": public_state() if public_state else {}},
+            rt,
         )
         if rt.is_main:
             best = Path(extra["best_path"]) if extra["best_path"] else None
@@ -463,22 +482,30 @@ def train(
             objective.train()
             last_eval = {f"eval_{k}": v for k, v in figures.items()}
             metrics.write({"step": step_now, **last_eval})
-            log.info("step %d eval: %s", step_now, json.dumps(
-                {k: round(v, 4) for k, v in last_eval.items()}))
+            log.info(
+                "step %d eval: %s",
+                step_now,
+                json.dumps({k: round(v, 4) for k, v in last_eval.items()}),
+            )
             if conf.best_metric:
                 value = last_eval.get(conf.best_metric)
                 if value is None:
-                    raise UsageError(f"--best-metric {conf.best_metric} is not among "
-                                     f"{', '.join(last_eval)}")
+                    raise UsageError(
+                        f"--best-metric {conf.best_metric} is not among {', '.join(last_eval)}"
+                    )
                 lower_better = "loss" in conf.best_metric or "perplexity" in conf.best_metric
                 better = extra["best"] is None or (
-                    value < extra["best"] if lower_better else value > extra["best"])
+                    value < extra["best"] if lower_better else value > extra["best"]
+                )
                 if better:
                     extra["best"], extra["bad_evals"] = value, 0
                     extra["best_step"] = step_now
                 else:
                     extra["bad_evals"] += 1
-                if conf.early_stopping_patience and extra["bad_evals"] >= conf.early_stopping_patience:
+                if (
+                    conf.early_stopping_patience
+                    and extra["bad_evals"] >= conf.early_stopping_patience
+                ):
                     flag[0] = 1
         if rt.world > 1:
             torch.distributed.broadcast(flag, 0)
@@ -515,20 +542,30 @@ def train(
             step += 1
 
             if step % conf.log_every == 0 or step == conf.max_steps:
-                record = {"step": step, **window.report(), "lr": scheduler.get_last_lr()[0],
-                          "elapsed_s": round(time.time() - started, 2)}
+                record = {
+                    "step": step,
+                    **window.report(),
+                    "lr": scheduler.get_last_lr()[0],
+                    "elapsed_s": round(time.time() - started, 2),
+                }
                 if rt.world > 1 and "tokens_per_s" in record:
                     record["tokens_per_s"] *= rt.world
                 metrics.write(record)
                 if bar is not None:
-                    bar.set_postfix({k: f"{record[k]:.3g}" for k in
-                                     ("loss", "mlm_acc", "nsp_acc", "tokens_per_s") if k in record})
+                    bar.set_postfix(
+                        {
+                            k: f"{record[k]:.3g}"
+                            for k in ("loss", "mlm_acc", "nsp_acc", "tokens_per_s")
+                            if k in record
+                        }
+                    )
                 window = MetricWindow()
             if bar is not None:
                 bar.update(1)
 
             out_of_time = conf.max_minutes is not None and (
-                time.time() - started > conf.max_minutes * 60)
+                time.time() - started > conf.max_minutes * 60
+            )
             if rt.world > 1:
                 flags = torch.tensor([float(stop.requested), float(out_of_time)])
                 torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
@@ -537,8 +574,13 @@ def train(
             if conf.eval_every and step % conf.eval_every == 0 and step < conf.max_steps:
                 stopped_early = run_eval(step)
                 evaluated = True
-            if (step % conf.save_every == 0 or stop.requested or stopped_early or out_of_time
-                    or step == conf.max_steps):
+            if (
+                step % conf.save_every == 0
+                or stop.requested
+                or stopped_early
+                or out_of_time
+                or step == conf.max_steps
+            ):
                 path = save(step)
                 if evaluated and extra.get("best_step") == step:
                     extra["best_path"] = str(path)
@@ -566,10 +608,18 @@ def train(
     )
 
 
-def load_best_weights(model: nn.Module, checkpoint: Path) -> None:
+def load_weights(model: nn.Module, checkpoint: Path) -> None:
+    """Load a checkpoint's safetensors into ``model`` in place (the optimizer keeps its params)."""
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+    missing, unexpected = model.load_state_dict(
+        load_file(str(checkpoint / "model.safetensors")), strict=False
+    )
+    # save_pretrained drops weights tied to the embeddings; anything else missing is an error
+    untied = [k for k in missing if "decoder" not in k]
+    if untied or unexpected:
+        raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing "
+                           f"{untied[:5]}, unexpected {unexpected[:5]}")
     model.tie_weights()  # type: ignore[operator]
 
 

@@ -87,7 +87,9 @@ class PretrainingOutput:
     nsp_count: torch.Tensor
 
 
-def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
+def pretraining_loss(
+    model: BertForPreTraining, batch: dict[str, torch.Tensor]
+) -> PretrainingOutput:
     """MLM + NSP loss of a batch from :func:`training.pretraining_data.collate`.
 
     Shapes: input_ids/token_type_ids/attention_mask (B, T); masked_lm_* (B, P);
@@ -100,7 +102,9 @@ def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) 
     )
     hidden = out.last_hidden_state  # (B, T, H)
     positions = batch["masked_lm_positions"]  # (B, P)
-    gathered = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1)))  # (B, P, H)
+    gathered = hidden.gather(
+        1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    )  # (B, P, H)
     weights = batch["masked_lm_weights"].reshape(-1)  # (B*P,)
     keep = weights > 0
     # Only real predictions go through the head: (N, H) -> (N, V)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,8 +45,17 @@ log = logging.getLogger(__name__)
 
 # Options that may differ when resuming a run without it being "another run".
 RESUME_MAY_CHANGE = {
-    "resume", "max_steps", "max_minutes", "progress", "save_every", "log_every", "eval_every",
-    "threads", "keep_checkpoints", "data_cache", "eval_batches",
+    "resume",
+    "max_steps",
+    "max_minutes",
+    "progress",
+    "save_every",
+    "log_every",
+    "eval_every",
+    "threads",
+    "keep_checkpoints",
+    "data_cache",
+    "eval_batches",
 }
 
 
@@ -70,9 +79,16 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
     holdout_fraction: float = cfg.field(
         0.01, help="share of document groups (book titles) held out for evaluation"
     )
-    eval_corpus: list[str] = cfg.field([], help="extra held-out text to evaluate on (e.g. WikiText)")
+    eval_corpus: list[str] = cfg.field(
+        [], help="extra held-out text to evaluate on (e.g. WikiText)"
+    )
+    eval_doc_boundary: Literal["file", "blank-line", "line"] | None = cfg.field(
+        None, help="document boundary of --eval-corpus (default: as --doc-boundary)"
+    )
     eval_batches: int = cfg.field(50, help="batches per evaluation set")
-    data_cache: str | None = cfg.field(None, help="where the tokenized corpus is cached (default out/data)")
+    data_cache: str | None = cfg.field(
+        None, help="where the tokenized corpus is cached (default out/data)"
+    )
     lr: float = cfg.field(5e-4, help="peak learning rate")
 
 
@@ -133,9 +149,14 @@ def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertCon
             )
     else:
         mc = bert_config(
-            conf.preset, vocab_size, num_layers=conf.num_layers, hidden_size=conf.hidden_size,
-            num_heads=conf.num_heads, intermediate_size=conf.intermediate_size,
-            dropout=conf.dropout, pad_token_id=pad_id,
+            conf.preset,
+            vocab_size,
+            num_layers=conf.num_layers,
+            hidden_size=conf.hidden_size,
+            num_heads=conf.num_heads,
+            intermediate_size=conf.intermediate_size,
+            dropout=conf.dropout,
+            pad_token_id=pad_id,
             max_position_embeddings=max(512, conf.max_seq_len),
         )
     if conf.max_seq_len > mc.max_position_embeddings:
@@ -150,7 +171,9 @@ def _validate(conf: PretrainConfig) -> None:
     if not conf.out:
         raise UsageError("--out is required")
     if not conf.tokenizer:
-        raise UsageError("--tokenizer DIR is required (build one with `python -m training tokenizer`)")
+        raise UsageError(
+            "--tokenizer DIR is required (build one with `python -m training tokenizer`)"
+        )
     if not conf.corpus:
         raise UsageError("--corpus PATH [PATH ...] is required")
     if conf.max_steps < 1 or conf.batch_size < 1 or conf.grad_accum < 1:
@@ -166,8 +189,14 @@ def _validate(conf: PretrainConfig) -> None:
 class Evaluation:
     """Held-out MLM accuracy / perplexity and NSP accuracy, with fixed instances and masks."""
 
-    def __init__(self, sets: dict[str, PretrainingDataset], batches: int, batch_size: int,
-                 device: torch.device, unigram_top: int) -> None:
+    def __init__(
+        self,
+        sets: dict[str, PretrainingDataset],
+        batches: int,
+        batch_size: int,
+        device: torch.device,
+        unigram_top: int,
+    ) -> None:
         self.sets, self.batches, self.batch_size = sets, batches, batch_size
         self.device, self.unigram_top = device, unigram_top
 
@@ -175,26 +204,35 @@ class Evaluation:
         figures: dict[str, float] = {}
         for name, ds in self.sets.items():
             n = min(self.batches, ds.epoch_size(0) // self.batch_size)
-            sums = np.zeros(6)  # mlm_loss*count, mlm_correct, mlm_count, nsp_correct, nsp_count, unigram hits
+            sums = np.zeros(
+                6
+            )  # mlm_loss*count, mlm_correct, mlm_count, nsp_correct, nsp_count, unigram hits
             for b in range(max(n, 1) if ds.epoch_size(0) else 0):
                 idx = range(b * self.batch_size, min((b + 1) * self.batch_size, ds.epoch_size(0)))
                 batch = engine.to_device(ds.batch(0, idx), self.device)
                 o = pretraining_loss(model, batch)  # type: ignore[arg-type]
                 targets = batch["masked_lm_ids"][batch["masked_lm_weights"] > 0]
-                sums += [float(o.mlm_loss) * int(o.mlm_count), int(o.mlm_correct), int(o.mlm_count),
-                         int(o.nsp_correct), int(o.nsp_count),
-                         int((targets == self.unigram_top).sum())]
+                sums += [
+                    float(o.mlm_loss) * int(o.mlm_count),
+                    int(o.mlm_correct),
+                    int(o.mlm_count),
+                    int(o.nsp_correct),
+                    int(o.nsp_count),
+                    int((targets == self.unigram_top).sum()),
+                ]
             if sums[2] == 0:
                 continue
             loss = sums[0] / sums[2]
-            figures.update({
-                f"{name}_mlm_loss": loss,
-                f"{name}_mlm_acc": sums[1] / sums[2],
-                f"{name}_perplexity": engine.perplexity(loss),
-                f"{name}_nsp_acc": sums[3] / max(sums[4], 1),
-                f"{name}_unigram_acc": sums[5] / sums[2],
-                f"{name}_predictions": sums[2],
-            })
+            figures.update(
+                {
+                    f"{name}_mlm_loss": loss,
+                    f"{name}_mlm_acc": sums[1] / sums[2],
+                    f"{name}_perplexity": engine.perplexity(loss),
+                    f"{name}_nsp_acc": sums[3] / max(sums[4], 1),
+                    f"{name}_unigram_acc": sums[5] / sums[2],
+                    f"{name}_predictions": sums[2],
+                }
+            )
         return figures
 
 
@@ -226,8 +264,9 @@ def write_loss_curve(metrics_file: Path, png: Path) -> None:
 def _batches(train: PretrainingDataset, batch_size: int, rt: engine.Runtime):
     def stream(state: dict | None) -> Iterator[tuple[dict, dict[str, Any]]]:
         epoch, start = (state or {}).get("epoch", 0), (state or {}).get("next", 0)
-        for e, m, batch in iter_batches(train, batch_size, epoch=epoch, start=start,
-                                        rank=rt.rank, world=rt.world):
+        for e, m, batch in iter_batches(
+            train, batch_size, epoch=epoch, start=start, rank=rt.rank, world=rt.world
+        ):
             yield {"epoch": e, "next": m + 1}, batch
 
     return stream
@@ -253,57 +292,83 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     cache = Path(conf.data_cache) if conf.data_cache else out / "data"
     key = store_key(conf, tok_dir / "tokenizer.json", conf.holdout_fraction, conf.seed)
     if rt.is_main:
-        build_token_store(conf, tokenizer, cache, holdout_fraction=conf.holdout_fraction,
-                          seed=conf.seed, key=key)
+        build_token_store(
+            conf, tokenizer, cache, holdout_fraction=conf.holdout_fraction, seed=conf.seed, key=key
+        )
     if rt.world > 1:
         torch.distributed.barrier()
     meta, splits = open_store(cache)
     masking = MaskingConfig(
-        max_seq_len=conf.max_seq_len, short_seq_prob=conf.short_seq_prob,
-        masked_lm_prob=conf.masked_lm_prob, max_predictions_per_seq=conf.max_predictions_per_seq,
+        max_seq_len=conf.max_seq_len,
+        short_seq_prob=conf.short_seq_prob,
+        masked_lm_prob=conf.masked_lm_prob,
+        max_predictions_per_seq=conf.max_predictions_per_seq,
         whole_word_masking=conf.whole_word_masking,
     )
     specials = [i for i in ids.values() if i is not None]
     common: dict[str, Any] = dict(
-        cls_id=ids["[CLS]"], sep_id=ids["[SEP]"], mask_id=ids["[MASK]"], pad_id=ids["[PAD]"],
-        vocab_size=tokenizer.get_vocab_size(), special_ids=specials,
+        cls_id=ids["[CLS]"],
+        sep_id=ids["[SEP]"],
+        mask_id=ids["[MASK]"],
+        pad_id=ids["[PAD]"],
+        vocab_size=tokenizer.get_vocab_size(),
+        special_ids=specials,
         continuation=continuation_mask(tokenizer),
     )
     train_set = PretrainingDataset(splits["train"], masking, seed=conf.seed, **common)
     eval_sets: dict[str, PretrainingDataset] = {}
     if splits["heldout"].n_documents:
-        eval_sets["heldout"] = PretrainingDataset(splits["heldout"], masking, seed=conf.seed + 1,
-                                                  **common)
+        eval_sets["heldout"] = PretrainingDataset(
+            splits["heldout"], masking, seed=conf.seed + 1, **common
+        )
     if conf.eval_corpus:
         ecache = cache.with_name(cache.name + "-eval")
-        econf = dataclasses.replace(conf, corpus=conf.eval_corpus, strip_gutenberg=False)
+        econf = dataclasses.replace(
+            conf,
+            corpus=conf.eval_corpus,
+            strip_gutenberg=False,
+            doc_boundary=conf.eval_doc_boundary or conf.doc_boundary,
+        )
         ekey = store_key(econf, tok_dir / "tokenizer.json", 0.0, conf.seed)
         if rt.is_main:
             build_token_store(econf, tokenizer, ecache, key=ekey)
         if rt.world > 1:
             torch.distributed.barrier()
         _, esplits = open_store(ecache)
-        eval_sets["eval"] = PretrainingDataset(esplits["train"], masking, seed=conf.seed + 2,
-                                               **common)
+        eval_sets["eval"] = PretrainingDataset(
+            esplits["train"], masking, seed=conf.seed + 2, **common
+        )
     # Unigram baseline: always predict the most frequent training token.
-    unigram_top = int(np.bincount(np.asarray(splits["train"].tokens[: 20_000_000]),
-                                  minlength=tokenizer.get_vocab_size()).argmax())
+    unigram_top = int(
+        np.bincount(
+            np.asarray(splits["train"].tokens[:20_000_000]), minlength=tokenizer.get_vocab_size()
+        ).argmax()
+    )
 
     # --- model
     engine.seed_everything(conf.seed, rt.rank)
     model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
     model = BertForPreTraining(model_config)
     if rt.is_main:
-        log.info("model: %s layers, hidden %d, %.1fM parameters (%.1fM without embeddings); "
-                 "train split %d tokens in %d documents; precision %s on %s",
-                 model_config.num_hidden_layers, model_config.hidden_size,
-                 count_parameters(model) / 1e6, count_parameters(model, non_embedding=True) / 1e6,
-                 meta["splits"]["train"]["tokens"], meta["splits"]["train"]["documents"],
-                 rt.dtype or "fp32", rt.device)
+        log.info(
+            "model: %s layers, hidden %d, %.1fM parameters (%.1fM without embeddings); "
+            "train split %d tokens in %d documents; precision %s on %s",
+            model_config.num_hidden_layers,
+            model_config.hidden_size,
+            count_parameters(model) / 1e6,
+            count_parameters(model, non_embedding=True) / 1e6,
+            meta["splits"]["train"]["tokens"],
+            meta["splits"]["train"]["documents"],
+            rt.dtype or "fp32",
+            rt.device,
+        )
     evaluator = Evaluation(eval_sets, conf.eval_batches, conf.batch_size, rt.device, unigram_top)
     started = time.time()
     result = engine.train(
-        PretrainingObjective(model), conf, rt, _batches(train_set, conf.batch_size, rt),
+        PretrainingObjective(model),
+        conf,
+        rt,
+        _batches(train_set, conf.batch_size, rt),
         evaluator if eval_sets else None,
     )
     if rt.is_main and not result.interrupted:
@@ -314,8 +379,14 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     return result
 
 
-def finish(conf: PretrainConfig, model: BertForPreTraining, tok_dir: Path, meta: dict,
-           result: engine.TrainResult, seconds: float) -> None:
+def finish(
+    conf: PretrainConfig,
+    model: BertForPreTraining,
+    tok_dir: Path,
+    meta: dict,
+    result: engine.TrainResult,
+    seconds: float,
+) -> None:
     """The final model and tokenizer at the root of --out, with its report and loss curve."""
     out = Path(conf.out)
     model.save_pretrained(str(out))
@@ -325,8 +396,11 @@ def finish(conf: PretrainConfig, model: BertForPreTraining, tok_dir: Path, meta:
     report = {
         "step": result.step,
         "train_seconds": round(seconds, 1),
-        "data": {"train": meta["splits"]["train"], "heldout": meta["splits"]["heldout"],
-                 "skipped_binary_files": len(meta["skipped_binary"])},
+        "data": {
+            "train": meta["splits"]["train"],
+            "heldout": meta["splits"]["heldout"],
+            "skipped_binary_files": len(meta["skipped_binary"]),
+        },
         "parameters": count_parameters(model),
         **result.last_eval,
     }

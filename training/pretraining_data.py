@@ -31,8 +31,14 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from training.corpus import CorpusConfig, CorpusStats, Document, iter_documents, resolve_paths
-from training.corpus import split_sentences
+from training.corpus import (
+    CorpusConfig,
+    CorpusStats,
+    Document,
+    iter_documents,
+    resolve_paths,
+    split_sentences,
+)
 from training.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,14 +93,26 @@ class _SplitWriter:
         }
 
 
-def store_key(corpus: CorpusConfig, tokenizer_file: Path, holdout_fraction: float, seed: int) -> str:
+def store_key(
+    corpus: CorpusConfig, tokenizer_file: Path, holdout_fraction: float, seed: int
+) -> str:
     """Identity of a token store: corpus files (path, size, mtime), reader options, tokenizer."""
     h = hashlib.sha256()
     for f in resolve_paths(corpus.corpus):
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    h.update(json.dumps([corpus.doc_boundary, corpus.text_field, corpus.strip_gutenberg,
-                         holdout_fraction, seed, STORE_VERSION]).encode())
+    h.update(
+        json.dumps(
+            [
+                corpus.doc_boundary,
+                corpus.text_field,
+                corpus.strip_gutenberg,
+                holdout_fraction,
+                seed,
+                STORE_VERSION,
+            ]
+        ).encode()
+    )
     h.update(hashlib.sha256(tokenizer_file.read_bytes()).digest())
     return h.hexdigest()[:16]
 
@@ -121,8 +139,10 @@ def build_token_store(
     shutil.rmtree(tmp, ignore_errors=True)
     vocab_size = tokenizer.get_vocab_size()
     dtype = np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-    writers = {"train": _SplitWriter(tmp / "train", dtype),
-               "heldout": _SplitWriter(tmp / "heldout", dtype)}
+    writers = {
+        "train": _SplitWriter(tmp / "train", dtype),
+        "heldout": _SplitWriter(tmp / "heldout", dtype),
+    }
     stats = CorpusStats()
     started = time.time()
 
@@ -188,8 +208,12 @@ def _progress(enabled: bool):  # -> Callable[[int, int], None]
         if enabled and now - last[0] > 5:
             last[0] = now
             rate = tokens / max(now - started, 1e-6)
-            log.info("tokenizing: %d documents, %.1fM tokens (%.0fk tokens/s)",
-                     docs, tokens / 1e6, rate / 1e3)
+            log.info(
+                "tokenizing: %d documents, %.1fM tokens (%.0fk tokens/s)",
+                docs,
+                tokens / 1e6,
+                rate / 1e3,
+            )
 
     return report
 
@@ -206,7 +230,8 @@ class TokenSplit:
     def open(cls, folder: Path, dtype: str) -> TokenSplit:
         return cls(
             tokens=np.memmap(folder / "tokens.bin", dtype=dtype, mode="r")
-            if (folder / "tokens.bin").stat().st_size else np.zeros(0, dtype=dtype),
+            if (folder / "tokens.bin").stat().st_size
+            else np.zeros(0, dtype=dtype),
             sentences=np.load(folder / "sentences.npy", mmap_mode="r"),
             documents=np.load(folder / "documents.npy", mmap_mode="r"),
         )
@@ -255,7 +280,7 @@ def truncated_lengths(len_a: int, len_b: int, max_total: int) -> tuple[int, int]
 def create_instances(
     split: TokenSplit, conf: MaskingConfig, rng: np.random.Generator
 ) -> np.ndarray:
-    """All segment pairs of one epoch, as in google-research/bert ``create_instances_from_document``.
+    """All segment pairs of one epoch, as google-research/bert ``create_instances_from_document``.
 
     Returns an int64 array (n_instances, 5): token ranges ``[a0, a1)``, ``[b0, b1)`` and
     ``is_random_next``. Truncation is applied here (randomly from the front or the back).
@@ -395,7 +420,7 @@ class PretrainingDataset:
             "token_type_ids": np.concatenate(types),
             "masked_lm_positions": positions,
             "masked_lm_ids": labels,
-            "next_sentence_label": np.int64(is_random),
+            "next_sentence_label": np.asarray(is_random, dtype=np.int64),
         }
 
     def _mask(
@@ -404,8 +429,7 @@ class PretrainingDataset:
         """BERT's create_masked_lm_predictions: 15 % of tokens, 80/10/10, optional whole words."""
         conf = self.conf
         candidates = np.flatnonzero((ids != self.cls_id) & (ids != self.sep_id))
-        n_predict = min(conf.max_predictions_per_seq,
-                        max(1, round(len(ids) * conf.masked_lm_prob)))
+        n_predict = min(conf.max_predictions_per_seq, max(1, round(len(ids) * conf.masked_lm_prob)))
         if conf.whole_word_masking and self.continuation is not None:
             # a word = a token and the "##" pieces that follow it
             starts = ~self.continuation[ids[candidates]]
@@ -435,7 +459,9 @@ class PretrainingDataset:
         masked[positions[to_random]] = rng.choice(self.replacement_ids, int(to_random.sum()))
         return positions, labels, masked
 
-    def batch(self, epoch: int, indices: Iterable[int], pad_to_multiple: int = 8) -> dict[str, np.ndarray]:
+    def batch(
+        self, epoch: int, indices: Iterable[int], pad_to_multiple: int = 8
+    ) -> dict[str, np.ndarray]:
         examples = [self.example(epoch, i) for i in indices]
         return collate(examples, self.conf.max_predictions_per_seq, self.pad_id, pad_to_multiple)
 
@@ -443,11 +469,11 @@ class PretrainingDataset:
 def collate(
     examples: list[dict[str, np.ndarray]], max_predictions: int, pad_id: int, multiple: int = 8
 ) -> dict[str, np.ndarray]:
-    """Pad to the longest example (rounded up to ``multiple``), predictions to ``max_predictions``."""
+    """Pad to the longest example (rounded up to ``multiple``); predictions to ``max_predictions``."""
     longest = max(len(e["input_ids"]) for e in examples)
     t = -(-longest // multiple) * multiple
     b = len(examples)
-    out = {
+    out: dict[str, np.ndarray] = {
         "input_ids": np.full((b, t), pad_id, dtype=np.int64),
         "token_type_ids": np.zeros((b, t), dtype=np.int64),
         "attention_mask": np.zeros((b, t), dtype=np.int64),

@@ -34,14 +34,18 @@ class TokenizerConfig(CorpusConfig):
     vocab_file: str | None = cfg.field(
         None, help="wrap this existing WordPiece vocab.txt instead of training one"
     )
-    cased: bool = cfg.field(False, help="keep case and accents (default: lower-case, strip accents)")
+    cased: bool = cfg.field(
+        False, help="keep case and accents (default: lower-case, strip accents)"
+    )
     min_frequency: int = cfg.field(2, help="minimum count of a merged piece")
     limit_alphabet: int = cfg.field(
         1000, help="most distinct characters kept in the initial alphabet (CJK needs more)"
     )
     max_length: int = cfg.field(512, help="model_max_length written to the tokenizer config")
     out: str = cfg.field("", help="output folder")
-    seed: int = cfg.field(0, help="unused by WordPiece training (it is deterministic); kept for CLI uniformity")
+    seed: int = cfg.field(
+        0, help="unused by WordPiece training (it is deterministic); kept for CLI uniformity"
+    )
     max_steps: int | None = cfg.field(
         None, help="read at most this many documents (a quick trial on a large corpus)"
     )
@@ -134,8 +138,10 @@ def load(path: str | Path) -> Tokenizer:
     p = Path(path)
     file = p / "tokenizer.json" if p.is_dir() else p
     if not file.is_file():
-        raise UsageError(f"{p} is not a tokenizer folder (no tokenizer.json); build one with "
-                         "`python -m training tokenizer`")
+        raise UsageError(
+            f"{p} is not a tokenizer folder (no tokenizer.json); build one with "
+            "`python -m training tokenizer`"
+        )
     return Tokenizer.from_file(str(file))
 
 
