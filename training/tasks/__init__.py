@@ -1,21 +1,29 @@
 """Fine-tuning tasks: what differs between classification, QA and token classification.
 
-The shared fine-tuning engine (``training/finetune.py``) is task-agnostic; each task module here
-exposes the same small surface, so the engine picks a module by name and never branches on it:
+The fine-tuning engine (``training/finetune.py``) is task-agnostic: it takes a task module by
+name and calls the same functions on each (``task`` below is ``classification``, ``qa`` or
+``token_classification``)::
 
-* ``TASK``: the task name (``"classification"``, ``"qa"``, ``"token_classification"``).
-* ``HEAD``: the ``transformers`` model class to instantiate (``BertForSequenceClassification``,
+    conf = task.Config(...)                                   # task options = CLI flags
+    train = task.load_examples(train_path, conf)              # -> list[task.Example]
+    labels = task.build_labels(train, conf)                   # LabelVocab (QA: None); saved
+    dev = task.load_examples(dev_path, conf, labels=labels)   # unknown label -> DataError
+    train_f = task.features(train, tokenizer, conf, labels, training=True)
+    dev_f = task.features(dev, tokenizer, conf, labels)       # -> Features (unpadded rows)
+    model = getattr(transformers, task.HEAD).from_pretrained(ckpt, **task.model_kwargs(labels))
+    batch = collate([train_f[i] for i in ids], tokenizer.pad_token_id)  # numpy, padded
+    ...                                                       # logits of dev_f, in row order
+    preds = task.postprocess(logits, dev_f, dev, conf)        # one prediction per example
+    scores = task.compute_metrics(preds, dev, conf)           # dict[str, float]
+
+* ``TASK`` / ``HEAD``: task name and ``transformers`` head class (``BertForSequenceClassification``,
   ``BertForQuestionAnswering``, ``BertForTokenClassification``).
-* ``Config``: a dataclass of the task's options (``training.config.field``: each is a CLI flag).
-* ``load_examples(path, config, ...) -> list[Example]``: read a file; bad data raises
-  :class:`training.errors.DataError` naming the file, line and what was found.
-* ``features(examples, tokenizer, config, ...) -> Features``: tokenise with a fast HF tokenizer
-  into unpadded rows; :func:`collate` pads a batch of them.
-* ``model_kwargs(...) -> dict``: what ``HEAD.from_pretrained``/``HEAD(config)`` needs besides the
-  checkpoint (``num_labels``, ``id2label``, ``label2id``, ``problem_type``).
-* ``postprocess(outputs, features, examples, config)``: model outputs (numpy logits, all eval
-  windows in feature order) -> task predictions, one per example.
-* ``compute_metrics(predictions, examples, config) -> dict[str, float]``: the task's figures.
+* ``Features.model_keys`` are the columns ``model(**batch)`` takes (labels included, so the model
+  returns its loss); the other columns (``example_index``, ``offset_mapping``, ``word_ids``)
+  are for ``postprocess``. QA's ``logits`` are ``(start_logits, end_logits)``.
+* ``Features.stats`` and the loaders' ``stats`` hold counts worth reporting (rows truncated,
+  labels lost, answers repaired or dropped); bad data raises :class:`training.errors.DataError`
+  naming the file and line.
 
 Labels are built from the training data (:class:`LabelVocab`) and kept with the checkpoint;
 evaluation data with a label the vocabulary lacks is an error, never a silent new class.
@@ -73,9 +81,7 @@ class Features:
         return self.columns[name]
 
 
-def collate(
-    rows: Sequence[Mapping[str, Any]], pad_token_id: int = 0
-) -> dict[str, NDArray[Any]]:
+def collate(rows: Sequence[Mapping[str, Any]], pad_token_id: int = 0) -> dict[str, NDArray[Any]]:
     """Pad a batch of :class:`Features` rows to its longest row: ``{name: (batch, ...)}``.
 
     Token-level columns are right-padded (``input_ids`` with ``pad_token_id``, ``labels`` with
@@ -92,7 +98,10 @@ def collate(
         # Token-classification labels are int lists (one per token); multi-hot labels are float
         # lists of fixed length and are stacked like any other row-level value.
         token_level = key in TOKEN_COLUMNS or (
-            key == "labels" and isinstance(first, list) and bool(first) and isinstance(first[0], int)
+            key == "labels"
+            and isinstance(first, list)
+            and bool(first)
+            and isinstance(first[0], int)
         )
         if token_level:
             pad = pad_token_id if key == "input_ids" else PAD_VALUES[key]
@@ -108,9 +117,14 @@ def collate(
 
 @dataclass(frozen=True)
 class LabelVocab:
-    """An ordered label list: id ``i`` is ``names[i]``. Built from training data and saved."""
+    """An ordered label list: id ``i`` is ``names[i]``. Built from training data and saved.
+
+    ``multi_label``: several labels per example (sigmoid per label, not one softmax); it is a
+    property of the label space, so it travels with the vocabulary into features and the model.
+    """
 
     names: tuple[str, ...]
+    multi_label: bool = False
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -127,7 +141,9 @@ class LabelVocab:
         return name in self.names
 
     @classmethod
-    def from_values(cls, values: Iterable[str], *, first: Sequence[str] = ()) -> LabelVocab:
+    def from_values(
+        cls, values: Iterable[str], *, first: Sequence[str] = (), multi_label: bool = False
+    ) -> LabelVocab:
         """Distinct ``values`` in a stable order: ``first`` (e.g. ``O``), then numeric labels
         numerically (``"2"`` before ``"10"``, so ids match integer labels), then the rest
         alphabetically. Order never depends on row order, so two runs get the same ids."""
@@ -139,12 +155,17 @@ class LabelVocab:
             except ValueError:
                 return (1, 0.0, v)
 
-        return cls((*first, *sorted(seen, key=key)))
+        return cls((*first, *sorted(seen, key=key)), multi_label)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(list(self.names), ensure_ascii=False, indent=1) + "\n",
-                              encoding="utf-8")
+        """Write ``{"names": [...], "multi_label": bool}`` as JSON."""
+        doc = {"names": list(self.names), "multi_label": self.multi_label}
+        Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", "utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> LabelVocab:
-        return cls(tuple(json.loads(Path(path).read_text(encoding="utf-8"))))
+        """Read what :meth:`save` wrote (or a bare JSON list of names)."""
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(doc, list):
+            return cls(tuple(doc))
+        return cls(tuple(doc["names"]), bool(doc.get("multi_label", False)))

@@ -16,19 +16,19 @@ warning per file); a label that the training data never had is a :class:`DataErr
 from __future__ import annotations
 
 import csv
-import dataclasses
+import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from training import config as cfg
-from training.errors import DataError
+from training.errors import DataError, UsageError
 from training.tasks import Features, LabelVocab
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class Config:
         None, help="several labels per row (default: on when labels are JSON lists)"
     )
     label_delimiter: str = cfg.field(",", help="separator of the labels of a multi-label cell")
-    max_seq_len: int = cfg.field(128, help="tokens per row, [CLS]/[SEP] included; longer rows are cut")
+    max_seq_len: int = cfg.field(
+        128, help="tokens per row, [CLS]/[SEP] included; longer rows are cut"
+    )
     threshold: float = cfg.field(0.5, help="multi-label: a label is predicted when sigmoid >= this")
 
 
@@ -92,10 +94,10 @@ def _records(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]
         stripped = text.lstrip()
         if stripped.startswith("["):
             try:
-                rows = json.loads(stripped)
+                loaded = json.loads(stripped)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path} is not valid JSON: {exc}") from exc
-            items = [(i + 1, r) for i, r in enumerate(rows)]
+            items = [(i + 1, r) for i, r in enumerate(loaded)]
         else:
             items = []
             for i, line in enumerate(text.splitlines()):
@@ -119,8 +121,9 @@ def _records(path: Path) -> tuple[list[str], Iterator[tuple[int, dict[str, Any]]
     else:
         delimiter = ","
     # GLUE TSVs are not quoted: a lone " inside a sentence is text, not a quote.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(text.splitlines(), delimiter=delimiter, quoting=quoting)
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    # newline="": a quoted CSV field may hold line breaks; line_num still counts file lines.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     try:
         header = next(reader)
     except StopIteration:
@@ -171,7 +174,7 @@ def detect_columns(
             ((a, b) for a, b in PAIR_HEADERS if _find(columns, a) and _find(columns, b)), None
         )
         if hit:
-            text, pair = _find(columns, hit[0]), _find(columns, hit[1])  # type: ignore[assignment]
+            text, pair = cast(str, _find(columns, hit[0])), _find(columns, hit[1])
         else:
             maybe = next((_find(columns, h) for h in TEXT_HEADERS if _find(columns, h)), None)
             if maybe is None:
@@ -271,14 +274,14 @@ def load_examples(
                     continue
             elif labels is not None:
                 _check_known(values, labels, f"{p}:{line}")
-        out.append(
-            Example(text, None if pair is None else str(pair), values, f"{p}:{line}", multi)
-        )
+        out.append(Example(text, None if pair is None else str(pair), values, f"{p}:{line}", multi))
         counts["kept"] += 1
     if counts["skipped_no_label"]:
         log.warning(
             "%s: %d row(s) without a label skipped (first at line %d)",
-            p, counts["skipped_no_label"], first_missing,
+            p,
+            counts["skipped_no_label"],
+            first_missing,
         )
     if counts["skipped_no_text"]:
         log.warning("%s: %d row(s) with an empty text skipped", p, counts["skipped_no_text"])
@@ -305,12 +308,13 @@ def is_multi_label(examples: Sequence[Example], config: Config) -> bool:
     return any(ex.multi for ex in examples)
 
 
-def build_labels(examples: Sequence[Example]) -> LabelVocab:
-    """The label vocabulary of the TRAINING examples (numeric labels in numeric order)."""
+def build_labels(examples: Sequence[Example], config: Config | None = None) -> LabelVocab:
+    """The label vocabulary of the TRAINING examples (numeric labels in numeric order), with
+    ``multi_label`` decided by ``config`` or, when unset, by the data (:func:`is_multi_label`)."""
     values = [v for ex in examples if ex.labels for v in ex.labels]
     if not values:
         raise DataError("the training data has no labels")
-    return LabelVocab.from_values(values)
+    return LabelVocab.from_values(values, multi_label=is_multi_label(examples, config or Config()))
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -321,15 +325,23 @@ def features(
     tokenizer: Tokenizer,
     config: Config,
     labels: LabelVocab | None = None,
+    *,
+    training: bool = False,
 ) -> Features:
     """Tokenise examples into unpadded rows (one per example, same order).
 
     Columns: ``input_ids``, ``token_type_ids``, ``attention_mask`` (lists of ``<= max_seq_len``
-    ints) and, when ``labels`` is given, ``labels``: a class id (single-label) or a multi-hot
-    float list of ``len(labels)`` (multi-label). Pairs are cut longest-first. ``stats`` counts
-    ``truncated`` rows.
+    ints) and, when ``labels`` is given and the examples are labelled, ``labels``: a class id
+    (single-label) or a multi-hot float list of ``len(labels)`` (``labels.multi_label``).
+    Unlabelled examples (files to predict on) get no ``labels`` column, unless ``training``,
+    where that is an error. Pairs are cut longest-first. ``stats`` counts ``truncated`` rows.
     """
-    multi = is_multi_label(examples, config)
+    if training and labels is None:
+        raise UsageError("training features need the label vocabulary (build_labels)")
+    unlabelled = next((ex for ex in examples if ex.labels is None), None)
+    if training and unlabelled is not None:
+        raise DataError(f"{unlabelled.source}: row has no label")
+    multi = labels.multi_label if labels is not None else is_multi_label(examples, config)
     texts = [ex.text for ex in examples]
     pairs = [ex.pair or "" for ex in examples] if any(ex.pair for ex in examples) else None
     # First without truncation, to count the rows that lose tokens; only those are redone.
@@ -349,12 +361,11 @@ def features(
             for k in columns:
                 columns[k][i] = cut[k][n]
     keys: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask")
-    if labels is not None:
+    if labels is not None and unlabelled is None:
         label2id = labels.label2id
         ys: list[Any] = []
         for ex in examples:
-            if ex.labels is None:
-                raise DataError(f"{ex.source}: row has no label")
+            assert ex.labels is not None  # checked above; narrows the type
             _check_known(ex.labels, labels, ex.source)
             if multi:
                 hot = [0.0] * len(labels)
@@ -378,33 +389,48 @@ def features(
     )
 
 
-def model_kwargs(labels: LabelVocab, multi_label: bool = False) -> dict[str, Any]:
-    """Arguments for ``BertForSequenceClassification`` beyond the checkpoint."""
+def model_kwargs(labels: LabelVocab | None) -> dict[str, Any]:
+    """Arguments for ``BertForSequenceClassification`` beyond the checkpoint: the label count
+    and names, and ``problem_type`` (BCE loss for multi-label, cross-entropy otherwise)."""
+    if labels is None:
+        raise UsageError("classification needs the label vocabulary (build_labels)")
+    kind = "multi_label" if labels.multi_label else "single_label"
     return {
         "num_labels": len(labels),
         "id2label": labels.id2label,
         "label2id": labels.label2id,
-        "problem_type": (
-            "multi_label_classification" if multi_label else "single_label_classification"
-        ),
+        "problem_type": f"{kind}_classification",
     }
+
+
+def decide(logits: ArrayLike, multi_label: bool, threshold: float = 0.5) -> NDArray[np.int64]:
+    """Logits ``(N, num_labels)`` -> class ids ``(N,)`` (argmax), or multi-hot ``(N, num_labels)``
+    with ``sigmoid >= threshold`` when ``multi_label``."""
+    scores = np.asarray(logits, dtype=np.float64)
+    if not multi_label:
+        return scores.argmax(axis=-1).astype(np.int64)
+    # sigmoid(x) >= t  <=>  x >= logit(t): no exp overflow on large logits.
+    return (scores >= np.log(threshold / (1.0 - threshold))).astype(np.int64)
 
 
 def postprocess(
     logits: ArrayLike,
-    features: Features | None = None,
+    features: Features,
     examples: Sequence[Example] | None = None,
     config: Config | None = None,
-) -> NDArray[np.int64]:
-    """Logits ``(N, num_labels)`` -> class ids ``(N,)``, or multi-hot ``(N, num_labels)`` when
-    ``features.meta["multi_label"]`` (sigmoid >= ``config.threshold``)."""
-    scores = np.asarray(logits, dtype=np.float64)
-    multi = bool(features is not None and features.meta.get("multi_label"))
-    if not multi:
-        return scores.argmax(axis=-1).astype(np.int64)
-    t = (config or Config()).threshold
-    # sigmoid(x) >= t  <=>  x >= logit(t): no exp overflow on large logits.
-    return (scores >= np.log(t / (1.0 - t))).astype(np.int64)
+) -> list[tuple[str, ...]]:
+    """Logits ``(N, num_labels)`` -> predicted label names per example (one name, or for
+    multi-label every name with ``sigmoid >= config.threshold``), by the vocabulary recorded in
+    ``features.meta["labels"]``."""
+    del examples
+    labels: LabelVocab | None = features.meta.get("labels")
+    if labels is None:
+        raise ValueError("features were built without a label vocabulary")
+    multi = labels.multi_label
+    ids = decide(logits, multi, (config or Config()).threshold)
+    if multi:
+        return [tuple(labels.names[j] for j in np.flatnonzero(row)) for row in ids]
+    return [(labels.names[i],) for i in ids.tolist()]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -476,48 +502,60 @@ def multi_label_metrics(predictions: ArrayLike, references: ArrayLike) -> dict[s
     }
 
 
-def references(
-    examples: Sequence[Example], labels: LabelVocab, multi_label: bool
-) -> NDArray[np.int64]:
-    """Gold ids ``(N,)`` or multi-hot ``(N, num_labels)`` of labelled examples."""
-    label2id = labels.label2id
-    if multi_label:
-        hot = np.zeros((len(examples), len(labels)), dtype=np.int64)
-        for i, ex in enumerate(examples):
-            _check_known(ex.labels or (), labels, ex.source)
-            hot[i, [label2id[v] for v in ex.labels or ()]] = 1
-        return hot
-    for ex in examples:
-        _check_known(ex.labels or (), labels, ex.source)
-    return np.array([label2id[ex.labels[0]] for ex in examples if ex.labels], dtype=np.int64)
-
-
 def compute_metrics(
-    predictions: ArrayLike,
+    predictions: Sequence[Sequence[str]] | ArrayLike,
     examples: Sequence[Example] | ArrayLike,
+    config: Config | None = None,
+    *,
     labels: LabelVocab | None = None,
 ) -> dict[str, float]:
-    """Metrics of predicted ids ``(N,)`` (single-label) or multi-hot ``(N, C)`` (multi-label).
+    """Classification figures of predictions against labelled examples.
 
-    ``examples`` are the labelled examples (then ``labels`` maps them to ids) or already the
-    reference ids / multi-hot array of the same shape as ``predictions``.
+    Args:
+        predictions: label names per example (what :func:`postprocess` returns), or already
+            class ids ``(N,)`` / multi-hot ``(N, C)`` when ``examples`` is the matching array.
+        examples: the labelled examples, or reference ids / multi-hot of the same shape.
+        config: decides multi-label (else: any example's labels were a list, or a prediction
+            holds other than one label).
+        labels: class order (default: the sorted names occurring in predictions and examples;
+            the figures do not depend on it).
+    Returns :func:`single_label_metrics` or :func:`multi_label_metrics`.
     """
-    preds = np.asarray(predictions)
-    multi = preds.ndim == 2
-    if isinstance(examples, Sequence) and examples and isinstance(examples[0], Example):
-        if labels is None:
-            raise ValueError("labels are needed to turn examples into reference ids")
-        refs = references(examples, labels, multi)  # type: ignore[arg-type]
-    else:
-        refs = np.asarray(examples)
+    if not (isinstance(examples, Sequence) and examples and isinstance(examples[0], Example)):
+        preds_arr, refs_arr = np.asarray(predictions), np.asarray(examples)
+        if preds_arr.ndim == 2:
+            return multi_label_metrics(preds_arr, refs_arr)
+        return single_label_metrics(preds_arr, refs_arr, len(labels) if labels else None)
+    exs = cast(Sequence[Example], examples)
+    preds = [tuple(p) for p in cast(Sequence[Sequence[str]], predictions)]
+    if len(preds) != len(exs):
+        raise ValueError(f"{len(preds)} predictions for {len(exs)} examples")
+    golds = []
+    for ex in exs:
+        if ex.labels is None:
+            raise DataError(f"{ex.source}: row has no label to evaluate against")
+        golds.append(ex.labels)
+    vocab = labels or LabelVocab.from_values(v for row in (*golds, *preds) for v in row)
+    for ex in exs:
+        _check_known(ex.labels or (), vocab, ex.source)
+    multi = (
+        (labels is not None and labels.multi_label)
+        or is_multi_label(exs, config or Config())
+        or any(len(p) != 1 for p in preds)
+    )
+    label2id = vocab.label2id
+
+    def encode(rows: Sequence[tuple[str, ...]]) -> NDArray[np.int64]:
+        if not multi:
+            return np.array([label2id[r[0]] for r in rows], dtype=np.int64)
+        hot = np.zeros((len(rows), len(vocab)), dtype=np.int64)
+        for i, r in enumerate(rows):
+            hot[i, [label2id[v] for v in r]] = 1
+        return hot
+
     if multi:
-        return multi_label_metrics(preds, refs)
-    return single_label_metrics(preds, refs, len(labels) if labels else None)
-
-
-def with_multi_label(config: Config, examples: Sequence[Example]) -> Config:
-    """``config`` with ``multi_label`` decided from the training examples (saved with the run)."""
-    return dataclasses.replace(config, multi_label=is_multi_label(examples, config))
+        return multi_label_metrics(encode(preds), encode(golds))
+    return single_label_metrics(encode(preds), encode(golds), len(vocab))
 
 
 __all__ = [
@@ -528,6 +566,7 @@ __all__ = [
     "build_labels",
     "compute_metrics",
     "confusion_matrix",
+    "decide",
     "detect_columns",
     "features",
     "is_multi_label",
@@ -535,8 +574,5 @@ __all__ = [
     "model_kwargs",
     "multi_label_metrics",
     "postprocess",
-    "references",
     "single_label_metrics",
-    "with_multi_label",
 ]
-
