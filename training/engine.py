@@ -618,8 +618,10 @@ def load_weights(model: nn.Module, checkpoint: Path) -> None:
     # save_pretrained drops weights tied to the embeddings; anything else missing is an error
     untied = [k for k in missing if "decoder" not in k]
     if untied or unexpected:
-        raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing "
-                           f"{untied[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"checkpoint {checkpoint} does not match the model: missing "
+            f"{untied[:5]}, unexpected {unexpected[:5]}"
+        )
     model.tie_weights()  # type: ignore[operator]
 
 
