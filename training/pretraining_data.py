@@ -469,7 +469,7 @@ class PretrainingDataset:
 def collate(
     examples: list[dict[str, np.ndarray]], max_predictions: int, pad_id: int, multiple: int = 8
 ) -> dict[str, np.ndarray]:
-    """Pad to the longest example (a multiple of ``multiple``), predictions to ``max_predictions``."""
+    """Pad to the longest example (to a multiple of ``multiple``), predictions to P slots."""
     longest = max(len(e["input_ids"]) for e in examples)
     t = -(-longest // multiple) * multiple
     b = len(examples)
