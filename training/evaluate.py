@@ -1,0 +1,177 @@
+"""``python -m training evaluate``: a fine-tuned checkpoint on a labelled file -> a JSON report.
+
+Runs the evaluation of ``python -m training finetune`` (:class:`training.finetune.Evaluation`,
+the same code) on any checkpoint folder: the root of a fine-tuning run, one of its
+``checkpoints/step-N`` or any Hugging Face model with a trained task head. The task and its
+options (``--max-seq-len``, ``--doc-stride``, ...) default to the ones the model was fine-tuned
+with (its run's ``run_config.json``); flags override them. QA also writes the SQuAD
+``predictions.json`` and ``nbest_predictions.json`` beside the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from training import config as cfg
+from training import engine
+from training.errors import UsageError
+from training.finetune import (
+    TASKS,
+    Evaluation,
+    ModelOptions,
+    add_task_arguments,
+    check_lengths,
+    check_vocab,
+    data_report,
+    load_model,
+    load_tokenizer,
+    model_config,
+    prefixed,
+    read_examples,
+    resolve_config,
+    task_module,
+    write_outputs,
+)
+from training.tasks import LabelVocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateConfig(ModelOptions):
+    model: str = cfg.field("", help="fine-tuned checkpoint folder (a run's root or a checkpoint)")
+    data: str = cfg.field("", help="labelled file to evaluate on (format: see the task)")
+    out: str = cfg.field("", help="report file (JSON); QA predictions are written beside it")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.field(
+        "auto", help="auto = bf16 where the hardware has it (AMX/AVX-512 CPUs, Ampere+ GPUs)"
+    )
+    threads: int | None = cfg.field(None, help="CPU threads for torch (default: all cores)")
+
+
+def run_config_of(model_dir: Path) -> dict[str, Any]:
+    """The ``run_config.json`` of the fine-tuning run that made ``model_dir`` (its root, or the
+    run above a ``checkpoints/step-N`` folder); empty when there is none."""
+    folders = [model_dir]
+    if model_dir.parent.name == engine.CHECKPOINTS:
+        folders.append(model_dir.parent.parent)
+    for folder in folders:
+        path = folder / "run_config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("task") in TASKS:
+                return dict(saved)
+    return {}
+
+
+def infer_task(model_dir: Path, saved: dict[str, Any]) -> str | None:
+    """The task of the run that made the model, else the one whose head its config names."""
+    if saved.get("task"):
+        return str(saved["task"])
+    if not (model_dir / "config.json").is_file():
+        return None
+    archs = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    for name in TASKS:
+        head = task_module(name).HEAD.removeprefix("Bert")  # e.g. ForQuestionAnswering
+        if any(str(a).endswith(head) for a in archs):
+            return name
+    return None
+
+
+def labels_of(task: ModuleType, model_dir: Path, mc: Any) -> LabelVocab | None:
+    """The label vocabulary saved with the model (``labels.json``, else ``config.id2label``);
+    None for tasks without one (QA)."""
+    if (model_dir / "labels.json").is_file():
+        return LabelVocab.load(model_dir / "labels.json")
+    try:  # the tasks with a label vocabulary refuse to build a head without one
+        task.model_kwargs(None)
+        return None
+    except UsageError:
+        pass
+    id2label = {int(k): v for k, v in (mc.id2label or {}).items()}
+    names = tuple(id2label[i] for i in range(len(id2label)))
+    return LabelVocab(names, getattr(mc, "problem_type", None) == "multi_label_classification")
+
+
+def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
+    """Evaluate ``conf.model`` on ``conf.data``; write and return the report."""
+    started = time.time()
+    for flag, value in (("--model", conf.model), ("--data", conf.data), ("--out", conf.out)):
+        if not value:
+            raise UsageError(f"{flag} is required")
+    out = Path(conf.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: give the report's file name (REPORT.json)")
+    task = task_module(str(conf.task))
+    rt = engine.setup_runtime(conf.precision, conf.threads)
+    tok_dir = conf.tokenizer or conf.model
+    run_root = Path(conf.model).parent.parent
+    if not conf.tokenizer and Path(conf.model).parent.name == engine.CHECKPOINTS:
+        tok_dir = str(run_root)  # checkpoints hold weights only; the run's root the tokenizer
+    mc = model_config(conf.model)
+    tokenizer = load_tokenizer(tok_dir)
+    check_vocab(mc, tokenizer, conf.model, tok_dir)
+    check_lengths(conf, mc)
+    head = task.HEAD.removeprefix("Bert")  # e.g. ForSequenceClassification
+    archs = list(getattr(mc, "architectures", None) or [])
+    if archs and not any(a.endswith(head) for a in archs):
+        raise UsageError(
+            f"--model {conf.model} has no trained {conf.task} head (it is a {archs[0]}): "
+            "fine-tune it first"
+        )
+    labels = labels_of(task, Path(conf.model), mc)
+    examples, read = read_examples(task, conf.data, conf, labels)
+    feats = task.features(examples, tokenizer, conf, labels)
+    model = load_model(task, conf.model, labels, fresh_head=False).to(rt.device)
+    evaluator = Evaluation(
+        task, conf, examples, feats, conf.eval_batch_size, tokenizer.pad_token_id or 0, rt.device
+    )
+    result = evaluator.run(model, rt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = write_outputs(task, result, out.parent)
+    report = {
+        "task": conf.task,
+        "model": str(Path(conf.model).resolve()),
+        "data": data_report(conf.data, read, feats),
+        "options": {f.name: getattr(conf, f.name) for f in dataclasses.fields(task.Config)},
+        "precision": str(rt.dtype or "fp32"),
+        "evaluation_seconds": round(result.seconds, 2),
+        "wall_seconds": round(time.time() - started, 2),
+        "prediction_files": [str(p) for p in files],
+        **prefixed(result.figures),
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log.info(
+        "%s: %s", out, json.dumps({k: round(v, 4) for k, v in prefixed(result.figures).items()})
+    )
+    return report
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a fine-tuned checkpoint on a labelled file (JSON report)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    add_task_arguments(p, EvaluateConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model_dir = Path(getattr(args, "model", "") or ".")
+    saved = run_config_of(model_dir)
+    conf = resolve_config(EvaluateConfig, args, infer_task(model_dir, saved), task_defaults=saved)
+    run_evaluation(conf)
+    return 0
+
+
+__all__ = ["EvaluateConfig", "run_evaluation"]

@@ -1,0 +1,114 @@
+"""The model card (``README.md``) written beside a fine-tuned checkpoint.
+
+Everything on it comes from the run's report and config, so the card never disagrees with
+``eval_report.json`` and ``run_config.json`` in the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Headline figures per task, in the order shown; every other figure goes to the full table.
+HEADLINE = {
+    "classification": ("accuracy", "macro_f1", "mcc", "f1", "micro_f1", "exact_match"),
+    "qa": ("exact", "f1", "HasAns_f1", "NoAns_f1"),
+    "token-classification": ("precision", "recall", "f1", "accuracy"),
+}
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) -> str:
+    """Markdown of the card: task, base model, data, figures, timings, config, how to load."""
+    task = report["task"]
+    figures = {k.removeprefix("eval_"): v for k, v in report.items() if k.startswith("eval_")}
+    head = [k for k in HEADLINE.get(task, ()) if k in figures]
+    lines = [
+        f"# {task} model fine-tuned from {report['base_model_name']}",
+        "",
+        f"- **Task**: {task} (`{auto_class}`)",
+        f"- **Base model**: `{report['base_model']}`",
+        f"- **Steps**: {report['step']} (best checkpoint: step {report['best_step']}, "
+        f"by `{report['best_metric']}`{', stopped early' if report['stopped_early'] else ''})",
+        f"- **Parameters**: {report['parameters']:,}",
+        f"- **Wall time**: {report['wall_seconds']:.1f} s "
+        f"(training {report['train_seconds']:.1f} s, final evaluation "
+        f"{report['evaluation_seconds']:.1f} s)",
+    ]
+    if report.get("labels"):
+        lines.append(f"- **Labels**: {', '.join(f'`{n}`' for n in report['labels'])}")
+    lines += [
+        "",
+        "## Data",
+        "",
+        "| split | file | size | read | features |",
+        "|---|---|---|---|---|",
+    ]
+    for split, d in report["data"].items():
+        read, feats = (
+            ", ".join(f"{k} {v}" for k, v in d[part].items()) for part in ("read", "features")
+        )
+        lines.append(f"| {split} | `{d['file']}` | {_size(d['bytes'])} | {read} | {feats} |")
+    lines += ["", "## Evaluation", ""]
+    if head:
+        lines += [
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+            "| " + " | ".join(_fmt(figures[k]) for k in head) + " |",
+            "",
+        ]
+    lines += [
+        "<details><summary>All figures</summary>",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        *(f"| {k} | {_fmt(v)} |" for k, v in figures.items()),
+        "",
+        "</details>",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        f"from transformers import AutoTokenizer, {auto_class}",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")',
+        f'model = {auto_class}.from_pretrained("PATH/TO/THIS/FOLDER")',
+        "```",
+        "",
+        "Evaluate on another file, or export for serving:",
+        "",
+        "```bash",
+        f"python -m training evaluate --task {task} --model THIS_FOLDER --data FILE "
+        "--out report.json",
+        "python -m training export --checkpoint THIS_FOLDER --out models/NAME",
+        "```",
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        json.dumps(run_config, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(
+    out: str | Path, report: dict[str, Any], run_config: dict[str, Any], auto_class: str
+) -> Path:
+    path = Path(out) / "README.md"
+    path.write_text(render(report, run_config, auto_class), encoding="utf-8")
+    return path
