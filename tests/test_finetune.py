@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForPreTraining
 
-from training import engine, finetune
+from training import finetune
 from training.cli import build_parser, main
 from training.modeling import bert_config
 from training.tokenizer import read_vocab_file
@@ -359,20 +359,6 @@ def test_killed_run_resumes_exactly(slices, tmp_path: Path) -> None:
     assert (r1["best_step"], r1["eval_accuracy"]) == (r2["best_step"], r2["eval_accuracy"])
 
 
-def test_best_checkpoint_is_found_from_metrics(tmp_path: Path) -> None:
-    """The engine's best value locates its step in metrics.jsonl (first of equal values)."""
-    for step in (2, 4, 6):
-        (tmp_path / "checkpoints" / f"step-{step:08d}").mkdir(parents=True)
-        (tmp_path / "checkpoints" / f"step-{step:08d}" / engine.STATE_FILE).write_bytes(b"x")
-    rows = [{"step": 2, "eval_f1": 0.5}, {"step": 4, "eval_f1": 0.7}, {"step": 6, "eval_f1": 0.7}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    conf = finetune.FinetuneConfig(out=str(tmp_path), best_metric="eval_f1")
-    result = engine.TrainResult(6, False, False, tmp_path / "stale", 0.7, {})
-    assert finetune.best_checkpoint(conf, result) == (tmp_path / "checkpoints/step-00000004", 4)
-    conf.best_metric = ""
-    assert finetune.best_checkpoint(conf, result) is None
-
-
 def test_clear_errors(
     slices,
     data_dir: Path,
@@ -391,13 +377,9 @@ def test_clear_errors(
             "label '7' does not occur in the training data",
         ),
         (cls_args(slices, tmp_path / "c", "--model", str(mismatched)), "embeds 1000"),
-        (cls_args(slices, cls_out), "already holds a run"),
+        (cls_args(slices, cls_out), "already holds a fine-tuning run"),
         (cls_args(slices, cls_out, "--resume", "--lr", "0.5"), "other settings (lr)"),
         (cls_args(slices, tmp_path / "d", "--doc-stride", "16"), "--doc-stride: not an option"),
-        (
-            cls_args(slices, tmp_path / "e", "--save-every", "3"),
-            "--eval-every 4 is not a multiple of --save-every 3",
-        ),
         (
             [
                 "evaluate",

@@ -285,6 +285,60 @@ def prune_checkpoints(out: Path, keep: int, protect: Path | None) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+# --- output folders --------------------------------------------------------------------------
+
+# Loop options that may differ when a run is resumed without it being "another run".
+LOOP_MAY_CHANGE = frozenset(
+    {
+        "resume",
+        "max_steps",
+        "max_minutes",
+        "progress",
+        "save_every",
+        "log_every",
+        "eval_every",
+        "threads",
+        "keep_checkpoints",
+    }
+)
+
+
+def check_output_folder(
+    out: Path,
+    conf: dict[str, Any],
+    resume: bool,
+    kind: str,
+    may_change: frozenset[str] | set[str] = LOOP_MAY_CHANGE,
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Refuse to mix runs: a folder holding another run needs a new --out (or --resume).
+
+    ``conf`` is the run's resolved config as a dict; with --resume it must equal the saved one
+    except for ``may_change``. ``ignore`` names entries that may sit in a fresh --out (caches).
+    """
+    run_file = out / "run_config.json"
+    if run_file.is_file():
+        if not resume:
+            raise UsageError(
+                f"{out} already holds a {kind} run: pass --resume to continue it, "
+                "or choose another --out"
+            )
+        before = json.loads(run_file.read_text())
+        changed = sorted(k for k in conf if k not in may_change and before.get(k) != conf[k])
+        if changed:
+            raise UsageError(
+                f"{out} holds a run with other settings ({', '.join(changed)}): resume with the "
+                "same arguments, or choose another --out"
+            )
+    elif out.is_dir() and any(p.name not in ignore for p in out.iterdir()):
+        raise UsageError(f"{out} is not empty and holds no {kind} run: choose another --out")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Direction of a figure used to pick the best checkpoint."""
+    return any(word in metric for word in ("loss", "perplexity", "error"))
+
+
 # --- metrics ---------------------------------------------------------------------------------
 
 
@@ -371,6 +425,7 @@ class TrainResult:
     interrupted: bool
     best_checkpoint: Path | None
     best_metric: float | None
+    best_step: int | None
     last_eval: dict[str, float]
 
 
@@ -436,6 +491,7 @@ def train(
     stream = batches(data_state)
     window = MetricWindow()
     last_eval: dict[str, float] = {}
+    last_eval_step = -1
     stopped_early = interrupted = False
     started = time.time()
     bar = None
@@ -451,7 +507,9 @@ def train(
             desc="train",
         )
 
-    def save(step_now: int) -> Path:
+    def save(step_now: int, is_best: bool = False) -> Path:
+        if is_best:  # recorded before writing, so the checkpoint knows it is the best
+            extra["best_path"] = str(out / CHECKPOINTS / f"step-{step_now:08d}")
         loop_state = dict(extra)
         path = save_checkpoint(
             out,
@@ -469,12 +527,13 @@ def train(
             prune_checkpoints(out, conf.keep_checkpoints, best)
         return path
 
-    def run_eval(step_now: int) -> bool:
-        """Evaluate, track the best checkpoint; True when early stopping triggers."""
-        nonlocal last_eval
+    def run_eval(step_now: int) -> tuple[bool, bool]:
+        """Evaluate and track the best figure: (early stop now, this step is the best)."""
+        nonlocal last_eval, last_eval_step
         if evaluate is None:
-            return False
-        flag = torch.zeros(1)
+            return False, False
+        last_eval_step = step_now
+        flag = torch.zeros(2)
         if rt.is_main:
             objective.eval()
             with torch.no_grad(), autocast(rt):
@@ -493,13 +552,14 @@ def train(
                     raise UsageError(
                         f"--best-metric {conf.best_metric} is not among {', '.join(last_eval)}"
                     )
-                lower_better = "loss" in conf.best_metric or "perplexity" in conf.best_metric
+                lower = lower_is_better(conf.best_metric)
                 better = extra["best"] is None or (
-                    value < extra["best"] if lower_better else value > extra["best"]
+                    value < extra["best"] if lower else value > extra["best"]
                 )
                 if better:
                     extra["best"], extra["bad_evals"] = value, 0
                     extra["best_step"] = step_now
+                    flag[1] = 1
                 else:
                     extra["bad_evals"] += 1
                 if (
@@ -509,7 +569,7 @@ def train(
                     flag[0] = 1
         if rt.world > 1:
             torch.distributed.broadcast(flag, 0)
-        return bool(flag[0])
+        return bool(flag[0]), bool(flag[1])
 
     objective.train()
     with _Stop() as stop:
@@ -570,40 +630,32 @@ def train(
                 flags = torch.tensor([float(stop.requested), float(out_of_time)])
                 torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
                 stop.requested, out_of_time = bool(flags[0]), bool(flags[1])
-            evaluated = False
-            if conf.eval_every and step % conf.eval_every == 0 and step < conf.max_steps:
-                stopped_early = run_eval(step)
-                evaluated = True
-            if (
-                step % conf.save_every == 0
-                or stop.requested
-                or stopped_early
-                or out_of_time
-                or step == conf.max_steps
-            ):
-                path = save(step)
-                if evaluated and extra.get("best_step") == step:
-                    extra["best_path"] = str(path)
+            ending = out_of_time or step == conf.max_steps
+            improved = False
+            eval_due = bool(conf.eval_every) and step % conf.eval_every == 0
+            if (eval_due or ending) and not stop.requested:
+                stopped_early, improved = run_eval(step)
+                ending = ending or stopped_early
+            if step % conf.save_every == 0 or improved or ending or stop.requested:
+                save(step, is_best=improved)
             if stop.requested:
                 interrupted = True
                 break
-            if stopped_early or out_of_time:
+            if ending:
                 if out_of_time and rt.is_main:
                     log.info("--max-minutes reached at step %d", step)
                 break
     if bar is not None:
         bar.close()
-    if not interrupted:
-        stopped = run_eval(step)  # final evaluation
-        if rt.is_main and conf.best_metric and extra.get("best_step") == step:
-            extra["best_path"] = str(checkpoint_dirs(out)[-1])
-        del stopped
+    if last_eval_step != step and not interrupted:
+        run_eval(step)  # resuming a finished run: evaluate it once for the report
     return TrainResult(
         step=step,
         stopped_early=stopped_early,
         interrupted=interrupted,
         best_checkpoint=Path(extra["best_path"]) if extra.get("best_path") else None,
         best_metric=extra.get("best"),
+        best_step=extra.get("best_step"),
         last_eval=last_eval,
     )
 

@@ -59,19 +59,7 @@ DEFAULT_BEST_METRIC: dict[str, str] = {
     "token-classification": "eval_f1",
 }
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = {
-    "resume",
-    "max_steps",
-    "epochs",
-    "max_minutes",
-    "progress",
-    "save_every",
-    "log_every",
-    "eval_every",
-    "eval_batch_size",
-    "threads",
-    "keep_checkpoints",
-}
+RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"epochs", "eval_batch_size"}
 # Argparse entries that are not config fields.
 NON_CONFIG_ARGS = {"config", "func", "command", "log_level"}
 
@@ -530,38 +518,6 @@ def _resolve_schedule(conf: FinetuneConfig, per_epoch: int, labels: LabelVocab |
         conf.best_metric = "eval_micro_f1" if multi else DEFAULT_BEST_METRIC[cast(str, conf.task)]
     if conf.save_every == 0:
         conf.save_every = conf.eval_every or 500
-    # The engine can only keep the best checkpoint among saved ones: every evaluated step must be
-    # saved.
-    if conf.best_metric and conf.eval_every and conf.eval_every % conf.save_every:
-        raise UsageError(
-            f"--eval-every {conf.eval_every} is not a multiple of --save-every "
-            f"{conf.save_every}: the best checkpoint is picked among saved steps (leave "
-            "--save-every unset to save at every evaluation)"
-        )
-
-
-def check_output_folder(conf: FinetuneConfig) -> None:
-    """Refuse to mix runs: a folder holding another run needs a new --out (or --resume).
-
-    Local twin of ``pretrain.check_output_folder`` (see there) with this command's options.
-    """
-    out = Path(conf.out)
-    run_file = out / "run_config.json"
-    if run_file.is_file():
-        if not conf.resume:
-            raise UsageError(
-                f"{out} already holds a run: pass --resume to continue it, or choose another --out"
-            )
-        before = json.loads(run_file.read_text())
-        now = cfg.to_dict(conf)
-        changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and before.get(k) != now[k])
-        if changed:
-            raise UsageError(
-                f"{out} holds a run with other settings ({', '.join(changed)}): resume with the "
-                "same arguments, or choose another --out"
-            )
-    elif out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"{out} is not empty and holds no fine-tuning run: choose another --out")
 
 
 @dataclass
@@ -598,7 +554,9 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
 
     out = Path(conf.out)
     if rt.is_main:
-        check_output_folder(conf)
+        engine.check_output_folder(
+            Path(conf.out), cfg.to_dict(conf), conf.resume, "fine-tuning", RESUME_MAY_CHANGE
+        )
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(conf, out / "run_config.json")
 
@@ -647,27 +605,14 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
     return FinetuneResult(model, result, report)
 
 
-def best_checkpoint(conf: FinetuneConfig, result: engine.TrainResult) -> tuple[Path, int] | None:
-    """(folder, step) of the best checkpoint, or None when the last step is to be kept.
-
-    The engine's best value is exact, but after a resume its remembered path can be stale; the
-    step is found in ``metrics.jsonl`` (re-logged from the checkpoint on resume): the first
-    evaluation with exactly that value, as the engine keeps the first of equal values.
-    """
-    if not conf.best_metric or result.best_metric is None:
+def best_checkpoint(result: engine.TrainResult) -> tuple[Path, int] | None:
+    """(folder, step) of the best checkpoint, or None when the last step is to be kept."""
+    if result.best_checkpoint is None or result.best_step is None:
         return None
-    out = Path(conf.out)
-    metrics = out / "metrics.jsonl"
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-    step = next((r["step"] for r in rows if r.get(conf.best_metric) == result.best_metric), None)
-    if step is not None:
-        path = out / engine.CHECKPOINTS / f"step-{step:08d}"
-        if (path / engine.STATE_FILE).is_file():
-            return path, step
-    log.warning(
-        "the checkpoint of the best evaluation (step %s) is gone; keeping the last step", step
-    )
-    return None
+    if not (result.best_checkpoint / engine.STATE_FILE).is_file():
+        log.warning("the best checkpoint %s is gone; keeping the last step", result.best_checkpoint)
+        return None
+    return result.best_checkpoint, result.best_step
 
 
 def finish(
@@ -690,7 +635,7 @@ def finish(
     from training.model_card import write_model_card
 
     out = Path(conf.out)
-    best = best_checkpoint(conf, result)
+    best = best_checkpoint(result)
     final = evaluator.last
     if best is not None and best[1] != result.step:
         engine.load_weights(model, best[0])

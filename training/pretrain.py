@@ -44,19 +44,7 @@ from training.tokenizer import load as load_tokenizer
 log = logging.getLogger(__name__)
 
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = {
-    "resume",
-    "max_steps",
-    "max_minutes",
-    "progress",
-    "save_every",
-    "log_every",
-    "eval_every",
-    "threads",
-    "keep_checkpoints",
-    "data_cache",
-    "eval_batches",
-}
+RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"data_cache", "eval_batches"}
 
 
 @dataclass
@@ -111,28 +99,6 @@ class PretrainingObjective(nn.Module):
             "nsp_count": o.nsp_count,
             "tokens": batch["attention_mask"].sum(),
         }
-
-
-def check_output_folder(conf: PretrainConfig) -> None:
-    """Refuse to mix runs: a folder holding another run needs a new --out (or --resume)."""
-    out = Path(conf.out)
-    run_file = out / "run_config.json"
-    if run_file.is_file():
-        if not conf.resume:
-            raise UsageError(
-                f"{out} already holds a pretraining run: pass --resume to continue it, "
-                "or choose another --out"
-            )
-        before = json.loads(run_file.read_text())
-        now = cfg.to_dict(conf)
-        changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and before.get(k) != now[k])
-        if changed:
-            raise UsageError(
-                f"{out} holds a run with other settings ({', '.join(changed)}): resume with the "
-                "same arguments, or choose another --out"
-            )
-    elif out.is_dir() and any(p.name != "data" for p in out.iterdir()):
-        raise UsageError(f"{out} is not empty and holds no pretraining run: choose another --out")
 
 
 def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertConfig:
@@ -277,7 +243,9 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     out = Path(conf.out)
     rt = engine.setup_runtime(conf.precision, conf.threads)
     if rt.is_main:
-        check_output_folder(conf)
+        engine.check_output_folder(
+            out, cfg.to_dict(conf), conf.resume, "pretraining", RESUME_MAY_CHANGE, ignore=("data",)
+        )
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(conf, out / "run_config.json")
     tok_dir = Path(conf.tokenizer)
