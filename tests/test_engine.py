@@ -16,8 +16,14 @@ from training import engine
 class Objective(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1,
-                            num_attention_heads=2, intermediate_size=16, num_labels=2)
+        config = BertConfig(
+            vocab_size=20,
+            hidden_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            num_labels=2,
+        )
         self.model = BertForSequenceClassification(config)
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -29,16 +35,26 @@ def stream(state: dict | None):
     n = (state or {}).get("next", 0)
     while True:
         n += 1
-        yield {"next": n}, {"input_ids": rng.integers(5, 20, (2, 6)),
-                            "labels": rng.integers(0, 2, (2,))}
+        yield (
+            {"next": n},
+            {"input_ids": rng.integers(5, 20, (2, 6)), "labels": rng.integers(0, 2, (2,))},
+        )
 
 
 def run(out: Path, figures: list[float], **kw) -> engine.TrainResult:
     """Train with evaluations returning ``figures`` in turn (one per --eval-every steps)."""
     calls = iter(figures)
-    conf = engine.LoopConfig(out=str(out), max_steps=kw.pop("max_steps", 2 * len(figures)),
-                             eval_every=2, save_every=100, keep_checkpoints=1, progress=False,
-                             best_metric="eval_f1", precision="fp32", **kw)
+    conf = engine.LoopConfig(
+        out=str(out),
+        max_steps=kw.pop("max_steps", 2 * len(figures)),
+        eval_every=2,
+        save_every=100,
+        keep_checkpoints=1,
+        progress=False,
+        best_metric="eval_f1",
+        precision="fp32",
+        **kw,
+    )
     rt = engine.setup_runtime("fp32", threads=1)
     torch.manual_seed(0)
     return engine.train(Objective(), conf, rt, stream, lambda _m: {"f1": next(calls)})
@@ -50,7 +66,9 @@ def test_best_checkpoint_is_saved_kept_and_reported(tmp_path: Path) -> None:
     assert result.best_checkpoint == tmp_path / "checkpoints" / "step-00000004"
     # the best survives pruning to one checkpoint, beside the last
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "step-00000004", "step-00000008"]
+        "step-00000004",
+        "step-00000008",
+    ]
     state = json.loads((result.best_checkpoint / "trainer_state.json").read_text())
     assert state["step"] == 4
     evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -68,7 +86,9 @@ def test_resume_keeps_the_best(tmp_path: Path) -> None:
     assert first.best_step == 4
     resumed = run(tmp_path, [0.3, 0.1], max_steps=10, resume=True)
     assert (resumed.best_step, resumed.best_checkpoint) == (
-        4, tmp_path / "checkpoints" / "step-00000004")
+        4,
+        tmp_path / "checkpoints" / "step-00000004",
+    )
     assert resumed.best_checkpoint is not None
     assert resumed.best_checkpoint.is_dir()
 
