@@ -1,0 +1,364 @@
+"""The model bundle: the one contract between training (writes it) and serving (reads it).
+
+A bundle is a folder::
+
+    models/<name>/
+        manifest.json          what follows, schema-versioned (this module's ``Manifest``)
+        tokenizer.json         a ``tokenizers`` file: serving needs neither transformers nor torch
+        tokenizer_config.json  special tokens and lower-casing, as transformers saved them
+        model.fp32.onnx        graph-optimised fp32 (fused attention, LayerNorm, GELU)
+        model.int8.onnx        dynamically quantised for the CPU provider
+        model.fp16.onnx        for the CUDA provider
+
+Every file is listed in the manifest with its size and sha256, and :func:`load_bundle` refuses a
+bundle whose files are missing or do not match. This module imports pydantic and the standard
+library only (no numpy, no onnxruntime, no torch), so both sides can use it: ``training.export``
+builds a :class:`Manifest` and calls :func:`write_manifest`; the app calls :func:`load_bundle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+MANIFEST_FILE = "manifest.json"
+
+Task = Literal["classification", "qa", "fill-mask", "token-classification"]
+TASKS: tuple[Task, ...] = ("classification", "qa", "fill-mask", "token-classification")
+VariantName = Literal["fp32", "int8", "fp16"]
+Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+# Which variant a provider prefers, best first; only variants whose parity gate passed are picked
+# automatically (an fp16 graph exported on a machine without a GPU was never checked).
+PREFERENCE: dict[str, tuple[VariantName, ...]] = {
+    "CUDAExecutionProvider": ("fp16", "fp32"),
+    "CPUExecutionProvider": ("int8", "fp32"),
+}
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used; the message is one line that names the folder and the fix."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a hand-edited manifest must not pass silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    """A file of the bundle, relative to its folder."""
+
+    path: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TensorSpec(_Strict):
+    """A graph input or output; a string in ``shape`` names a dynamic axis."""
+
+    name: str
+    dtype: Literal["int64", "float32", "float16"]
+    shape: list[int | str]
+
+
+class TokenizerSpec(_Strict):
+    """How text becomes ``input_ids``: what a server must reproduce exactly."""
+
+    file: str = "tokenizer.json"
+    config_file: str | None = "tokenizer_config.json"
+    lowercase: bool
+    strip_accents: bool | None = None  # None: follows lowercase, as BERT's BasicTokenizer
+    vocab_size: int = Field(gt=0)
+    special_tokens: dict[str, str]  # role ("cls", "sep", "pad", "unk", "mask") -> token
+    special_token_ids: dict[str, int]  # role -> id
+    max_length: int = Field(gt=0)
+    # Pairs (question, context) truncate the context only; single texts truncate at the end.
+    truncation: Literal["longest_first", "only_first", "only_second"]
+    text_pair: bool  # True: the task takes (text, text_pair), e.g. (question, context)
+    # The fused Attention op takes the sequence length from the attention mask, which assumes
+    # every pad token comes after the real ones.
+    padding_side: Literal["right"] = "right"
+
+
+class FillMaskSpec(_Strict):
+    """Fill-mask output form: in-graph top-k at the [MASK] positions, or full vocabulary logits.
+
+    ``topk`` outputs: ``mask_positions`` (masks, 2) int64 rows of (batch index, position),
+    ``top_ids`` (masks, k) int64 and ``top_scores`` (masks, k) float32 softmax probabilities,
+    best first. ``logits`` outputs ``logits`` (batch, sequence, vocab).
+    """
+
+    output: Literal["topk", "logits"]
+    top_k: int | None = Field(default=None, gt=0)
+    mask_token_id: int
+
+    @model_validator(mode="after")
+    def _k_for_topk(self) -> FillMaskSpec:
+        if self.output == "topk" and self.top_k is None:
+            raise ValueError("fill_mask.top_k is required when output is 'topk'")
+        return self
+
+
+class ParityReport(_Strict):
+    """How closely a variant reproduces the PyTorch model on the held-out slice.
+
+    ``max_abs_diff`` compares the main output (logits; probabilities at the top-k ids for
+    fill-mask top-k) over real tokens only. ``agreement`` is the share of examples (tokens, for
+    token-classification; masks for fill-mask) whose top label equals PyTorch's.
+    ``metric``/``reference_metric`` are the task metric of this variant and of PyTorch, in percent,
+    against gold labels where the data had them. ``batch_*`` compare batched with one-by-one runs.
+    """
+
+    status: Literal["passed", "failed", "not_checked"]
+    provider: str | None = None
+    examples: int = Field(ge=0)
+    data: str  # where the held-out slice came from: a file name, or "generated"
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    agreement: float | None = None
+    metric_name: str | None = None
+    metric: float | None = None
+    reference_metric: float | None = None
+    batch_max_abs_diff: float | None = None
+    batch_agreement: float | None = None
+    thresholds: dict[str, float]
+    failures: list[str] = []
+    note: str | None = None
+
+
+class VariantSpec(_Strict):
+    """One ONNX graph of the bundle."""
+
+    file: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    precision: VariantName
+    provider: Provider  # the execution provider this variant is meant for
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    fused_ops: dict[str, int] = {}  # e.g. {"Attention": 12, "SkipLayerNormalization": 24}
+    quantization: dict[str, str | bool] | None = None
+    parity: ParityReport
+
+    def file_entry(self) -> FileEntry:
+        return FileEntry(path=self.file, size_bytes=self.size_bytes, sha256=self.sha256)
+
+
+class SourceInfo(_Strict):
+    checkpoint: str
+    architecture: str
+    model_type: str = "bert"
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    config_sha256: str | None = None
+
+
+class Manifest(_Strict):
+    """``manifest.json``; ``schema_version`` changes whenever a reader would misread a bundle."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(min_length=1)
+    task: Task
+    labels: list[str] = []  # index = output position; empty for qa and fill-mask
+    multi_label: bool = False  # classification: sigmoid per label instead of softmax
+    max_seq_length: int = Field(gt=0)
+    tokenizer: TokenizerSpec
+    fill_mask: FillMaskSpec | None = None
+    variants: dict[VariantName, VariantSpec]
+    default_variant: VariantName
+    files: list[FileEntry]  # tokenizer and other non-graph files
+    evaluation: dict[str, float | int | str | None] = {}  # carried over from the checkpoint
+    source: SourceInfo
+    versions: dict[str, str]  # package -> version used to export
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if not self.variants:
+            raise ValueError("a bundle needs at least one variant")
+        if self.default_variant not in self.variants:
+            raise ValueError(f"default_variant {self.default_variant!r} is not among the variants")
+        for key, spec in self.variants.items():
+            if spec.precision != key:
+                raise ValueError(f"variant {key!r} says precision {spec.precision!r}")
+            if [t.name for t in spec.inputs] != list(INPUT_NAMES):
+                raise ValueError(f"variant {key!r} inputs must be {', '.join(INPUT_NAMES)}")
+        if self.task in ("classification", "token-classification") and not self.labels:
+            raise ValueError(f"a {self.task} bundle needs labels")
+        if (self.task == "fill-mask") != (self.fill_mask is not None):
+            raise ValueError("fill_mask is required for, and only for, the fill-mask task")
+        if self.multi_label and self.task != "classification":
+            raise ValueError("multi_label applies to classification only")
+        listed = {f.path for f in self.files} | {v.file for v in self.variants.values()}
+        if self.tokenizer.file not in listed:
+            raise ValueError(f"tokenizer file {self.tokenizer.file!r} is not listed in files")
+        return self
+
+    def all_files(self) -> list[FileEntry]:
+        """Every file the bundle holds besides the manifest."""
+        return [*self.files, *(v.file_entry() for v in self.variants.values())]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle and the variant chosen to serve it."""
+
+    path: Path
+    manifest: Manifest
+    variant: VariantSpec
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def task(self) -> Task:
+        return self.manifest.task
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / self.variant.file
+
+    @property
+    def tokenizer_file(self) -> Path:
+        return self.path / self.manifest.tokenizer.file
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(folder: Path, relative: str) -> FileEntry:
+    """Size and sha256 of ``folder / relative``, as listed in the manifest."""
+    p = folder / relative
+    return FileEntry(path=relative, size_bytes=p.stat().st_size, sha256=sha256_file(p))
+
+
+def write_manifest(manifest: Manifest, folder: str | Path) -> Path:
+    """Write ``manifest.json`` into ``folder`` (atomically: a reader never sees half a file)."""
+    folder = Path(folder)
+    text = manifest.model_dump_json(indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a bundle is read by a service
+    target = folder / MANIFEST_FILE
+    os.replace(tmp, target)
+    return target
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Parse and validate ``manifest.json`` without checking the files it lists."""
+    folder = Path(folder)
+    file = folder / MANIFEST_FILE
+    if not file.is_file():
+        raise BundleError(f"{folder} is not a model bundle (no {MANIFEST_FILE})")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{file} is not readable JSON: {_one_line(exc)}") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{file} must hold a JSON object")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{file} has schema_version {version!r}; this reader knows {SCHEMA_VERSION} "
+            "(re-export the bundle with this version of the project)"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise BundleError(
+            f"{file} is not a valid manifest ({exc.error_count()} error(s)); first: "
+            f"{where}: {first['msg']}"
+        ) from exc
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Refuse missing files and files whose size or sha256 differ from the manifest."""
+    for entry in manifest.all_files():
+        p = folder / entry.path
+        # Listed paths must stay inside the bundle, whatever a hand-edited manifest says.
+        if Path(entry.path).is_absolute() or ".." in Path(entry.path).parts:
+            raise BundleError(f"{folder}: listed file {entry.path!r} is outside the bundle")
+        if not p.is_file():
+            raise BundleError(f"{folder}: listed file {entry.path} is missing")
+        size = p.stat().st_size
+        if size != entry.size_bytes:
+            raise BundleError(
+                f"{folder}: {entry.path} has {size} bytes, the manifest says {entry.size_bytes} "
+                "(corrupt or modified; re-export the bundle)"
+            )
+        if sha256_file(p) != entry.sha256:
+            raise BundleError(
+                f"{folder}: {entry.path} does not match its sha256 in the manifest "
+                "(corrupt or modified; re-export the bundle)"
+            )
+
+
+def pick_variant(
+    manifest: Manifest, providers: Sequence[str] = ("CPUExecutionProvider",)
+) -> VariantSpec:
+    """The best variant for the first provider in ``providers`` that has one that passed parity.
+
+    Falls back to the manifest's ``default_variant``.
+    """
+    for provider in providers:
+        for name in PREFERENCE.get(provider, ()):
+            spec = manifest.variants.get(name)
+            if spec is not None and spec.parity.status == "passed":
+                return spec
+    return manifest.variants[manifest.default_variant]
+
+
+def load_bundle(
+    path: str | Path,
+    variant: str | None = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    *,
+    verify: bool = True,
+) -> Bundle:
+    """Read, validate and verify the bundle at ``path``; raises :class:`BundleError`.
+
+    ``variant`` names the graph to use ("fp32", "int8", "fp16"); None picks one for ``providers``
+    with :func:`pick_variant`. ``verify`` checks size and sha256 of every listed file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a folder")
+    manifest = read_manifest(folder)
+    if variant is None:
+        spec = pick_variant(manifest, providers)
+    else:
+        if variant not in manifest.variants:
+            have = ", ".join(manifest.variants)
+            raise BundleError(f"{folder} has no variant {variant!r} (it has {have})")
+        spec = manifest.variants[variant]
+    if verify:
+        verify_files(folder, manifest)
+    return Bundle(path=folder, manifest=manifest, variant=spec)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

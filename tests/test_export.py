@@ -1,0 +1,425 @@
+"""``python -m training export`` on tiny random BERTs of every task (hidden 32, 2 layers).
+
+Tests assert behaviour, never speed. Random tiny models have near-ties between labels, so the
+int8 gate is relaxed here; the fp32 gate keeps its real threshold (1e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+import onnxruntime as ort
+import torch
+import transformers
+from tokenizers import Tokenizer
+
+from app import bundle as B
+from training import cli
+from training import tokenizer as tok_mod
+from training.export import cuda_available
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = [
+    *("the", "a", "cat", "dog", "sat", "on", "mat", "ran", "is", "was", "big", "small", "red"),
+    *("blue", "green", "house", "tree", "car", "and", "of", "to", "in", "it", "he", "she"),
+    *("they", "we", "run", "jump", "walk", "paris", "london", "john", "mary"),
+]
+VOCAB = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *WORDS, "##s", "##ed", "##ing"])}
+ARCH = {
+    "classification": "BertForSequenceClassification",
+    "multi-label": "BertForSequenceClassification",
+    "qa": "BertForQuestionAnswering",
+    "token-classification": "BertForTokenClassification",
+    "fill-mask": "BertForMaskedLM",
+    "pretraining": "BertForPreTraining",
+    "headless": "BertModel",
+}
+LABELS = {
+    "classification": ["neg", "pos"],
+    "multi-label": ["a", "b", "c"],
+    "qa": ["start", "end"],
+    "token-classification": ["O", "B-PER", "I-PER", "B-LOC"],
+}
+TASK_OF = {"multi-label": "classification", "pretraining": "fill-mask"}
+# Random tiny models sit near label ties: the int8 gate is relaxed, the fp32 gate is not.
+RELAXED = [
+    "--int8-min-agreement",
+    "0.5",
+    "--int8-min-batch-agreement",
+    "0.5",
+    "--int8-max-metric-drop",
+    "100",
+]
+
+
+def build_checkpoint(folder: Path, kind: str) -> Path:
+    torch.manual_seed(0)
+    labels = LABELS.get(kind, ["x", "y"])
+    config = transformers.BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    if kind == "multi-label":
+        config.problem_type = "multi_label_classification"
+    model = getattr(transformers, ARCH[kind])(config)
+    model.save_pretrained(str(folder))
+    tok_mod.save(VOCAB, folder, cased=False, max_length=64)
+    return folder
+
+
+def export(*args: str | Path) -> int:
+    return cli.main(["export", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return {kind: build_checkpoint(root / kind, kind) for kind in ARCH}
+
+
+@pytest.fixture(scope="module")
+def bundles(ckpts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One fp32+int8 bundle per task, exported once for the module."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for kind in (
+        "classification",
+        "multi-label",
+        "qa",
+        "token-classification",
+        "fill-mask",
+        "pretraining",
+    ):
+        rc = export(
+            "--checkpoint",
+            ckpts[kind],
+            "--out",
+            root / kind,
+            "--max-steps",
+            "24",
+            "--variants",
+            "fp32,int8",
+            *RELAXED,
+        )
+        assert rc == 0, kind
+        out[kind] = root / kind
+    return out
+
+
+def _feed(encodings: list[Any]) -> dict[str, np.ndarray]:
+    longest = max(len(e.ids) for e in encodings)
+    feed = {n: np.zeros((len(encodings), longest), np.int64) for n in B.INPUT_NAMES}
+    for i, e in enumerate(encodings):
+        feed["input_ids"][i, : len(e.ids)] = e.ids
+        feed["attention_mask"][i, : len(e.ids)] = 1
+        feed["token_type_ids"][i, : len(e.ids)] = e.type_ids
+    return feed
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["classification", "multi-label", "qa", "token-classification", "fill-mask", "pretraining"],
+)
+def test_every_task_exports_and_matches_torch(
+    kind: str, ckpts: dict[str, Path], bundles: dict[str, Path]
+) -> None:
+    b = B.load_bundle(bundles[kind], variant="fp32")
+    m = b.manifest
+    task = TASK_OF.get(kind, kind)
+    assert m.task == task
+    assert m.multi_label == (kind == "multi-label")
+    assert m.labels == (LABELS[kind] if task in ("classification", "token-classification") else [])
+    assert set(m.variants) == {"fp32", "int8"}
+    # The optimiser fused attention, embeddings+LayerNorm, residual+LayerNorm and GELU.
+    fused = m.variants["fp32"].fused_ops
+    assert fused["Attention"] == 2 and fused["EmbedLayerNormalization"] == 1
+    assert fused["SkipLayerNormalization"] == 4 and fused["BiasGelu"] == 2
+    assert m.variants["int8"].fused_ops.get("QAttention") == 2
+    fp32 = m.variants["fp32"].parity
+    assert fp32.status == "passed" and fp32.data == "generated" and fp32.examples > 0
+    assert fp32.max_abs_diff is not None and fp32.max_abs_diff <= 1e-4
+    assert fp32.batch_max_abs_diff is not None and fp32.batch_max_abs_diff <= 1e-4
+    assert fp32.agreement == 1.0
+    assert m.variants["int8"].parity.status == "passed"
+
+    # Independently of export's own parity code: the bundle's tokenizer and graph against torch.
+    tok = Tokenizer.from_file(str(b.tokenizer_file))
+    texts = ["the cat sat on the mat", "john ran to paris and london", "a big red car"]
+    if task == "qa":
+        encodings = tok.encode_batch([("who ran", t) for t in texts])
+    else:
+        encodings = tok.encode_batch(texts)
+    feed = _feed(encodings)
+    if task == "fill-mask":
+        feed["input_ids"][:, 2] = VOCAB["[MASK]"]
+    session = ort.InferenceSession(str(b.model_file), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert names == [o.name for o in b.variant.outputs]
+    got = dict(zip(names, session.run(None, feed), strict=True))
+    model = getattr(transformers, ARCH[kind]).from_pretrained(str(ckpts[kind])).eval()
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()})
+    real = feed["attention_mask"].astype(bool)
+    if task == "classification":
+        np.testing.assert_allclose(got["logits"], ref.logits.numpy(), atol=1e-4)
+    elif task == "token-classification":
+        np.testing.assert_allclose(got["logits"][real], ref.logits.numpy()[real], atol=1e-4)
+    elif task == "qa":
+        for name in ("start_logits", "end_logits"):
+            np.testing.assert_allclose(got[name][real], getattr(ref, name).numpy()[real], atol=1e-4)
+    else:
+        logits = ref.logits if kind == "fill-mask" else ref.prediction_logits
+        probs = logits[:, 2].softmax(-1)  # (batch, vocab) at the masks
+        assert m.fill_mask is not None and m.fill_mask.output == "topk"
+        np.testing.assert_array_equal(got["mask_positions"], [[i, 2] for i in range(len(texts))])
+        scores, ids = probs.topk(m.fill_mask.top_k)
+        np.testing.assert_array_equal(got["top_ids"][:, 0], ids[:, 0].numpy())
+        np.testing.assert_allclose(got["top_scores"], scores.numpy(), atol=1e-5)
+
+
+def test_manifest_records_tokenizer_source_and_versions(
+    ckpts: dict[str, Path], bundles: dict[str, Path]
+) -> None:
+    m = B.load_bundle(bundles["qa"]).manifest
+    assert m.tokenizer.lowercase and m.tokenizer.text_pair
+    assert m.tokenizer.truncation == "only_second" and m.max_seq_length == 64
+    assert m.tokenizer.special_token_ids["cls"] == VOCAB["[CLS]"]
+    assert m.source.architecture == "BertForQuestionAnswering"
+    assert m.source.checkpoint == str(ckpts["qa"].resolve())
+    assert {"torch", "transformers", "onnxruntime-gpu"} & set(m.versions)
+    assert [f.path for f in m.files] == ["tokenizer.json", "tokenizer_config.json"]
+    saved = json.loads((bundles["qa"] / "tokenizer.json").read_text(encoding="utf-8"))
+    assert saved["truncation"]["max_length"] == 64  # serving gets the limit with the file
+    assert m.variants["int8"].quantization == {
+        "method": "dynamic",
+        "weight_type": "QInt8",
+        "op_types": "MatMul,Attention",
+        "per_channel": True,
+        "reduce_range": False,
+    }
+
+
+def test_tampered_bundle_is_refused(bundles: dict[str, Path], tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(bundles["classification"], tmp_path / "b"))
+    data = bytearray((copy / "model.int8.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.int8.onnx").write_bytes(bytes(data))
+    with pytest.raises(B.BundleError, match=r"model\.int8\.onnx does not match its sha256"):
+        B.load_bundle(copy)
+
+
+def test_loading_a_bundle_imports_no_torch(bundles: dict[str, Path]) -> None:
+    code = (
+        "import sys; from app.bundle import load_bundle; b = load_bundle(sys.argv[1]); "
+        "heavy = [m for m in ('torch', 'transformers', 'training') if m in sys.modules]; "
+        "print(b.variant.precision, heavy); sys.exit(1 if heavy else 0)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(bundles["token-classification"])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == "int8 []"
+
+
+def test_parity_data_from_eval_files(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("sentence\tlabel\nthe cat sat\t1\na big dog ran\t0\nshe was red\t1\n")
+    squad = tmp_path / "dev.json"
+    context = "john ran to paris and mary ran to london"
+    squad.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "paragraphs": [
+                            {
+                                "context": context,
+                                "qas": [
+                                    {
+                                        "question": "who ran to paris",
+                                        "answers": [{"text": "john", "answer_start": 0}],
+                                    },
+                                    {
+                                        "question": "where did mary run",
+                                        "answers": [{"text": "london", "answer_start": 33}],
+                                    },
+                                ],
+                            }
+                        ]
+                    }
+                ]
+            }
+        )
+    )
+    conll = tmp_path / "dev.conll"
+    conll.write_text("-DOCSTART- O\n\njohn B-PER\nran O\nto O\nparis B-LOC\n\nmary B-PER\nsat O\n")
+    cases = [("classification", tsv), ("qa", squad), ("token-classification", conll)]
+    for kind, data in cases:
+        out = tmp_path / f"b-{kind}"
+        assert (
+            export(
+                "--checkpoint",
+                ckpts[kind],
+                "--out",
+                out,
+                "--eval",
+                data,
+                "--variants",
+                "fp32,int8",
+                *RELAXED,
+            )
+            == 0
+        )
+        for name, spec in B.load_bundle(out).manifest.variants.items():
+            p = spec.parity
+            assert p.data == data.name and p.examples == (2 if kind != "classification" else 3)
+            assert p.metric is not None and p.reference_metric is not None, (kind, name)
+            assert 0 <= p.metric <= 100
+            if name == "fp32":
+                assert p.metric == pytest.approx(p.reference_metric)
+
+
+def test_failed_gate_writes_nothing(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "models" / "tiny"
+    rc = export(
+        "--checkpoint",
+        ckpts["classification"],
+        "--out",
+        out,
+        "--max-steps",
+        "8",
+        "--int8-min-agreement",
+        "1.5",
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4
+    assert err[-1].startswith("error: parity gate failed, bundle not written (int8: agreement")
+    assert "< 1.5" in err[-1]
+    assert not out.exists() and list(out.parent.iterdir()) == []  # no partial folder left
+
+
+def test_fp16_without_gpu_is_flagged(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    if cuda_available():
+        pytest.skip("a GPU is present: fp16 parity is really checked there")
+    out = tmp_path / "b"
+    assert (
+        export(
+            "--checkpoint",
+            ckpts["classification"],
+            "--out",
+            out,
+            "--max-steps",
+            "8",
+            "--variants",
+            "fp16,fp32",
+        )
+        == 0
+    )
+    m = B.load_bundle(out).manifest
+    fp16 = m.variants["fp16"]
+    assert fp16.provider == "CUDAExecutionProvider" and fp16.parity.status == "not_checked"
+    assert fp16.parity.note is not None and fp16.parity.note.startswith("no GPU: fp16 parity")
+    assert B.pick_variant(m, ["CUDAExecutionProvider"]).precision == "fp32"
+
+
+def test_fill_mask_full_logits(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    assert (
+        export(
+            "--checkpoint",
+            ckpts["fill-mask"],
+            "--out",
+            out,
+            "--max-steps",
+            "8",
+            "--variants",
+            "fp32",
+            "--fill-mask-output",
+            "logits",
+        )
+        == 0
+    )
+    m = B.load_bundle(out).manifest
+    assert m.fill_mask is not None and m.fill_mask.output == "logits"
+    assert m.variants["fp32"].outputs[0].shape == ["batch", "sequence", len(VOCAB)]
+    assert m.variants["fp32"].parity.status == "passed"
+
+
+def test_out_folder_rules(
+    ckpts: dict[str, Path],
+    bundles: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = Path(shutil.copytree(bundles["classification"], tmp_path / "b"))
+    args = ["--checkpoint", ckpts["qa"], "--out", out, "--max-steps", "8", "--variants", "fp32"]
+    assert export(*args) == 2
+    assert "already holds the bundle 'classification'" in capsys.readouterr().err
+    assert B.load_bundle(out).task == "classification"  # untouched
+    assert export(*args, "--overwrite") == 0
+    assert B.load_bundle(out).task == "qa"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # staging and old copy gone
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert export("--checkpoint", ckpts["qa"], "--out", other, "--overwrite") == 2
+    assert "not empty and holds no bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra", "message"),
+    [
+        ("headless", [], "has no task head (BertModel)"),
+        ("unknown", [], "unknown task for architecture BertLMHeadModel"),
+        ("classification", ["--task", "qa"], "--task qa does not match"),
+        ("classification", ["--opset", "99"], "--opset 99: the installed onnxruntime"),
+        ("classification", ["--variants", "fp32,int4"], "--variants 'fp32,int4'"),
+        ("no-tokenizer", [], "has no tokenizer.json"),
+    ],
+)
+def test_errors_are_one_line(
+    kind: str,
+    extra: list[str],
+    message: str,
+    ckpts: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ckpt = ckpts.get(kind, ckpts["classification"])
+    if kind in ("unknown", "no-tokenizer"):
+        ckpt = Path(shutil.copytree(ckpt, tmp_path / kind))
+        if kind == "unknown":
+            config = json.loads((ckpt / "config.json").read_text())
+            config["architectures"] = ["BertLMHeadModel"]
+            (ckpt / "config.json").write_text(json.dumps(config))
+        else:
+            (ckpt / "tokenizer.json").unlink()
+    rc = export("--checkpoint", ckpt, "--out", tmp_path / "out", *extra)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()

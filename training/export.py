@@ -1,0 +1,1369 @@
+"""Export a checkpoint to a model bundle (ONNX graphs + tokenizer + manifest) behind a parity gate.
+
+``python -m training export --checkpoint DIR --out models/NAME [--variants fp32,int8,fp16]
+[--eval FILE]`` reads a Hugging Face checkpoint folder (a fine-tuned task model, or a
+BertForMaskedLM/BertForPreTraining for fill-mask), writes
+
+* ``model.fp32.onnx``: TorchScript export, then onnxruntime's BERT optimizer (fused Attention,
+  EmbedLayerNormalization, SkipLayerNormalization, BiasGelu);
+* ``model.int8.onnx``: dynamic quantisation of that graph (int8 weights) for the CPU provider;
+* ``model.fp16.onnx``: the fp32 graph in half precision, for the CUDA provider;
+
+and refuses to write the bundle unless every requested variant passes the parity gate against
+the PyTorch model on a held-out slice (``--eval FILE`` or generated text): fp32 max |logit
+difference| <= 1e-4, int8 within 1 point of the task metric and >= 98 % top-label agreement,
+fp16 (checked only where a GPU is present) max difference <= 1e-2; batched runs must equal
+one-by-one runs (fp32 within the same tolerance, int8 the same top label). The bundle is written
+to a temporary folder and renamed into place, so a failed export leaves nothing behind.
+
+Evaluation files: a TSV/CSV with a header (text column ``sentence``/``text``/``text_a``, optional
+``label``) for classification and fill-mask, a SQuAD JSON for qa, a CoNLL file (token first,
+tag last) for token-classification, or plain text (one example per line, no labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import glob
+import json
+import logging
+import os
+import platform
+import random
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from app import bundle as bundle_schema
+from app.bundle import (
+    INPUT_NAMES,
+    FillMaskSpec,
+    Manifest,
+    ParityReport,
+    SourceInfo,
+    TensorSpec,
+    TokenizerSpec,
+    VariantSpec,
+)
+from training import config as cfg
+from training.errors import DataError, TrainingError, UsageError
+
+log = logging.getLogger(__name__)
+
+# Architecture (config.json "architectures") -> bundle task.
+TASK_OF_ARCHITECTURE: dict[str, bundle_schema.Task] = {
+    "BertForSequenceClassification": "classification",
+    "BertForQuestionAnswering": "qa",
+    "BertForTokenClassification": "token-classification",
+    "BertForMaskedLM": "fill-mask",
+    "BertForPreTraining": "fill-mask",  # exported with its MLM head only
+}
+HEADLESS = {"BertModel"}
+VARIANTS: tuple[bundle_schema.VariantName, ...] = ("fp32", "int8", "fp16")
+PROVIDER_OF_VARIANT: dict[str, bundle_schema.Provider] = {
+    "fp32": "CPUExecutionProvider",
+    "int8": "CPUExecutionProvider",
+    "fp16": "CUDAExecutionProvider",
+}
+TORCHSCRIPT_OPSETS = (14, 20)  # what the TorchScript exporter of torch 2.x can write
+REPORT_FILES = ("eval_report.json", "report.json", "eval_results.json", "all_results.json")
+BATCH_CHECK_EXAMPLES = 16  # examples also run one by one to compare with their batched result
+
+
+class ParityError(TrainingError):
+    """A requested variant failed the parity gate; nothing was written."""
+
+    exit_code = 4
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = cfg.field("", help="checkpoint folder (Hugging Face save_pretrained)")
+    out: str = cfg.field("", help="bundle folder to write, e.g. models/NAME")
+    name: str | None = cfg.field(None, help="bundle name (default: the --out folder's name)")
+    task: Literal["classification", "qa", "fill-mask", "token-classification"] | None = cfg.field(
+        None, help="the task; checked against the checkpoint's architecture (default: from it)"
+    )
+    variants: str | None = cfg.field(
+        None,
+        help="comma-separated variants to write: fp32,int8,fp16 (default: fp32,int8, "
+        "plus fp16 where a GPU is present)",
+    )
+    eval: str | None = cfg.field(
+        None, help="held-out data for the parity gate (TSV/CSV, SQuAD JSON, CoNLL or text)"
+    )
+    max_steps: int = cfg.field(256, help="parity examples at most")
+    seed: int = cfg.field(0, help="seed for sampling and generating parity examples")
+    batch_size: int = cfg.field(32, help="batch size of the parity runs")
+    max_length: int | None = cfg.field(
+        None, help="max sequence length (default: the model's max positions / tokenizer's)"
+    )
+    opset: int = cfg.field(17, help="ONNX opset of the exported graphs")
+    fill_mask_output: Literal["topk", "logits"] = cfg.field(
+        "topk", help="fill-mask graphs output top-k ids/scores at [MASK] positions, or logits"
+    )
+    top_k: int = cfg.field(10, help="k of the fill-mask top-k output")
+    # Per-channel scales: on the MiniLM SST-2 fine-tune per-tensor int8 lost 1.03 points and flipped
+    # labels between batched and single runs; per-channel lost none (benchmarks/inference_variants).
+    int8_per_channel: bool = cfg.field(True, help="int8: per-channel weight scales")
+    int8_reduce_range: bool = cfg.field(
+        False, help="int8: 7-bit weights (only helps CPUs without VNNI)"
+    )
+    fp32_max_diff: float = cfg.field(1e-4, help="gate: fp32 max |logit difference|")
+    fp16_max_diff: float = cfg.field(1e-2, help="gate: fp16 max |logit difference| (GPU)")
+    int8_max_metric_drop: float = cfg.field(
+        1.0, help="gate: int8 task metric at most this many points below PyTorch"
+    )
+    int8_min_agreement: float = cfg.field(0.98, help="gate: int8 top-label agreement")
+    int8_min_batch_agreement: float = cfg.field(
+        1.0, help="gate: int8 top-label agreement of batched with one-by-one runs"
+    )
+    report: str | None = cfg.field(
+        None, help="evaluation report to carry into the manifest (default: the checkpoint's)"
+    )
+    overwrite: bool = cfg.field(False, help="replace a bundle already in --out")
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict[str, Any]
+    architecture: str
+    task: bundle_schema.Task
+
+
+def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
+    """Read ``config.json`` and decide the task; ``task`` asserts (or supplies) it."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"--checkpoint {p} is not a folder")
+    config_file = p / "config.json"
+    if not config_file.is_file():
+        raise UsageError(f"--checkpoint {p} has no config.json (not a save_pretrained folder)")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if task is not None and task not in bundle_schema.TASKS:
+        raise UsageError(f"unknown task {task!r}; known: {', '.join(bundle_schema.TASKS)}")
+    archs = config.get("architectures") or []
+    arch = archs[0] if archs else None
+    if config.get("model_type", "bert") != "bert":
+        raise UsageError(f"{p} is a {config.get('model_type')!r} model; export handles BERT only")
+    if arch in HEADLESS:
+        raise UsageError(
+            f"{p} has no task head ({arch}): fine-tune it first, or export a BertForMaskedLM / "
+            "BertForPreTraining checkpoint for fill-mask"
+        )
+    if arch is None:
+        if task is None:
+            raise UsageError(f"{p}/config.json names no architecture; pass --task")
+        arch = next(a for a, t in TASK_OF_ARCHITECTURE.items() if t == task)
+    if arch not in TASK_OF_ARCHITECTURE:
+        raise UsageError(
+            f"unknown task for architecture {arch} in {p}; supported: "
+            + ", ".join(TASK_OF_ARCHITECTURE)
+        )
+    found = TASK_OF_ARCHITECTURE[arch]
+    if task is not None and task != found:
+        raise UsageError(f"--task {task} does not match {p}: {arch} is a {found} model")
+    return Checkpoint(path=p, config=config, architecture=arch, task=found)
+
+
+def load_model(ckpt: Checkpoint) -> Any:
+    """The checkpoint's transformers model in eval mode, with the eager attention whose graph
+    onnxruntime's optimizer fuses into its Attention op (the SDPA graph is not fused)."""
+    import transformers
+
+    cls = getattr(transformers, ckpt.architecture)
+    try:
+        model = cls.from_pretrained(str(ckpt.path), attn_implementation="eager")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"--checkpoint {ckpt.path} could not be loaded: {_one_line(exc)}") from exc
+    return model.eval()
+
+
+def graph_module(model: Any, task: str, fill_mask_output: str, top_k: int, mask_id: int) -> Any:
+    """A module with the bundle's signature: (input_ids, attention_mask, token_type_ids), each
+    (batch, sequence) int64 -> the task's named outputs."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.reference = False  # fill-mask: full probabilities, for the parity gate
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            kw = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            if task == "qa":
+                out = self.model(input_ids=input_ids, **kw)
+                return out.start_logits, out.end_logits  # (batch, sequence) each
+            if task != "fill-mask":
+                return self.model(input_ids=input_ids, **kw).logits
+            hidden = self.model.bert(input_ids=input_ids, **kw).last_hidden_state  # (B, S, H)
+            head = self.model.cls.predictions
+            if fill_mask_output == "logits":
+                return head(hidden)  # (B, S, vocab)
+            # Only [MASK] positions go through the vocabulary projection: (masks, hidden) rather
+            # than (batch * sequence, hidden), and (masks, k) leaves the graph instead of
+            # (batch, sequence, vocab).
+            positions = (input_ids == mask_id).nonzero()  # (masks, 2): batch index, position
+            probs = head(hidden[positions[:, 0], positions[:, 1]]).softmax(-1)  # (masks, vocab)
+            if self.reference:
+                return positions, probs
+            scores, ids = probs.topk(top_k, dim=-1)  # (masks, k), best first
+            return positions, ids, scores
+
+    return Graph().eval()
+
+
+def output_specs(
+    task: str, config: dict[str, Any], fill_mask_output: str, top_k: int
+) -> list[TensorSpec]:
+    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+    vocab = int(config["vocab_size"])
+    if task == "classification":
+        return [TensorSpec(name="logits", dtype="float32", shape=["batch", n_labels])]
+    if task == "token-classification":
+        return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", n_labels])]
+    if task == "qa":
+        return [
+            TensorSpec(name="start_logits", dtype="float32", shape=["batch", "sequence"]),
+            TensorSpec(name="end_logits", dtype="float32", shape=["batch", "sequence"]),
+        ]
+    if fill_mask_output == "logits":
+        return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", vocab])]
+    return [
+        TensorSpec(name="mask_positions", dtype="int64", shape=["masks", 2]),
+        TensorSpec(name="top_ids", dtype="int64", shape=["masks", top_k]),
+        TensorSpec(name="top_scores", dtype="float32", shape=["masks", top_k]),
+    ]
+
+
+INPUT_SPECS = [TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in INPUT_NAMES]
+
+
+# ----------------------------------------------------------------------------- graphs
+
+
+def export_graph(
+    wrapper: Any, path: Path, opset: int, outputs: list[TensorSpec], vocab_size: int, mask_id: int
+) -> None:
+    """TorchScript export with dynamic batch and sequence axes (and ``masks`` for fill-mask).
+
+    The TorchScript exporter, not dynamo: on transformers 5 BERT its graph is the one
+    onnxruntime's optimizer fuses (Attention, EmbedLayerNormalization); the dynamo graph keeps
+    unfused attention (measured with onnxruntime 1.31, torch 2.13).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (2, 12), generator=gen)
+    if mask_id >= 0:
+        ids[:, 3] = mask_id  # fill-mask: at least one [MASK] per row
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # padding in the example input, else the attention mask is traced away
+    types = torch.zeros_like(ids)
+    axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in INPUT_NAMES}
+    for spec in outputs:
+        axes[spec.name] = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings are expected
+        torch.onnx.export(
+            wrapper,
+            (ids, mask, types),
+            str(path),
+            dynamo=False,
+            input_names=list(INPUT_NAMES),
+            output_names=[o.name for o in outputs],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    wrapper.eval()  # the exporter restores the wrapper's mode; keep dropout off regardless
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools() -> Iterator[None]:
+    """onnxruntime's optimizer and quantizer log every node (and advice) through the root logger."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def optimize(raw: Path, out: Path, num_heads: int, hidden: int) -> dict[str, int]:
+    """onnxruntime's BERT fusions; returns the non-zero fused-op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with _quiet_onnxruntime_tools():
+        opt = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=hidden)
+        opt.save_model_to_file(str(out))
+    return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+
+
+# Dynamic quantisation of the matrix products only: int8 embedding tables (QEmbedLayerNormalization,
+# Gather) save memory but no time, cost accuracy, and break on the MLM head's tied embeddings.
+INT8_OP_TYPES = ["MatMul", "Attention"]
+
+
+def _untie_initializers(model: Any) -> Any:
+    """Give every consumer of a shared weight matrix its own copy.
+
+    The MLM decoder shares the word-embedding table with EmbedLayerNormalization; the quantiser
+    rewrites the table in place for the decoder (transposed, int8), which breaks the embedding.
+    """
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer if len(t.dims) >= 2}
+    seen: dict[str, int] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                copy = numpy_helper.from_array(
+                    numpy_helper.to_array(inits[name]), f"{name}.copy{seen[name] - 1}"
+                )
+                model.graph.initializer.append(copy)
+                node.input[i] = copy.name
+    return model
+
+
+def quantize_int8(fp32: Path, out: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = _untie_initializers(onnx.load(str(fp32)))
+    with _quiet_onnxruntime_tools():
+        quantize_dynamic(
+            model,
+            str(out),
+            op_types_to_quantize=INT8_OP_TYPES,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            # Shape inference cannot type the outputs of fused com.microsoft ops.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    return {
+        "method": "dynamic",
+        "weight_type": "QInt8",
+        "op_types": ",".join(INT8_OP_TYPES),
+        "per_channel": per_channel,
+        "reduce_range": reduce_range,
+    }
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    with _quiet_onnxruntime_tools():
+        model = OnnxModel(onnx.load(str(fp32)))
+        model.convert_float_to_float16(keep_io_types=True)  # int64 in, float32 out, as fp32
+        model.save_model_to_file(str(out))
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _identity_model(opset: int) -> bytes:
+    """A one-node graph of ``opset``: probes what the installed onnxruntime can load."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # an IR version every onnxruntime >= 1.14 reads: the opset is the probe
+    return model.SerializeToString()
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an opset the installed onnxruntime cannot load, or the exporter cannot write."""
+    import onnxruntime as ort
+
+    low, high = TORCHSCRIPT_OPSETS
+    try:
+        ort.InferenceSession(_identity_model(opset), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        found = re.search(r"till opset (\d+)", str(exc))
+        why = f"it supports opsets up to {found[1]}" if found else _one_line(exc)[-160:]
+        raise UsageError(
+            f"--opset {opset}: the installed onnxruntime {ort.__version__} lacks it ({why}); "
+            f"choose an opset in {low}..{high}"
+        ) from exc
+    if not low <= opset <= high:
+        raise UsageError(f"--opset {opset}: the TorchScript exporter writes opsets {low}..{high}")
+
+
+def cuda_available() -> bool:
+    """Whether onnxruntime can actually run on a GPU here (the GPU package lists CUDA anyway)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    if platform.system() == "Linux" and not glob.glob("/dev/nvidia[0-9]*"):
+        return False  # no device: skip the probe, whose failure onnxruntime logs loudly
+    try:
+        session = ort.InferenceSession(_identity_model(17), providers=["CUDAExecutionProvider"])
+    except Exception:
+        return False
+    return "CUDAExecutionProvider" in session.get_providers()
+
+
+# ----------------------------------------------------------------------------- parity data
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    type_ids: list[int]
+    gold: Any = None  # task-specific: label id, (start, end), per-token tags, masked ids
+
+
+def read_tokenizer(ckpt: Path, task: str, max_length: int | None, vocab_size: int) -> Any:
+    """(tokenizers.Tokenizer set up for the bundle, TokenizerSpec)."""
+    from tokenizers import Tokenizer
+
+    file = ckpt / "tokenizer.json"
+    if not file.is_file():
+        raise UsageError(
+            f"--checkpoint {ckpt} has no tokenizer.json (serving needs it; build one with "
+            "`python -m training tokenizer` and save it beside the weights)"
+        )
+    tok = Tokenizer.from_file(str(file))
+    tconf_file = ckpt / "tokenizer_config.json"
+    tconf = json.loads(tconf_file.read_text(encoding="utf-8")) if tconf_file.is_file() else {}
+    roles = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]"}
+    special = {r: str(tconf.get(f"{r}_token") or t) for r, t in roles.items()}
+    ids: dict[str, int] = {}
+    for role, token in special.items():
+        i = tok.token_to_id(token)
+        if i is None:
+            if role == "mask" and task != "fill-mask":
+                continue
+            raise DataError(f"{file} lacks the special token {token} ({role})")
+        ids[role] = i
+    special = {r: t for r, t in special.items() if r in ids}
+    norm = json.loads(tok.to_str()).get("normalizer") or {}
+    lowercase = bool(norm.get("lowercase", tconf.get("do_lower_case", False)))
+    strip = norm.get("strip_accents", tconf.get("strip_accents"))
+    limit = int(tconf.get("model_max_length") or 0)
+    length = max_length or (limit if 0 < limit < 1_000_000 else 512)
+    truncation = "only_second" if task == "qa" else "longest_first"
+    tok.no_padding()
+    tok.enable_truncation(length, strategy=truncation)
+    spec = TokenizerSpec(
+        file="tokenizer.json",
+        config_file="tokenizer_config.json" if tconf_file.is_file() else None,
+        lowercase=lowercase,
+        strip_accents=strip,
+        vocab_size=max(vocab_size, tok.get_vocab_size()),
+        special_tokens=special,
+        special_token_ids=ids,
+        max_length=length,
+        truncation=truncation,  # type: ignore[arg-type]
+        text_pair=task == "qa",
+    )
+    return tok, spec
+
+
+def _sample(items: list[Any], n: int, seed: int) -> list[Any]:
+    if len(items) <= n:
+        return items
+    return random.Random(seed).sample(items, n)
+
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    delim = "," if path.suffix.lower() == ".csv" else "\t"
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(
+            csv.DictReader(
+                f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL
+            )
+        )
+
+
+def _text_column(rows: list[dict[str, str]], path: Path, names: Sequence[str]) -> str:
+    cols = list(rows[0]) if rows else []
+    for n in names:
+        if n in cols:
+            return n
+    raise DataError(f"--eval {path} has no text column (looked for {', '.join(names)}; has {cols})")
+
+
+def read_eval(
+    path: Path, task: str, tok: Any, label2id: dict[str, int], n: int, seed: int
+) -> list[Example]:
+    """Held-out examples from an evaluation file, tokenized with the bundle's tokenizer."""
+    if not path.is_file():
+        raise UsageError(f"--eval {path} does not exist")
+    suffix = path.suffix.lower()
+    if task == "qa":
+        if suffix != ".json":
+            raise DataError(f"--eval {path}: qa parity data must be a SQuAD JSON file")
+        return _squad_examples(path, tok, n, seed)
+    if task == "token-classification" and suffix not in (".tsv", ".csv", ".json"):
+        return _conll_examples(path, tok, label2id, n, seed)
+    if suffix == ".json":
+        raise DataError(f"--eval {path}: a SQuAD JSON file is parity data for qa only")
+    if suffix in (".tsv", ".csv"):
+        rows = _read_table(path)
+        col = _text_column(rows, path, ("sentence", "text", "text_a", "sentence1"))
+        pair = next((c for c in ("text_b", "sentence2") if c in (rows[0] if rows else {})), None)
+        rows = _sample(rows, n, seed)
+        out = []
+        for row in rows:
+            enc = tok.encode(row[col], row[pair]) if pair else tok.encode(row[col])
+            out.append(Example(enc.ids, enc.type_ids, _label(row.get("label"), label2id)))
+        return out
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [Example(e.ids, e.type_ids) for e in tok.encode_batch(_sample(lines, n, seed))]
+
+
+def _label(raw: str | None, label2id: dict[str, int]) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    raw = raw.strip()
+    if raw in label2id:
+        return label2id[raw]
+    return int(raw) if raw.lstrip("-").isdigit() and int(raw) in label2id.values() else None
+
+
+def _squad_examples(path: Path, tok: Any, n: int, seed: int) -> list[Example]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    items = [
+        (qa["question"], p["context"], (qa.get("answers") or [None])[0])
+        for article in data.get("data", [])
+        for p in article.get("paragraphs", [])
+        for qa in p.get("qas", [])
+    ]
+    if not items:
+        raise DataError(f"--eval {path} holds no SQuAD questions")
+    out = []
+    for question, context, answer in _sample(items, n, seed):
+        enc = tok.encode(question, context)
+        gold = None
+        if answer:  # token span of the answer's characters within the context
+            a0 = int(answer["answer_start"])
+            a1 = a0 + len(answer["text"])
+            toks = [
+                i
+                for i, (s, (c0, c1)) in enumerate(zip(enc.sequence_ids, enc.offsets, strict=True))
+                if s == 1 and c0 < a1 and c1 > a0
+            ]
+            gold = (toks[0], toks[-1]) if toks else None
+        out.append(Example(enc.ids, enc.type_ids, gold))
+    return out
+
+
+def _conll_examples(
+    path: Path, tok: Any, label2id: dict[str, int], n: int, seed: int
+) -> list[Example]:
+    sentences: list[list[tuple[str, str | None]]] = []
+    current: list[tuple[str, str | None]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        cols = line.split()
+        if not cols or cols[0] == "-DOCSTART-":
+            if current:
+                sentences.append(current)
+            current = []
+            continue
+        current.append((cols[0], cols[-1] if len(cols) > 1 else None))
+    if current:
+        sentences.append(current)
+    if not sentences:
+        raise DataError(f"--eval {path} holds no CoNLL sentences")
+    out = []
+    for sent in _sample(sentences, n, seed):
+        enc = tok.encode([w for w, _ in sent], is_pretokenized=True)
+        gold = np.full(len(enc.ids), -100, dtype=np.int64)
+        seen: set[int] = set()
+        for i, w in enumerate(enc.word_ids):
+            if w is not None and w not in seen:  # the first sub-token carries the word's tag
+                seen.add(w)
+                tag = sent[w][1]
+                gold[i] = label2id.get(tag, -100) if tag is not None else -100
+        out.append(Example(enc.ids, enc.type_ids, gold if (gold >= 0).any() else None))
+    return out
+
+
+def generated_examples(task: str, tok: Any, n: int, seed: int) -> list[Example]:
+    """Random sentences over the vocabulary's whole words, of varied lengths (so padding and
+    truncation are exercised)."""
+    rng = random.Random(seed)
+    words = [
+        w
+        for w in tok.get_vocab()
+        if not w.startswith(("##", "[")) and w.isprintable() and w.strip()
+    ]
+    if not words:
+        raise DataError("the tokenizer has no whole-word tokens to generate parity text from")
+
+    def sentence(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(rng.randint(lo, hi)))
+
+    out = []
+    for _ in range(n):
+        if task == "qa":
+            enc = tok.encode(sentence(2, 8), sentence(10, 80))
+        else:
+            enc = tok.encode(sentence(1, 60))
+        out.append(Example(enc.ids, enc.type_ids))
+    return out
+
+
+def mask_examples(examples: list[Example], spec: TokenizerSpec, seed: int) -> list[Example]:
+    """Fill-mask: replace ~15 % of the real tokens (at least one) by [MASK]; gold: the originals."""
+    rng = random.Random(seed)
+    specials = set(spec.special_token_ids.values())
+    mask_id = spec.special_token_ids["mask"]
+    out = []
+    for ex in examples:
+        real = [i for i, t in enumerate(ex.ids) if t not in specials]
+        if not real:
+            continue
+        chosen = sorted(rng.sample(real, max(1, round(0.15 * len(real)))))
+        ids = list(ex.ids)
+        for i in chosen:
+            ids[i] = mask_id
+        out.append(Example(ids, ex.type_ids, np.array([ex.ids[i] for i in chosen], np.int64)))
+    return out
+
+
+def pad_batch(examples: Sequence[Example], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded (batch, longest) int64 arrays of the three inputs."""
+    longest = max(len(e.ids) for e in examples)
+    ids = np.full((len(examples), longest), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+        types[i, : len(e.ids)] = e.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Pred:
+    """One example's outputs: ``values`` are compared numerically, ``labels`` for agreement.
+
+    classification (labels,) / token-classification (tokens, labels) / qa (2, tokens) /
+    fill-mask (masks, k) top-k scores, or (masks, vocab) probabilities for the reference;
+    ``ids`` (masks, k) are the fill-mask top-k ids.
+    """
+
+    values: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray | None = None
+
+
+def split_outputs(
+    task: str,
+    outputs: Sequence[np.ndarray],
+    feed: dict[str, np.ndarray],
+    *,
+    multi_label: bool = False,
+    fill_mask_output: str = "topk",
+    mask_id: int = -1,
+) -> list[Pred]:
+    """Per-example predictions from a batch's outputs (real tokens only)."""
+    lengths = feed["attention_mask"].sum(1)
+    n = len(lengths)
+    if task == "classification":
+        (logits,) = outputs
+        labels = (logits > 0).astype(np.int64) if multi_label else logits.argmax(-1)[:, None]
+        return [Pred(logits[i], np.atleast_1d(labels[i])) for i in range(n)]
+    if task == "token-classification":
+        (logits,) = outputs
+        return [
+            Pred(logits[i, :n_tok], logits[i, :n_tok].argmax(-1)) for i, n_tok in enumerate(lengths)
+        ]
+    if task == "qa":
+        start, end = outputs
+        preds = []
+        for i, n_tok in enumerate(lengths):
+            v = np.stack([start[i, :n_tok], end[i, :n_tok]])  # (2, tokens)
+            preds.append(Pred(v, v.argmax(-1)))
+        return preds
+    if fill_mask_output == "logits":
+        (logits,) = outputs
+        ids = feed["input_ids"]
+        preds = []
+        for i, n_tok in enumerate(lengths):
+            at = np.flatnonzero(ids[i, :n_tok] == mask_id)
+            v = logits[i, at]  # (masks, vocab)
+            preds.append(Pred(v, v.argmax(-1)))
+        return preds
+    positions = outputs[0]
+    rows = [np.flatnonzero(positions[:, 0] == i) for i in range(n)]
+    if len(outputs) == 2:  # the reference: (positions, probs (masks, vocab))
+        probs = outputs[1]
+        return [Pred(probs[r], probs[r].argmax(-1)) for r in rows]
+    top_ids, scores = outputs[1], outputs[2]
+    return [Pred(scores[r], top_ids[r][:, 0], top_ids[r]) for r in rows]
+
+
+def abs_diff(ref: Pred, got: Pred) -> np.ndarray:
+    if got.ids is not None and ref.ids is None:  # top-k scores against full probabilities
+        return np.abs(np.take_along_axis(ref.values, got.ids, axis=-1) - got.values)
+    return np.abs(ref.values.astype(np.float64) - got.values.astype(np.float64))
+
+
+def agreement_counts(task: str, ref: Pred, got: Pred) -> tuple[int, int]:
+    """(agreeing, compared): per token for token-classification, per mask for fill-mask, per
+    example otherwise."""
+    if task in ("token-classification", "fill-mask"):
+        return int((ref.labels == got.labels).sum()), int(ref.labels.size)
+    return int(np.array_equal(ref.labels, got.labels)), 1
+
+
+def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
+    """(sum, count) of the task metric against gold: accuracy, token accuracy at first
+    sub-tokens, span F1 over sub-word tokens (qa), top-1 accuracy at masks (fill-mask)."""
+    if gold is None:
+        return 0.0, 0
+    if task == "classification":
+        return float(pred.labels[0] == gold), 1 if pred.labels.size == 1 else 0
+    if task == "token-classification":
+        g = np.asarray(gold)
+        keep = g >= 0
+        return float((pred.labels[keep] == g[keep]).sum()), int(keep.sum())
+    if task == "qa":
+        s, e = int(pred.labels[0]), int(pred.labels[1])
+        gs, ge = gold
+        overlap = max(0, min(e, ge) - max(s, gs) + 1)
+        if e < s or overlap == 0:
+            return 0.0, 1
+        p, r = overlap / (e - s + 1), overlap / (ge - gs + 1)
+        return 2 * p * r / (p + r), 1
+    return float((pred.labels == np.asarray(gold)).sum()), int(np.asarray(gold).size)
+
+
+METRIC_NAMES = {
+    "classification": "accuracy",
+    "token-classification": "token_accuracy",
+    "qa": "span_f1_subword",
+    "fill-mask": "top1_accuracy_at_masks",
+}
+
+
+@dataclass
+class Figures:
+    max_abs_diff: float = 0.0
+    sum_abs_diff: float = 0.0
+    n_values: int = 0
+    agree: int = 0
+    compared: int = 0
+    metric_sum: float = 0.0
+    metric_n: int = 0
+
+    def add(self, task: str, ref: Pred, got: Pred, gold: Any) -> None:
+        d = abs_diff(ref, got)
+        if d.size:
+            self.max_abs_diff = max(self.max_abs_diff, float(d.max()))
+            self.sum_abs_diff += float(d.sum())
+            self.n_values += d.size
+        a, c = agreement_counts(task, ref, got)
+        self.agree += a
+        self.compared += c
+        m, k = metric_counts(task, got, gold)
+        self.metric_sum += m
+        self.metric_n += k
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.compared if self.compared else None
+
+    @property
+    def metric(self) -> float | None:
+        return 100.0 * self.metric_sum / self.metric_n if self.metric_n else None
+
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def run_batches(
+    runner: Runner,
+    examples: list[Example],
+    batch_size: int,
+    pad_id: int,
+    split: Callable[..., list[Pred]],
+) -> list[Pred]:
+    preds: list[Pred] = []
+    for start in range(0, len(examples), batch_size):
+        feed = pad_batch(examples[start : start + batch_size], pad_id)
+        preds.extend(split(runner(feed), feed))
+    return preds
+
+
+def torch_runner(wrapper: Any) -> Runner:
+    import torch
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = wrapper(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES))
+        out = out if isinstance(out, tuple) else (out,)
+        return [t.float().numpy() if t.is_floating_point() else t.numpy() for t in out]
+
+    return run
+
+
+def ort_runner(path: Path, provider: str) -> tuple[Runner, str]:
+    import onnxruntime as ort
+
+    providers = (
+        [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    )
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as exc:
+        raise TrainingError(f"onnxruntime cannot load {path.name}: {_one_line(exc)[:200]}") from exc
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in session.run(None, feed)]
+
+    return run, session.get_providers()[0]
+
+
+@dataclass
+class Slice:
+    """The held-out slice and PyTorch's predictions on it: what every variant is compared with."""
+
+    task: str
+    examples: list[Example]
+    reference: list[Pred]
+    reference_metric: float | None
+    split: Callable[[Sequence[np.ndarray], dict[str, np.ndarray]], list[Pred]]
+    pad_id: int
+    batch_size: int
+    data: str  # the file name, or "generated"
+
+
+def gate_failures(
+    variant: str,
+    figs: Figures,
+    batch: Figures,
+    reference_metric: float | None,
+    task: str,
+    conf: ExportConfig,
+) -> tuple[dict[str, float], list[str]]:
+    """(thresholds, failures) of ``variant``'s parity gate."""
+    failures: list[str] = []
+    if variant != "int8":
+        limit = conf.fp32_max_diff if variant == "fp32" else conf.fp16_max_diff
+        if figs.max_abs_diff > limit:
+            failures.append(f"max |diff| {figs.max_abs_diff:.3g} > {limit:g}")
+        if batch.max_abs_diff > limit:
+            failures.append(
+                f"batched vs one-by-one max |diff| {batch.max_abs_diff:.3g} > {limit:g}"
+            )
+        return {"max_abs_diff": limit}, failures
+    if figs.agreement is not None and figs.agreement < conf.int8_min_agreement:
+        failures.append(f"agreement {figs.agreement:.4f} < {conf.int8_min_agreement}")
+    if figs.metric is not None and reference_metric is not None:
+        drop = reference_metric - figs.metric
+        if drop > conf.int8_max_metric_drop:
+            failures.append(
+                f"{METRIC_NAMES[task]} {figs.metric:.2f} is {drop:.2f} points below "
+                f"PyTorch's {reference_metric:.2f} (> {conf.int8_max_metric_drop})"
+            )
+    if batch.agreement is not None and batch.agreement < conf.int8_min_batch_agreement:
+        failures.append(
+            f"batched vs one-by-one agreement {batch.agreement:.4f} < "
+            f"{conf.int8_min_batch_agreement}"
+        )
+    thresholds = {
+        "max_metric_drop": conf.int8_max_metric_drop,
+        "min_agreement": conf.int8_min_agreement,
+        "min_batch_agreement": conf.int8_min_batch_agreement,
+    }
+    return thresholds, failures
+
+
+def parity(
+    variant: str,
+    runner: Runner,
+    provider: str,
+    held_out: Slice,
+    conf: ExportConfig,
+    *,
+    gate: bool = True,
+    note: str | None = None,
+) -> ParityReport:
+    """Run ``variant`` on the slice batched and (the first few) one by one; apply its gate."""
+    task = held_out.task
+    preds = run_batches(
+        runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
+    )
+    figs = Figures()
+    for ref, got, ex in zip(held_out.reference, preds, held_out.examples, strict=True):
+        figs.add(task, ref, got, ex.gold)
+    batch = Figures()  # batched (padded among others) against alone (no padding)
+    for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
+        feed = pad_batch([ex], held_out.pad_id)
+        (single,) = held_out.split(runner(feed), feed)
+        batch.add(task, preds[i], single, None)
+    thresholds, failures = gate_failures(
+        variant, figs, batch, held_out.reference_metric, task, conf
+    )
+    status: Literal["passed", "failed", "not_checked"] = "not_checked"
+    if gate:
+        status = "failed" if failures else "passed"
+    return ParityReport(
+        status=status,
+        provider=provider,
+        examples=len(held_out.examples),
+        data=held_out.data,
+        max_abs_diff=figs.max_abs_diff,
+        mean_abs_diff=figs.sum_abs_diff / figs.n_values if figs.n_values else None,
+        agreement=figs.agreement,
+        metric_name=METRIC_NAMES[task] if figs.metric is not None else None,
+        metric=figs.metric,
+        reference_metric=held_out.reference_metric,
+        batch_max_abs_diff=batch.max_abs_diff,
+        batch_agreement=batch.agreement,
+        thresholds=thresholds,
+        failures=failures,
+        note=note,
+    )
+
+
+# ----------------------------------------------------------------------------- bundle
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that holds another bundle (unless --overwrite) or any other files."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    manifest = out / bundle_schema.MANIFEST_FILE
+    if not manifest.is_file():
+        raise UsageError(f"--out {out} is not empty and holds no bundle; choose another folder")
+    if not overwrite:
+        try:
+            held = json.loads(manifest.read_text(encoding="utf-8"))
+            what = (
+                f"the bundle {held.get('name')!r} (from {held.get('source', {}).get('checkpoint')})"
+            )
+        except (OSError, ValueError, AttributeError):
+            what = "a bundle"
+        raise UsageError(f"--out {out} already holds {what}; pass --overwrite to replace it")
+
+
+def read_report(ckpt: Path, report: str | None) -> dict[str, float | int | str | None]:
+    """The checkpoint's evaluation figures, flattened to ``a.b`` keys (scalars only)."""
+    if report:
+        files = [Path(report)]
+        if not files[0].is_file():
+            raise UsageError(f"--report {report} does not exist")
+    else:
+        files = [ckpt / name for name in REPORT_FILES if (ckpt / name).is_file()][:1]
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"evaluation report {files[0]} is not JSON: {_one_line(exc)}") from exc
+    flat: dict[str, float | int | str | None] = {"report_file": files[0].name}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif value is None or isinstance(value, int | float | str):
+            flat[prefix] = value
+
+    walk("", data)
+    return flat
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in (
+        "bert-forge",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "onnx",
+        "onnxruntime-gpu",
+        "onnxruntime",
+        "numpy",
+        "pydantic",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def parse_variants(raw: str | list[str] | None, gpu: bool) -> list[bundle_schema.VariantName]:
+    if raw is None:
+        return ["fp32", "int8", "fp16"] if gpu else ["fp32", "int8"]
+    items = raw if isinstance(raw, list) else raw.split(",")
+    names = [s.strip() for s in items if s.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise UsageError(f"--variants {raw!r}: choose from {','.join(VARIANTS)}")
+    return [v for v in VARIANTS if v in names]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@dataclass
+class Plan:
+    """What an export will do, resolved and checked before any slow step."""
+
+    ckpt: Checkpoint
+    out: Path
+    variants: list[bundle_schema.VariantName]
+    gpu: bool
+    tokenizer: Any  # tokenizers.Tokenizer with the bundle's truncation
+    tspec: TokenizerSpec
+    labels: list[str]
+    multi_label: bool
+    mask_id: int  # -1 when the task needs no [MASK]
+    outputs: list[TensorSpec]
+
+
+def make_plan(conf: ExportConfig) -> Plan:
+    if not conf.checkpoint:
+        raise UsageError("--checkpoint DIR is required")
+    if not conf.out:
+        raise UsageError("--out DIR is required (e.g. models/NAME)")
+    if conf.max_steps < 1 or conf.batch_size < 1 or conf.top_k < 1:
+        raise UsageError("--max-steps, --batch-size and --top-k must be positive")
+    out = Path(conf.out)
+    ckpt = inspect_checkpoint(conf.checkpoint, conf.task)
+    check_out(out, conf.overwrite)
+    check_opset(conf.opset)
+    gpu = cuda_available()
+    variants = parse_variants(conf.variants, gpu)
+    config, task = ckpt.config, ckpt.task
+    vocab = int(config["vocab_size"])
+    max_pos = int(config.get("max_position_embeddings", 512))
+    if conf.max_length is not None and not 1 < conf.max_length <= max_pos:
+        raise UsageError(f"--max-length must be in 2..{max_pos} (the model's max positions)")
+    if conf.top_k > vocab:
+        raise UsageError(f"--top-k {conf.top_k} exceeds the vocabulary ({vocab})")
+    tok, tspec = read_tokenizer(ckpt.path, task, conf.max_length, vocab)
+    if tspec.max_length > max_pos:  # a tokenizer limit above the position table
+        tspec = tspec.model_copy(update={"max_length": max_pos})
+        tok.enable_truncation(max_pos, strategy=tspec.truncation)
+    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    has_labels = task in ("classification", "token-classification")
+    return Plan(
+        ckpt=ckpt,
+        out=out,
+        variants=variants,
+        gpu=gpu,
+        tokenizer=tok,
+        tspec=tspec,
+        labels=[id2label[i] for i in sorted(id2label)] if has_labels else [],
+        multi_label=task == "classification"
+        and config.get("problem_type") == "multi_label_classification",
+        mask_id=tspec.special_token_ids.get("mask", -1),
+        outputs=output_specs(task, config, conf.fill_mask_output, conf.top_k),
+    )
+
+
+def held_out_slice(conf: ExportConfig, plan: Plan, wrapper: Any) -> Slice:
+    """Parity examples, tokenized exactly as the bundle's tokenizer will at serving time, and
+    PyTorch's predictions on them."""
+    task, tok = plan.ckpt.task, plan.tokenizer
+    if conf.eval:
+        label2id = {v: i for i, v in enumerate(plan.labels)}
+        examples = read_eval(Path(conf.eval), task, tok, label2id, conf.max_steps, conf.seed)
+        data = Path(conf.eval).name
+    else:
+        examples = generated_examples(task, tok, conf.max_steps, conf.seed)
+        data = "generated"
+    if task == "fill-mask":
+        examples = mask_examples(examples, plan.tspec, conf.seed)
+    if not examples:
+        raise DataError(f"no parity examples from {data}")
+
+    def split(outs: Sequence[np.ndarray], feed: dict[str, np.ndarray]) -> list[Pred]:
+        return split_outputs(
+            task,
+            outs,
+            feed,
+            multi_label=plan.multi_label,
+            fill_mask_output=conf.fill_mask_output,
+            mask_id=plan.mask_id,
+        )
+
+    pad_id = plan.tspec.special_token_ids["pad"]
+    wrapper.reference = True
+    reference = run_batches(torch_runner(wrapper), examples, conf.batch_size, pad_id, split)
+    wrapper.reference = False
+    figs = Figures()
+    for ref, ex in zip(reference, examples, strict=True):
+        figs.add(task, ref, ref, ex.gold)
+    return Slice(task, examples, reference, figs.metric, split, pad_id, conf.batch_size, data)
+
+
+def build_variant(
+    v: bundle_schema.VariantName,
+    fp32: Path,
+    folder: Path,
+    plan: Plan,
+    held_out: Slice,
+    fusions: dict[str, int],
+    conf: ExportConfig,
+) -> VariantSpec:
+    """Write ``model.<v>.onnx`` (fp32 is already there), run its parity check, describe it."""
+    path = folder / f"model.{v}.onnx"
+    quant = None
+    if v == "int8":
+        quant = quantize_int8(fp32, path, conf.int8_per_channel, conf.int8_reduce_range)
+    elif v == "fp16":
+        convert_fp16(fp32, path)
+    provider: str = PROVIDER_OF_VARIANT[v]
+    gate, note = True, None
+    if v == "fp16" and not plan.gpu:
+        provider, gate = "CPUExecutionProvider", False
+        note = "no GPU: fp16 parity not checked (figures from the CPU provider)"
+    try:
+        runner, used = ort_runner(path, provider)
+        report = parity(v, runner, used, held_out, conf, gate=gate, note=note)
+    except TrainingError as exc:
+        if gate:
+            raise
+        report = ParityReport(
+            status="not_checked",
+            examples=0,
+            data=held_out.data,
+            thresholds={"max_abs_diff": conf.fp16_max_diff},
+            note=f"{note}; the CPU provider failed: {exc}"[:300],
+        )
+    _log_report(v, report)
+    counts = op_counts(path)
+    return VariantSpec(
+        file=path.name,
+        size_bytes=path.stat().st_size,
+        sha256=bundle_schema.sha256_file(path),
+        precision=v,
+        provider=PROVIDER_OF_VARIANT[v],
+        opset=conf.opset,
+        inputs=INPUT_SPECS,
+        outputs=plan.outputs,
+        # The optimiser's fusions, and in int8 the quantised ops that replaced them.
+        fused_ops={k: n for k, n in sorted(counts.items()) if k in fusions or k[0] == "Q"},
+        quantization=quant,
+        parity=report,
+    )
+
+
+def make_manifest(
+    conf: ExportConfig,
+    plan: Plan,
+    specs: dict[bundle_schema.VariantName, VariantSpec],
+    files: list[Any],
+) -> Manifest:
+    config = plan.ckpt.config
+    fill_mask = None
+    if plan.ckpt.task == "fill-mask":
+        top_k = conf.top_k if conf.fill_mask_output == "topk" else None
+        fill_mask = FillMaskSpec(
+            output=conf.fill_mask_output, top_k=top_k, mask_token_id=plan.mask_id
+        )
+    return Manifest(
+        name=conf.name or plan.out.resolve().name,
+        task=plan.ckpt.task,
+        labels=plan.labels,
+        multi_label=plan.multi_label,
+        max_seq_length=plan.tspec.max_length,
+        tokenizer=plan.tspec,
+        fill_mask=fill_mask,
+        variants=specs,
+        default_variant="fp32" if "fp32" in specs else next(iter(specs)),
+        files=files,
+        evaluation=read_report(plan.ckpt.path, conf.report),
+        source=SourceInfo(
+            checkpoint=str(plan.ckpt.path.resolve()),
+            architecture=plan.ckpt.architecture,
+            hidden_size=int(config["hidden_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=int(config["num_attention_heads"]),
+            config_sha256=bundle_schema.sha256_file(plan.ckpt.path / "config.json"),
+        ),
+        versions=versions(),
+        created_at=datetime.now(UTC),
+    )
+
+
+def export(conf: ExportConfig) -> Manifest:
+    """Export ``conf.checkpoint`` to ``conf.out`` behind the parity gate; returns the manifest."""
+    plan = make_plan(conf)
+    ckpt = plan.ckpt
+    log.info(
+        "export %s (%s, %s) -> %s: variants %s",
+        ckpt.path,
+        ckpt.architecture,
+        ckpt.task,
+        plan.out,
+        ",".join(plan.variants),
+    )
+    t0 = time.perf_counter()
+    wrapper = graph_module(
+        load_model(ckpt), ckpt.task, conf.fill_mask_output, conf.top_k, plan.mask_id
+    )
+    held_out = held_out_slice(conf, plan, wrapper)
+
+    parent = plan.out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{plan.out.name}.partial-", dir=parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is shared
+    try:
+        fp32 = staging / "model.fp32.onnx"
+        with tempfile.TemporaryDirectory(prefix="bert-export-") as work:
+            raw = Path(work) / "raw.onnx"
+            vocab = int(ckpt.config["vocab_size"])
+            export_graph(wrapper, raw, conf.opset, plan.outputs, vocab, plan.mask_id)
+            heads, hidden = int(ckpt.config["num_attention_heads"]), int(ckpt.config["hidden_size"])
+            fusions = optimize(raw, fp32, heads, hidden)
+        log.info("fused ops: %s", fusions)
+        specs = {
+            v: build_variant(v, fp32, staging, plan, held_out, fusions, conf) for v in plan.variants
+        }
+        if "fp32" not in specs:
+            fp32.unlink()
+        failed = {v: s.parity for v, s in specs.items() if s.parity.status == "failed"}
+        if failed:
+            summary = "; ".join(f"{v}: {', '.join(r.failures)}" for v, r in failed.items())
+            raise ParityError(
+                f"parity gate failed, bundle not written ({summary}); relax the threshold or "
+                "ask for fewer --variants"
+            )
+        plan.tokenizer.save(str(staging / "tokenizer.json"))  # with the bundle's truncation
+        files = [bundle_schema.file_entry(staging, "tokenizer.json")]
+        if plan.tspec.config_file:
+            shutil.copyfile(ckpt.path / plan.tspec.config_file, staging / plan.tspec.config_file)
+            files.append(bundle_schema.file_entry(staging, plan.tspec.config_file))
+        manifest = make_manifest(conf, plan, specs, files)
+        bundle_schema.write_manifest(manifest, staging)
+        try:  # read it back exactly as the app will
+            bundle_schema.load_bundle(staging, variant=manifest.default_variant)
+        except bundle_schema.BundleError as exc:
+            raise TrainingError(f"the written bundle does not load: {exc}") from exc
+        _move_into_place(staging, plan.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("bundle %s written in %.1f s", plan.out, time.perf_counter() - t0)
+    return manifest
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename the finished bundle to ``out``; an old bundle there is removed only afterwards."""
+    old = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+        else:
+            out.rmdir()
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _log_report(variant: str, r: ParityReport) -> None:
+    log.info(
+        "parity %s [%s on %s, %d examples]: max|diff| %s, agreement %s, %s %s (PyTorch %s), "
+        "batched-vs-single max|diff| %s agreement %s%s",
+        variant,
+        r.status,
+        r.provider,
+        r.examples,
+        _fmt(r.max_abs_diff),
+        _fmt(r.agreement),
+        r.metric_name or "metric",
+        _fmt(r.metric),
+        _fmt(r.reference_metric),
+        _fmt(r.batch_max_abs_diff),
+        _fmt(r.batch_agreement),
+        f"; FAILED: {'; '.join(r.failures)}" if r.failures and r.status == "failed" else "",
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to an ONNX model bundle behind a parity gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    cfg.add_arguments(p, ExportConfig)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    conf = cfg.resolve(ExportConfig, args, args.config)
+    manifest = export(conf)
+    summary = {
+        "out": conf.out,
+        "task": manifest.task,
+        "variants": {
+            v: {
+                "file": s.file,
+                "size_bytes": s.size_bytes,
+                "parity": s.parity.status,
+                "max_abs_diff": s.parity.max_abs_diff,
+                "agreement": s.parity.agreement,
+                "metric": s.parity.metric,
+            }
+            for v, s in manifest.variants.items()
+        },
+    }
+    print(json.dumps(summary))
+    return 0
