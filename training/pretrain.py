@@ -68,7 +68,7 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         0.01, help="share of document groups (book titles) held out for evaluation"
     )
     eval_corpus: list[str] = cfg.field(
-        [], help="extra held-out text to evaluate on (e.g. WikiText)"
+        [], help="extra held-out text to evaluate on (e.g. WikiText); figures named eval_extra_*"
     )
     eval_doc_boundary: Literal["file", "blank-line", "line"] | None = cfg.field(
         None, help="document boundary of --eval-corpus (default: as --doc-boundary)"
@@ -303,7 +303,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
         if rt.world > 1:
             torch.distributed.barrier()
         _, esplits = open_store(ecache)
-        eval_sets["eval"] = PretrainingDataset(
+        eval_sets["extra"] = PretrainingDataset(
             esplits["train"], masking, seed=conf.seed + 2, **common
         )
     # Unigram baseline: always predict the most frequent training token.
