@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
@@ -25,6 +26,8 @@ __all__ = [
     "Batch",
     "FakeBackend",
     "FakeResult",
+    "OnnxBackend",
+    "RowOutput",
     "WorkItem",
     "pad_batch",
 ]
@@ -214,5 +217,132 @@ class FakeBackend:
 
 
 # --- OnnxBackend ---------------------------------------------------------------------------------
-# The onnxruntime implementation of `Backend` goes here (session per bundle variant, provider and
-# intra_op_threads from Settings, predict feeding Batch.input_ids/attention_mask/token_type_ids).
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+Outputs = dict[str, npt.NDArray[Any]]
+# Cuts a batch's outputs (name -> (batch, ...) array) into one entry per row, e.g. dropping the
+# padding of per-token outputs; the task module supplies it.
+Splitter = Callable[[Outputs, Batch], Sequence[Outputs]]
+
+
+@dataclass(frozen=True, slots=True)
+class RowOutput:
+    """One row of a batch's outputs, and when and for how long its batch ran.
+
+    Attributes:
+        arrays: output name -> this row's array (shapes depend on the task's splitter).
+        started: `time.monotonic()` when the batch was handed to onnxruntime.
+        seconds: the batch's inference time (shared by every row of the batch).
+        batch_size: rows in that batch.
+    """
+
+    arrays: Outputs
+    started: float
+    seconds: float
+    batch_size: int
+
+
+def cuda_device_present() -> bool:
+    """Whether this machine shows an NVIDIA device (onnxruntime-gpu lists CUDA regardless)."""
+    import glob
+    import platform
+
+    if platform.system() != "Linux":
+        return True  # no cheap check elsewhere: let the session creation decide
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+class OnnxBackend:
+    """An onnxruntime session over one ONNX graph of a bundle.
+
+    Args:
+        model_file: the `.onnx` file.
+        provider: `CPUExecutionProvider` or `CUDAExecutionProvider`; CUDA falls back to the CPU
+            provider inside onnxruntime when the GPU cannot be used: check `self.provider`.
+        intra_op_threads: onnxruntime threads inside one run (CPU provider).
+        split: cuts a batch's outputs into per-row outputs (see `Splitter`); None keeps each
+            output's row `i` whole.
+        io_binding: on CUDA, bind inputs and outputs explicitly (one host-to-device copy of
+            the inputs, outputs left on the device until copied back once); None = on CUDA only.
+
+    `predict` is called from one worker thread at a time (the batcher's); onnxruntime releases
+    the GIL while it runs, so the event loop keeps serving.
+    """
+
+    def __init__(
+        self,
+        model_file: str | Path,
+        provider: str = CPU,
+        *,
+        intra_op_threads: int = 1,
+        split: Splitter | None = None,
+        io_binding: bool | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle worker threads would otherwise spin for a while after every run, taking the
+        # cores the event loop and the tokenizer need between batches.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3  # errors only: the CPU fallback warning is logged by us
+        providers: list[Any] = [CPU] if provider == CPU else [(CUDA, {"device_id": 0}), CPU]
+        self.session = ort.InferenceSession(str(model_file), opts, providers=providers)
+        self.provider: str = self.session.get_providers()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.io_binding = (self.provider == CUDA) if io_binding is None else io_binding
+        self._split = split
+        self._ort = ort
+
+    def _feed(self, batch: Batch) -> dict[str, IntArray]:
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        return {name: arrays[name] for name in self.input_names}
+
+    def run(self, batch: Batch) -> Outputs:
+        """The graph's outputs for `batch`, as float32/int64 host arrays by output name."""
+        feed = self._feed(batch)
+        if self.io_binding:
+            binding = self.session.io_binding()
+            for name, array in feed.items():
+                value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+                binding.bind_ortvalue_input(name, value)
+            for name in self.output_names:
+                binding.bind_output(name, "cuda", 0)
+            self.session.run_with_iobinding(binding)
+            values = binding.copy_outputs_to_cpu()
+        else:
+            values = self.session.run(self.output_names, feed)
+        out: Outputs = {}
+        for name, value in zip(self.output_names, values, strict=True):
+            arr = np.asarray(value)
+            out[name] = arr.astype(np.float32) if arr.dtype == np.float16 else arr
+        return out
+
+    def set_split(self, split: Splitter | None) -> None:
+        """Use `split` to cut future batches' outputs into rows."""
+        self._split = split
+
+    def predict(self, batch: Batch) -> list[RowOutput]:
+        started = time.monotonic()
+        outputs = self.run(batch)
+        seconds = time.monotonic() - started
+        if self._split is None:
+            rows: Sequence[Outputs] = [
+                {k: v[i] for k, v in outputs.items()} for i in range(batch.size)
+            ]
+        else:
+            rows = self._split(outputs, batch)
+        return [RowOutput(r, started, seconds, batch.size) for r in rows]
+
+    def health(self) -> None:
+        if self.session is None:  # pragma: no cover - closed sessions are never served
+            raise RuntimeError("the session is closed")

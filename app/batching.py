@@ -68,6 +68,9 @@ class BatcherConfig:
         queue_size: most items queued (not yet dispatched); more are refused with 429.
         max_in_flight: batches handed to the backend at once (running + prepared).
         group_by_length: pick items of similar length (True) or strictly FIFO (False).
+        idle_dispatch: when no batch is running, send what is queued at once instead of waiting
+            up to max_wait for more (waiting only pays while the backend is busy; a lone
+            request then pays no batching delay). Off: always wait as described above.
     """
 
     max_batch_tokens: int = 8192
@@ -76,6 +79,7 @@ class BatcherConfig:
     queue_size: int = 1024
     max_in_flight: int = 2
     group_by_length: bool = True
+    idle_dispatch: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight"):
@@ -93,6 +97,7 @@ class BatcherConfig:
             max_wait_s=settings.max_wait_ms / 1000.0,
             queue_size=settings.queue_size,
             max_in_flight=settings.max_batch_in_flight,
+            idle_dispatch=settings.idle_dispatch,
         )
 
 
@@ -364,8 +369,11 @@ class Batcher(Generic[R]):
         )
 
     async def _wait_until_due(self) -> None:
-        """Return when a batch is full, the oldest item has waited max_wait, or draining."""
+        """Return when a batch is full, the oldest item has waited max_wait, or draining (or,
+        with idle_dispatch, at once when no batch is running)."""
         while self._queue and self._accepting and not self._full():
+            if self.config.idle_dispatch and not self._in_flight:
+                return
             oldest = next(iter(self._queue.values()))
             delay = oldest.enqueued_at + self.config.max_wait_s - time.monotonic()
             if delay <= 0:
@@ -405,8 +413,13 @@ class Batcher(Generic[R]):
             )
         task = asyncio.get_running_loop().create_task(self._run_batch(batch, chosen))
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._batch_done)
         return True
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self.config.idle_dispatch:
+            self._wakeup.set()  # the backend may be idle now: stop waiting for max_wait
 
     async def _run_batch(self, batch: Batch, entries: list[_Entry[R]]) -> None:
         loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
     "BadRequestError",
+    "ClientClosedError",
     "InferenceError",
     "ModelNotFoundError",
     "NotReadyError",
@@ -29,6 +30,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestTimeoutError",
     "ServiceError",
+    "UnauthorizedError",
     "ValidationFailedError",
     "error_body",
     "install_error_handlers",
@@ -65,6 +67,17 @@ class BadRequestError(ServiceError):
     status_code = 400
     type = "bad_request"
     default_message = "the request body could not be read"
+
+
+class UnauthorizedError(ServiceError):
+    """An API key is configured and the request did not send it (or sent another)."""
+
+    status_code = 401
+    type = "unauthorized"
+    default_message = "send the API key as 'Authorization: Bearer <key>'"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
 class ModelNotFoundError(ServiceError):
@@ -127,6 +140,17 @@ class RequestTimeoutError(ServiceError):
     status_code = 504
     type = "timeout"
     default_message = "the request timed out; retry, or send fewer inputs per request"
+
+
+class ClientClosedError(ServiceError):
+    """The client disconnected before its answer was ready; its queued work was dropped.
+
+    The response is never seen; 499 (nginx's "client closed request") marks it in logs/metrics.
+    """
+
+    status_code = 499
+    type = "client_closed_request"
+    default_message = "the client closed the connection before the answer was ready"
 
 
 class InferenceError(ServiceError):

@@ -89,6 +89,12 @@ class Metrics:
         self.timeouts = Counter(
             f"{p}_timeouts", "Requests that passed their deadline (504).", ["model"], registry=r
         )
+        self.tokens = Counter(
+            f"{p}_tokens", "Real (unpadded) tokens sent to the model.", ["model"], registry=r
+        )
+        self.models_failed = Gauge(
+            f"{p}_models_failed", "Bundles refused at start-up (see /v1/models).", registry=r
+        )
         self.model_load_time = Gauge(
             f"{p}_model_load_seconds", "Time taken to load (and warm up) a model.",
             ["model"], registry=r,
@@ -135,6 +141,10 @@ class Metrics:
     def inc_timeout(self, model: str) -> None:
         """Count one request that passed its deadline."""
         self.timeouts.labels(model=model).inc()
+
+    def inc_tokens(self, model: str, tokens: int) -> None:
+        """Count the real tokens of one request sent to `model`."""
+        self.tokens.labels(model=model).inc(tokens)
 
     def set_model_load_time(self, model: str, seconds: float) -> None:
         """Record how long `model` took to load."""

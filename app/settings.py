@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "available_cores", "get_settings"]
+__all__ = ["Settings", "available_cores", "get_settings", "reference_markdown"]
 
 MIB = 1024 * 1024
 
@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="Longest time the oldest queued input waits for its batch to fill before "
         "the batch is sent anyway.",
     )
+    idle_dispatch: bool = Field(
+        default=True,
+        description="Send queued inputs at once when the model is idle instead of waiting "
+        "max_wait_ms for more (batches still form while a batch runs); false always waits.",
+    )
     queue_size: int = Field(
         default=1024,
         description="Most inputs queued per model; beyond it requests are refused with 429.",
@@ -95,7 +100,8 @@ class Settings(BaseSettings):
         default=30.0, description="Deadline of one request, in seconds; past it the answer is 504."
     )
     max_inputs_per_request: int = Field(
-        default=256, description="Most inputs in one request (else 413)."
+        default=256,
+        description="Most inputs (texts, pairs or questions) in one request (else 422).",
     )
     max_body_bytes: int = Field(
         default=MIB, description="Largest request body in bytes (else 413)."
@@ -109,7 +115,25 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(
         default=True,
-        description="Run one tiny inference per model at start-up before reporting ready.",
+        description="Run a few batch shapes through every model at start-up before reporting "
+        "ready.",
+    )
+    shutdown_grace_s: float = Field(
+        default=0.0,
+        description="After SIGTERM, keep the port open this many seconds (readyz answers 503, "
+        "new work is refused) while queued work finishes, so load balancers notice.",
+    )
+
+    # --- extractive QA ---
+    qa_doc_stride: int = Field(
+        default=128,
+        description="QA: context tokens shared by consecutive windows of a long context "
+        "(capped at half a window's context room).",
+    )
+    qa_max_query_length: int = Field(
+        default=64,
+        description="QA: questions are cut to this many tokens (capped at a quarter of the "
+        "model's max length).",
     )
 
     # --- security and observability ---
@@ -126,6 +150,9 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log lines as JSON objects (for collectors) or plain text."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Least severe log level written."
     )
 
     @field_validator("models", "cors_origins", mode="before")
@@ -211,6 +238,16 @@ class Settings(BaseSettings):
                 "or more, or unset it to use every available core.",
             ),
             (
+                self.shutdown_grace_s >= 0,
+                f"shutdown_grace_s is {self.shutdown_grace_s}; set BERT_SHUTDOWN_GRACE_S to 0 "
+                "or more.",
+            ),
+            (
+                self.qa_doc_stride >= 0 and self.qa_max_query_length >= 1,
+                "qa_doc_stride must be 0 or more and qa_max_query_length 1 or more; fix "
+                "BERT_QA_DOC_STRIDE / BERT_QA_MAX_QUERY_LENGTH.",
+            ),
+            (
                 not self.metrics_requires_key or self.api_key is not None,
                 "metrics_requires_key is on but no api_key is set; set BERT_API_KEY or set "
                 "BERT_METRICS_REQUIRES_KEY=false.",
@@ -241,3 +278,39 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment on first call."""
     return Settings()
+
+
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default_factory is not None:
+        return "the cores this process may use" if name == "intra_op_threads" else "(computed)"
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(value) or "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def reference_markdown() -> str:
+    """docs/CONFIGURATION.md: every setting's variable, flag, default and description."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `app/settings.py` (`python -m app --write-config-doc "
+        "docs/CONFIGURATION.md`); a test fails when this file and the settings differ.",
+        "",
+        "Every setting is an environment variable and a flag of `python -m app` (the flag wins).",
+        "Comma lists are written `a,b`; an empty `BERT_API_KEY` means no key.",
+        "",
+        "| variable | flag | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        env = f"`BERT_{name.upper()}`" + (" (or `PORT`)" if name == "port" else "")
+        flag = "--" + name.replace("_", "-")
+        desc = (field.description or "").replace("|", "\\|")
+        lines.append(f"| {env} | `{flag}` | {_default_text(name)} | {desc} |")
+    return "\n".join(lines) + "\n"

@@ -25,68 +25,10 @@ import transformers
 from tokenizers import Tokenizer
 
 from app import bundle as B
-from training import cli
-from training import tokenizer as tok_mod
+from tests.helpers import ARCH, LABELS, RELAXED, TASK_OF, VOCAB, build_checkpoint, export
 from training.export import cuda_available
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = [
-    *("the", "a", "cat", "dog", "sat", "on", "mat", "ran", "is", "was", "big", "small", "red"),
-    *("blue", "green", "house", "tree", "car", "and", "of", "to", "in", "it", "he", "she"),
-    *("they", "we", "run", "jump", "walk", "paris", "london", "john", "mary"),
-]
-VOCAB = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *WORDS, "##s", "##ed", "##ing"])}
-ARCH = {
-    "classification": "BertForSequenceClassification",
-    "multi-label": "BertForSequenceClassification",
-    "qa": "BertForQuestionAnswering",
-    "token-classification": "BertForTokenClassification",
-    "fill-mask": "BertForMaskedLM",
-    "pretraining": "BertForPreTraining",
-    "headless": "BertModel",
-}
-LABELS = {
-    "classification": ["neg", "pos"],
-    "multi-label": ["a", "b", "c"],
-    "qa": ["start", "end"],
-    "token-classification": ["O", "B-PER", "I-PER", "B-LOC"],
-}
-TASK_OF = {"multi-label": "classification", "pretraining": "fill-mask"}
-# Random tiny models sit near label ties: the int8 gate is relaxed, the fp32 gate is not.
-RELAXED = [
-    "--int8-min-agreement",
-    "0.5",
-    "--int8-min-batch-agreement",
-    "0.5",
-    "--int8-max-metric-drop",
-    "100",
-]
-
-
-def build_checkpoint(folder: Path, kind: str) -> Path:
-    torch.manual_seed(0)
-    labels = LABELS.get(kind, ["x", "y"])
-    config = transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    if kind == "multi-label":
-        config.problem_type = "multi_label_classification"
-    model = getattr(transformers, ARCH[kind])(config)
-    model.save_pretrained(str(folder))
-    tok_mod.save(VOCAB, folder, cased=False, max_length=64)
-    return folder
-
-
-def export(*args: str | Path) -> int:
-    return cli.main(["export", *map(str, args)])
 
 
 @pytest.fixture(scope="module")

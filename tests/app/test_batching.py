@@ -389,3 +389,23 @@ def test_serving_core_never_imports_torch_or_training() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == ""
+
+
+def test_idle_dispatch_sends_at_once_when_nothing_runs() -> None:
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> tuple[list[FakeResult], list[FakeResult]]:
+        # max_wait of 60 s: only "the backend is idle" can dispatch within the 5 s run timeout.
+        async with make(backend, max_batch_size=8, max_wait_s=60, idle_dispatch=True) as b:
+            first = b.submit([item(1, 3)])
+            await until(lambda: b.in_flight == 1)  # sent alone at once: nothing was running
+            second, third = b.submit([item(2, 3)]), b.submit([item(3, 4)])
+            await asyncio.sleep(0.05)
+            assert b.queue_depth == 2  # a batch runs: these wait to be batched together
+            gate.set()  # when batch 1 ends the backend is idle: the two go at once, together
+            return await first, (await second) + (await third)
+
+    first, rest = run(main())
+    assert first == [FakeResult(3, 1)] and rest == [FakeResult(3, 2), FakeResult(4, 3)]
+    assert [b.size for b in backend.batches] == [1, 2]

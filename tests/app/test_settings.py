@@ -137,5 +137,10 @@ def test_batcher_config_from_settings() -> None:
         max_inputs_per_request=64,
     )
     assert BatcherConfig.from_settings(s) == BatcherConfig(
-        max_batch_tokens=4096, max_batch_size=8, max_wait_s=0.02, queue_size=64, max_in_flight=2
+        max_batch_tokens=4096,
+        max_batch_size=8,
+        max_wait_s=0.02,
+        queue_size=64,
+        max_in_flight=2,
+        idle_dispatch=True,  # the service default; BatcherConfig's own default waits
     )

