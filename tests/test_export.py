@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 
 from app import bundle as B
 from tests.helpers import ARCH, LABELS, RELAXED, TASK_OF, VOCAB, build_checkpoint, export
-from training.export import cuda_available
+from training.export import ExportConfig, Pred, cuda_available, eval_examples, make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +187,7 @@ def test_loading_a_bundle_imports_no_torch(bundles: dict[str, Path]) -> None:
 
 def test_parity_data_from_eval_files(ckpts: dict[str, Path], tmp_path: Path) -> None:
     tsv = tmp_path / "dev.tsv"
-    tsv.write_text("sentence\tlabel\nthe cat sat\t1\na big dog ran\t0\nshe was red\t1\n")
+    tsv.write_text("sentence\tlabel\nthe cat sat\tpos\na big dog ran\tneg\nshe was red\tpos\n")
     squad = tmp_path / "dev.json"
     context = "john ran to paris and mary ran to london"
     squad.write_text(
@@ -200,10 +200,12 @@ def test_parity_data_from_eval_files(ckpts: dict[str, Path], tmp_path: Path) -> 
                                 "context": context,
                                 "qas": [
                                     {
+                                        "id": "q1",
                                         "question": "who ran to paris",
                                         "answers": [{"text": "john", "answer_start": 0}],
                                     },
                                     {
+                                        "id": "q2",
                                         "question": "where did mary run",
                                         "answers": [{"text": "london", "answer_start": 33}],
                                     },
@@ -241,6 +243,80 @@ def test_parity_data_from_eval_files(ckpts: dict[str, Path], tmp_path: Path) -> 
             assert 0 <= p.metric <= 100
             if name == "fp32":
                 assert p.metric == pytest.approx(p.reference_metric)
+
+
+def _plan(ckpt: Path, tmp_path: Path) -> Any:
+    return make_plan(ExportConfig(checkpoint=str(ckpt), out=str(tmp_path / "unused")))
+
+
+def test_eval_table_is_read_by_the_classification_task(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _plan(ckpts["classification"], tmp_path)
+    data = tmp_path / "dev.tsv"  # GLUE headers; a row without a label is skipped, as in finetune
+    data.write_text("text_a\tlabel\nthe cat sat\tpos\nno label here\t\na big dog\tneg\n")
+    examples, scorer = eval_examples(data, plan, 8, 0)
+    assert scorer is None
+    assert [int(e.gold) for e in examples] == [1, 0]  # neg, pos = the checkpoint's id2label
+    assert [e.ids for e in examples] == [
+        plan.tokenizer.encode(t).ids for t in ("the cat sat", "a big dog")
+    ]
+    data.write_text("sentence\tlabel\nthe cat sat\tpos\na big dog\tmaybe\n")
+    assert export("--checkpoint", ckpts["classification"], "--out", tmp_path / "b", "--eval", data)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dev.tsv:3: label 'maybe' does not occur" in err[0], err
+
+
+def test_eval_conll_iob1_is_read_by_the_token_task(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    plan = _plan(ckpts["token-classification"], tmp_path)  # O, B-PER, I-PER, B-LOC
+    data = tmp_path / "dev.conll"
+    data.write_text("-DOCSTART- -X- O\n\njohn NNP I-PER\nmary NNP I-PER\nran VBD O\n\n")
+    (example,), _ = eval_examples(data, plan, 8, 0)
+    # IOB1 -> IOB2: the entity's first word is B-PER; [CLS]/[SEP] carry no tag.
+    assert example.gold.tolist() == [-100, 1, 2, 0, -100]
+
+
+def test_eval_squad_v2_is_scored_with_official_f1(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    plan = _plan(ckpts["qa"], tmp_path)
+    data = tmp_path / "dev.json"  # flat Hugging Face records; an empty answer list = impossible
+    context = "john ran to paris and mary ran to london"
+    qas = {"a": ("who ran", ["john"], [0]), "b": ("who sat", [], [])}
+    records = [
+        {"id": i, "question": q, "context": context, "answers": {"text": t, "answer_start": s}}
+        for i, (q, t, s) in qas.items()
+    ]
+    data.write_text(json.dumps({"version": "v2.0", "data": records}))
+    examples, scorer = eval_examples(data, plan, 8, 0)
+    assert len(examples) == 2 and scorer is not None
+    assert examples[0].ids == plan.tokenizer.encode("who ran", context).ids
+    # Logits that point at [CLS] answer "no answer": right for b only, F1 50 over the two.
+    null = [np.zeros((2, len(e.ids)), np.float32) for e in examples]
+    for v in null:
+        v[:, 0] = 10.0
+    assert scorer([Pred(v, v.argmax(-1)) for v in null]) == pytest.approx(50.0)
+    out = tmp_path / "b"
+    assert export("--checkpoint", ckpts["qa"], "--out", out, "--eval", data, *RELAXED) == 0
+    parity = B.load_bundle(out).manifest.variants["int8"].parity
+    assert parity.metric_name == "squad_f1" and parity.examples == 2
+
+
+@pytest.mark.parametrize("names", ["missing", "default"])
+def test_classifier_without_label_names(names: str, ckpts: dict[str, Path], tmp_path: Path) -> None:
+    ckpt = Path(shutil.copytree(ckpts["classification"], tmp_path / "ckpt"))
+    config = json.loads((ckpt / "config.json").read_text())
+    del config["id2label"], config["label2id"]
+    if names == "default":
+        config["id2label"] = {"0": "LABEL_0", "1": "LABEL_1"}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    data = tmp_path / "dev.tsv"  # with default names, labels are the class indices
+    data.write_text("sentence\tlabel\nthe cat sat\t1\na big dog\t0\n")
+    out = tmp_path / "b"
+    args = ["--checkpoint", ckpt, "--out", out, "--eval", data, "--variants", "fp32"]
+    assert export(*args) == 0
+    m = B.load_bundle(out).manifest
+    assert m.labels == ["LABEL_0", "LABEL_1"]
+    assert m.variants["fp32"].outputs[0].shape == ["batch", 2]
+    assert m.variants["fp32"].parity.metric is not None
 
 
 def test_failed_gate_writes_nothing(

@@ -16,16 +16,18 @@ fp16 (checked only where a GPU is present) max difference <= 1e-2; batched runs 
 one-by-one runs (fp32 within the same tolerance, int8 the same top label). The bundle is written
 to a temporary folder and renamed into place, so a failed export leaves nothing behind.
 
-Evaluation files: a TSV/CSV with a header (text column ``sentence``/``text``/``text_a``, optional
-``label``) for classification and fill-mask, a SQuAD JSON for qa, a CoNLL file (token first,
-tag last) for token-classification, or plain text (one example per line, no labels).
+Evaluation files are read and tokenized by the fine-tuning task modules (``training/tasks``),
+so columns, labels and windows are those of fine-tuning and evaluation: a CSV/TSV/JSON(L) table
+for classification and fill-mask (its text column(s)), SQuAD v1/v2 JSON for qa (metric: SQuAD
+F1 of the decoded answers), CoNLL (IOB1 or IOB2) for token-classification, or plain text (one
+example per line, no labels). A label the checkpoint's ``id2label`` lacks is an error; with the
+default names ``LABEL_i`` the file's labels are the class indices.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import glob
 import json
 import logging
@@ -59,6 +61,10 @@ from app.bundle import (
 )
 from training import config as cfg
 from training.errors import DataError, TrainingError, UsageError
+from training.tasks import Features, LabelVocab
+from training.tasks import classification as classification_task
+from training.tasks import qa as qa_task
+from training.tasks import token_classification as token_task
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +110,7 @@ class ExportConfig:
     eval: str | None = cfg.field(
         None, help="held-out data for the parity gate (TSV/CSV, SQuAD JSON, CoNLL or text)"
     )
-    max_steps: int = cfg.field(256, help="parity examples at most")
+    max_steps: int = cfg.field(256, help="parity examples at most (qa: questions)")
     seed: int = cfg.field(0, help="seed for sampling and generating parity examples")
     batch_size: int = cfg.field(32, help="batch size of the parity runs")
     max_length: int | None = cfg.field(
@@ -230,14 +236,38 @@ def graph_module(model: Any, task: str, fill_mask_output: str, top_k: int, mask_
     return Graph().eval()
 
 
+def default_labels(n: int) -> list[str]:
+    """transformers' names of a head trained without label names."""
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def label_names(config: dict[str, Any], source: str = "config.json") -> list[str]:
+    """The head's label names by output position: ``id2label``, or without it transformers'
+    default names ``LABEL_0..`` for ``num_labels`` (else 2) outputs, as ``from_pretrained``
+    builds the head."""
+    raw = config.get("id2label") or {}
+    try:
+        id2label = {int(k): str(v) for k, v in dict(raw).items()}
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: id2label must map class indices to names") from None
+    if not id2label:
+        return default_labels(int(config.get("num_labels") or 2))
+    if sorted(id2label) != list(range(len(id2label))):
+        raise DataError(
+            f"{source}: id2label has classes {sorted(id2label)}, not 0..{len(id2label) - 1}"
+        )
+    return [id2label[i] for i in range(len(id2label))]
+
+
 def output_specs(
     task: str, config: dict[str, Any], fill_mask_output: str, top_k: int
 ) -> list[TensorSpec]:
-    n_labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
     vocab = int(config["vocab_size"])
     if task == "classification":
+        n_labels = len(label_names(config))
         return [TensorSpec(name="logits", dtype="float32", shape=["batch", n_labels])]
     if task == "token-classification":
+        n_labels = len(label_names(config))
         return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", n_labels])]
     if task == "qa":
         return [
@@ -446,7 +476,9 @@ def cuda_available() -> bool:
 class Example:
     ids: list[int]
     type_ids: list[int]
-    gold: Any = None  # task-specific: label id, (start, end), per-token tags, masked ids
+    # Scored one by one (metric_counts): class id (multi-label: multi-hot), tag id per token
+    # (-100 where none), masked ids; None without gold (qa is scored by its Scorer).
+    gold: Any = None
 
 
 def read_tokenizer(ckpt: Path, task: str, max_length: int | None, vocab_size: int) -> Any:
@@ -502,118 +534,113 @@ def _sample(items: list[Any], n: int, seed: int) -> list[Any]:
     return random.Random(seed).sample(items, n)
 
 
-def _read_table(path: Path) -> list[dict[str, str]]:
-    delim = "," if path.suffix.lower() == ".csv" else "\t"
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(
-            csv.DictReader(
-                f, delimiter=delim, quoting=csv.QUOTE_NONE if delim == "\t" else csv.QUOTE_MINIMAL
-            )
-        )
+# Suffixes the classification reader parses as tables; other files without a tab in their first
+# line are plain text, one example per line.
+TABLE_SUFFIXES = (".tsv", ".tab", ".csv", ".jsonl", ".json")
 
 
-def _text_column(rows: list[dict[str, str]], path: Path, names: Sequence[str]) -> str:
-    cols = list(rows[0]) if rows else []
-    for n in names:
-        if n in cols:
-            return n
-    raise DataError(f"--eval {path} has no text column (looked for {', '.join(names)}; has {cols})")
+def eval_label_vocab(plan: Plan) -> LabelVocab:
+    """The labels an evaluation file may hold: the checkpoint's names, or for its default
+    ``LABEL_i`` names (a head trained without names) the class indices ``0..n-1``, as GLUE
+    files write them. Any other label is a DataError, as in fine-tuning."""
+    names = plan.labels
+    if names == default_labels(len(names)):
+        names = [str(i) for i in range(len(names))]
+    return LabelVocab(tuple(names), plan.multi_label)
 
 
-def read_eval(
-    path: Path, task: str, tok: Any, label2id: dict[str, int], n: int, seed: int
-) -> list[Example]:
-    """Held-out examples from an evaluation file, tokenized with the bundle's tokenizer."""
+def task_tokenizer(plan: Plan) -> Any:
+    """The bundle's tokenizer behind the transformers interface the task modules call (a copy:
+    they set truncation per call, and the bundle's own settings are saved with it)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    special = {f"{role}_token": token for role, token in plan.tspec.special_tokens.items()}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(plan.tokenizer.to_str()),
+        model_max_length=plan.tspec.max_length,
+        model_input_names=list(INPUT_NAMES),
+        **special,
+    )
+
+
+def _rows(feats: Features) -> Iterator[tuple[list[int], list[int]]]:
+    yield from zip(feats.column("input_ids"), feats.column("token_type_ids"), strict=True)
+
+
+def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Example], Scorer | None]:
+    """Parity examples of an evaluation file, read and tokenized by the fine-tuning task's own
+    code (:mod:`training.tasks`: column detection, label checks, IOB1 -> IOB2, SQuAD v1/v2
+    windows) with the bundle's tokenizer and max length.
+
+    Returns the examples (at most ``n`` sampled rows; for qa ``n`` questions, one example per
+    window) and, for qa, the scorer of a run's predictions on them (official SQuAD F1 after
+    :mod:`app.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
+    """
     if not path.is_file():
         raise UsageError(f"--eval {path} does not exist")
-    suffix = path.suffix.lower()
+    try:
+        return _eval_examples(path, plan, n, seed)
+    except (KeyError, TypeError) as exc:  # a record without (or with a null) field the task reads
+        raise DataError(
+            f"--eval {path} is not {plan.ckpt.task} data: {type(exc).__name__} {_one_line(exc)}"
+        ) from exc
+
+
+def _eval_examples(
+    path: Path, plan: Plan, n: int, seed: int
+) -> tuple[list[Example], Scorer | None]:
+    task, length = plan.ckpt.task, plan.tspec.max_length
     if task == "qa":
-        if suffix != ".json":
-            raise DataError(f"--eval {path}: qa parity data must be a SQuAD JSON file")
-        return _squad_examples(path, tok, n, seed)
-    if task == "token-classification" and suffix not in (".tsv", ".csv", ".json"):
-        return _conll_examples(path, tok, label2id, n, seed)
-    if suffix == ".json":
-        raise DataError(f"--eval {path}: a SQuAD JSON file is parity data for qa only")
-    if suffix in (".tsv", ".csv"):
-        rows = _read_table(path)
-        col = _text_column(rows, path, ("sentence", "text", "text_a", "sentence1"))
-        pair = next((c for c in ("text_b", "sentence2") if c in (rows[0] if rows else {})), None)
-        rows = _sample(rows, n, seed)
+        return _qa_examples(path, task_tokenizer(plan), length, n, seed)
+    if task == "token-classification":
+        tc_conf = token_task.Config(max_seq_len=length)
+        tags = eval_label_vocab(plan)
+        sentences = _sample(token_task.load_examples(path, tc_conf, labels=tags), n, seed)
+        feats = token_task.features(sentences, task_tokenizer(plan), tc_conf, tags)
         out = []
-        for row in rows:
-            enc = tok.encode(row[col], row[pair]) if pair else tok.encode(row[col])
-            out.append(Example(enc.ids, enc.type_ids, _label(row.get("label"), label2id)))
-        return out
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return [Example(e.ids, e.type_ids) for e in tok.encode_batch(_sample(lines, n, seed))]
+        for (ids, types), row in zip(_rows(feats), feats.column("labels"), strict=True):
+            gold = np.asarray(row, dtype=np.int64)  # tag id at first sub-tokens, -100 elsewhere
+            out.append(Example(ids, types, gold if (gold >= 0).any() else None))
+        return out, None
+    with path.open(encoding="utf-8") as f:
+        first = f.readline()
+    if path.suffix.lower() not in TABLE_SUFFIXES and "\t" not in first:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        encs = plan.tokenizer.encode_batch(_sample(lines, n, seed))
+        return [Example(e.ids, e.type_ids) for e in encs], None
+    # classification, and fill-mask on the text column(s) of a table
+    conf = classification_task.Config(max_seq_len=length, multi_label=plan.multi_label)
+    labels = eval_label_vocab(plan) if task == "classification" else None
+    rows = classification_task.load_examples(path, conf, labels=labels, require_labels=False)
+    if labels is not None and any(r.labels is not None for r in rows):
+        rows = [r for r in rows if r.labels is not None]  # as fine-tuning: unlabelled rows skipped
+    feats = classification_task.features(_sample(rows, n, seed), task_tokenizer(plan), conf, labels)
+    golds = feats.columns.get("labels") or [None] * len(feats)
+    return [
+        Example(ids, types, None if g is None else np.asarray(g, dtype=np.int64))
+        for (ids, types), g in zip(_rows(feats), golds, strict=True)
+    ], None
 
 
-def _label(raw: str | None, label2id: dict[str, int]) -> int | None:
-    if raw is None or raw.strip() == "":
-        return None
-    raw = raw.strip()
-    if raw in label2id:
-        return label2id[raw]
-    return int(raw) if raw.lstrip("-").isdigit() and int(raw) in label2id.values() else None
+def _qa_examples(
+    path: Path, hf: Any, length: int, n: int, seed: int
+) -> tuple[list[Example], Scorer]:
+    # The windows the server reads (app.tasks.QuestionAnswering): the question cut to a quarter of
+    # the window at most, consecutive windows sharing at most half the room left for context.
+    base = qa_task.Config()
+    query = max(1, min(base.max_query_length, length // 4))
+    stride = max(0, min(base.doc_stride, (length - query - 3) // 2))
+    conf = qa_task.Config(max_seq_len=length, max_query_length=query, doc_stride=stride)
+    questions = _sample(qa_task.load_examples(path, conf), n, seed)
+    feats = qa_task.features(questions, hf, conf)
 
+    def score(preds: Sequence[Pred]) -> float:
+        logits = ([p.values[0] for p in preds], [p.values[1] for p in preds])  # ragged windows
+        answers = qa_task.postprocess(logits, feats, questions, conf)
+        return qa_task.compute_metrics(answers, questions, conf)["f1"]
 
-def _squad_examples(path: Path, tok: Any, n: int, seed: int) -> list[Example]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    items = [
-        (qa["question"], p["context"], (qa.get("answers") or [None])[0])
-        for article in data.get("data", [])
-        for p in article.get("paragraphs", [])
-        for qa in p.get("qas", [])
-    ]
-    if not items:
-        raise DataError(f"--eval {path} holds no SQuAD questions")
-    out = []
-    for question, context, answer in _sample(items, n, seed):
-        enc = tok.encode(question, context)
-        gold = None
-        if answer:  # token span of the answer's characters within the context
-            a0 = int(answer["answer_start"])
-            a1 = a0 + len(answer["text"])
-            toks = [
-                i
-                for i, (s, (c0, c1)) in enumerate(zip(enc.sequence_ids, enc.offsets, strict=True))
-                if s == 1 and c0 < a1 and c1 > a0
-            ]
-            gold = (toks[0], toks[-1]) if toks else None
-        out.append(Example(enc.ids, enc.type_ids, gold))
-    return out
-
-
-def _conll_examples(
-    path: Path, tok: Any, label2id: dict[str, int], n: int, seed: int
-) -> list[Example]:
-    sentences: list[list[tuple[str, str | None]]] = []
-    current: list[tuple[str, str | None]] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        cols = line.split()
-        if not cols or cols[0] == "-DOCSTART-":
-            if current:
-                sentences.append(current)
-            current = []
-            continue
-        current.append((cols[0], cols[-1] if len(cols) > 1 else None))
-    if current:
-        sentences.append(current)
-    if not sentences:
-        raise DataError(f"--eval {path} holds no CoNLL sentences")
-    out = []
-    for sent in _sample(sentences, n, seed):
-        enc = tok.encode([w for w, _ in sent], is_pretokenized=True)
-        gold = np.full(len(enc.ids), -100, dtype=np.int64)
-        seen: set[int] = set()
-        for i, w in enumerate(enc.word_ids):
-            if w is not None and w not in seen:  # the first sub-token carries the word's tag
-                seen.add(w)
-                tag = sent[w][1]
-                gold[i] = label2id.get(tag, -100) if tag is not None else -100
-        out.append(Example(enc.ids, enc.type_ids, gold if (gold >= 0).any() else None))
-    return out
+    return [Example(ids, types) for ids, types in _rows(feats)], score
 
 
 def generated_examples(task: str, tok: Any, n: int, seed: int) -> list[Example]:
@@ -750,31 +777,36 @@ def agreement_counts(task: str, ref: Pred, got: Pred) -> tuple[int, int]:
 
 
 def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
-    """(sum, count) of the task metric against gold: accuracy, token accuracy at first
-    sub-tokens, span F1 over sub-word tokens (qa), top-1 accuracy at masks (fill-mask)."""
+    """(sum, count) of the task metric against one example's gold: accuracy (multi-label: exact
+    match), token accuracy at first sub-tokens, top-1 accuracy at masks (fill-mask)."""
     if gold is None:
         return 0.0, 0
+    g = np.atleast_1d(np.asarray(gold))
     if task == "classification":
-        return float(pred.labels[0] == gold), 1 if pred.labels.size == 1 else 0
+        return float(np.array_equal(pred.labels, g)), 1 if pred.labels.size == g.size else 0
     if task == "token-classification":
-        g = np.asarray(gold)
         keep = g >= 0
         return float((pred.labels[keep] == g[keep]).sum()), int(keep.sum())
-    if task == "qa":
-        s, e = int(pred.labels[0]), int(pred.labels[1])
-        gs, ge = gold
-        overlap = max(0, min(e, ge) - max(s, gs) + 1)
-        if e < s or overlap == 0:
-            return 0.0, 1
-        p, r = overlap / (e - s + 1), overlap / (ge - gs + 1)
-        return 2 * p * r / (p + r), 1
-    return float((pred.labels == np.asarray(gold)).sum()), int(np.asarray(gold).size)
+    return float((pred.labels == g).sum()), int(g.size)
 
+
+def gold_metric(task: str, examples: Sequence[Example], preds: Sequence[Pred]) -> float | None:
+    """The task metric in % over the examples' gold; None when none has gold."""
+    total, n = 0.0, 0
+    for pred, ex in zip(preds, examples, strict=True):
+        m, k = metric_counts(task, pred, ex.gold)
+        total += m
+        n += k
+    return 100.0 * total / n if n else None
+
+
+# The predictions of a run on the whole slice -> the task metric in % (None: no gold).
+Scorer = Callable[[Sequence[Pred]], float | None]
 
 METRIC_NAMES = {
     "classification": "accuracy",
     "token-classification": "token_accuracy",
-    "qa": "span_f1_subword",
+    "qa": "squad_f1",
     "fill-mask": "top1_accuracy_at_masks",
 }
 
@@ -786,10 +818,8 @@ class Figures:
     n_values: int = 0
     agree: int = 0
     compared: int = 0
-    metric_sum: float = 0.0
-    metric_n: int = 0
 
-    def add(self, task: str, ref: Pred, got: Pred, gold: Any) -> None:
+    def add(self, task: str, ref: Pred, got: Pred) -> None:
         d = abs_diff(ref, got)
         if d.size:
             self.max_abs_diff = max(self.max_abs_diff, float(d.max()))
@@ -798,17 +828,10 @@ class Figures:
         a, c = agreement_counts(task, ref, got)
         self.agree += a
         self.compared += c
-        m, k = metric_counts(task, got, gold)
-        self.metric_sum += m
-        self.metric_n += k
 
     @property
     def agreement(self) -> float | None:
         return self.agree / self.compared if self.compared else None
-
-    @property
-    def metric(self) -> float | None:
-        return 100.0 * self.metric_sum / self.metric_n if self.metric_n else None
 
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
@@ -867,6 +890,7 @@ class Slice:
     examples: list[Example]
     reference: list[Pred]
     reference_metric: float | None
+    score: Scorer
     split: Callable[[Sequence[np.ndarray], dict[str, np.ndarray]], list[Pred]]
     pad_id: int
     batch_size: int
@@ -877,6 +901,7 @@ def gate_failures(
     variant: str,
     figs: Figures,
     batch: Figures,
+    metric: float | None,
     reference_metric: float | None,
     task: str,
     conf: ExportConfig,
@@ -894,11 +919,11 @@ def gate_failures(
         return {"max_abs_diff": limit}, failures
     if figs.agreement is not None and figs.agreement < conf.int8_min_agreement:
         failures.append(f"agreement {figs.agreement:.4f} < {conf.int8_min_agreement}")
-    if figs.metric is not None and reference_metric is not None:
-        drop = reference_metric - figs.metric
+    if metric is not None and reference_metric is not None:
+        drop = reference_metric - metric
         if drop > conf.int8_max_metric_drop:
             failures.append(
-                f"{METRIC_NAMES[task]} {figs.metric:.2f} is {drop:.2f} points below "
+                f"{METRIC_NAMES[task]} {metric:.2f} is {drop:.2f} points below "
                 f"PyTorch's {reference_metric:.2f} (> {conf.int8_max_metric_drop})"
             )
     if batch.agreement is not None and batch.agreement < conf.int8_min_batch_agreement:
@@ -930,15 +955,16 @@ def parity(
         runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
     )
     figs = Figures()
-    for ref, got, ex in zip(held_out.reference, preds, held_out.examples, strict=True):
-        figs.add(task, ref, got, ex.gold)
+    for ref, got in zip(held_out.reference, preds, strict=True):
+        figs.add(task, ref, got)
+    metric = held_out.score(preds)
     batch = Figures()  # batched (padded among others) against alone (no padding)
     for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
         feed = pad_batch([ex], held_out.pad_id)
         (single,) = held_out.split(runner(feed), feed)
-        batch.add(task, preds[i], single, None)
+        batch.add(task, preds[i], single)
     thresholds, failures = gate_failures(
-        variant, figs, batch, held_out.reference_metric, task, conf
+        variant, figs, batch, metric, held_out.reference_metric, task, conf
     )
     status: Literal["passed", "failed", "not_checked"] = "not_checked"
     if gate:
@@ -951,8 +977,8 @@ def parity(
         max_abs_diff=figs.max_abs_diff,
         mean_abs_diff=figs.sum_abs_diff / figs.n_values if figs.n_values else None,
         agreement=figs.agreement,
-        metric_name=METRIC_NAMES[task] if figs.metric is not None else None,
-        metric=figs.metric,
+        metric_name=METRIC_NAMES[task] if metric is not None else None,
+        metric=metric,
         reference_metric=held_out.reference_metric,
         batch_max_abs_diff=batch.max_abs_diff,
         batch_agreement=batch.agreement,
@@ -1087,7 +1113,6 @@ def make_plan(conf: ExportConfig) -> Plan:
     if tspec.max_length > max_pos:  # a tokenizer limit above the position table
         tspec = tspec.model_copy(update={"max_length": max_pos})
         tok.enable_truncation(max_pos, strategy=tspec.truncation)
-    id2label = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
     has_labels = task in ("classification", "token-classification")
     return Plan(
         ckpt=ckpt,
@@ -1096,7 +1121,7 @@ def make_plan(conf: ExportConfig) -> Plan:
         gpu=gpu,
         tokenizer=tok,
         tspec=tspec,
-        labels=[id2label[i] for i in sorted(id2label)] if has_labels else [],
+        labels=label_names(config, str(ckpt.path / "config.json")) if has_labels else [],
         multi_label=task == "classification"
         and config.get("problem_type") == "multi_label_classification",
         mask_id=tspec.special_token_ids.get("mask", -1),
@@ -1104,21 +1129,35 @@ def make_plan(conf: ExportConfig) -> Plan:
     )
 
 
-def held_out_slice(conf: ExportConfig, plan: Plan, wrapper: Any) -> Slice:
-    """Parity examples, tokenized exactly as the bundle's tokenizer will at serving time, and
-    PyTorch's predictions on them."""
-    task, tok = plan.ckpt.task, plan.tokenizer
+def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scorer | None, str]:
+    """(parity examples tokenized exactly as the bundle's tokenizer will at serving time, their
+    scorer where not per-example gold, the data's name); read before the model loads, so bad
+    data fails fast."""
+    task = plan.ckpt.task
+    scorer: Scorer | None = None
     if conf.eval:
-        label2id = {v: i for i, v in enumerate(plan.labels)}
-        examples = read_eval(Path(conf.eval), task, tok, label2id, conf.max_steps, conf.seed)
+        examples, scorer = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
         data = Path(conf.eval).name
     else:
-        examples = generated_examples(task, tok, conf.max_steps, conf.seed)
+        examples = generated_examples(task, plan.tokenizer, conf.max_steps, conf.seed)
         data = "generated"
     if task == "fill-mask":
         examples = mask_examples(examples, plan.tspec, conf.seed)
     if not examples:
         raise DataError(f"no parity examples from {data}")
+    return examples, scorer, data
+
+
+def held_out_slice(
+    conf: ExportConfig,
+    plan: Plan,
+    wrapper: Any,
+    examples: list[Example],
+    scorer: Scorer | None,
+    data: str,
+) -> Slice:
+    """The parity examples and PyTorch's predictions on them."""
+    task = plan.ckpt.task
 
     def split(outs: Sequence[np.ndarray], feed: dict[str, np.ndarray]) -> list[Pred]:
         return split_outputs(
@@ -1130,14 +1169,17 @@ def held_out_slice(conf: ExportConfig, plan: Plan, wrapper: Any) -> Slice:
             mask_id=plan.mask_id,
         )
 
+    def by_gold(preds: Sequence[Pred]) -> float | None:
+        return gold_metric(task, examples, preds)
+
     pad_id = plan.tspec.special_token_ids["pad"]
     wrapper.reference = True
     reference = run_batches(torch_runner(wrapper), examples, conf.batch_size, pad_id, split)
     wrapper.reference = False
-    figs = Figures()
-    for ref, ex in zip(reference, examples, strict=True):
-        figs.add(task, ref, ref, ex.gold)
-    return Slice(task, examples, reference, figs.metric, split, pad_id, conf.batch_size, data)
+    score: Scorer = scorer or by_gold
+    return Slice(
+        task, examples, reference, score(reference), score, split, pad_id, conf.batch_size, data
+    )
 
 
 def build_variant(
@@ -1243,10 +1285,11 @@ def export(conf: ExportConfig) -> Manifest:
         ",".join(plan.variants),
     )
     t0 = time.perf_counter()
+    examples, scorer, data = parity_examples(conf, plan)
     wrapper = graph_module(
         load_model(ckpt), ckpt.task, conf.fill_mask_output, conf.top_k, plan.mask_id
     )
-    held_out = held_out_slice(conf, plan, wrapper)
+    held_out = held_out_slice(conf, plan, wrapper, examples, scorer, data)
 
     parent = plan.out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
