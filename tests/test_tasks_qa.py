@@ -184,6 +184,12 @@ def test_locate_answer() -> None:
     assert qa.locate_answer(ctx, "fish", 0) is None
 
 
+def test_questions_without_ids_get_positional_ones(tmp_path: Path) -> None:
+    qas = [{"question": "q", "answers": [{"text": "cat", "answer_start": 4}]}] * 2
+    examples = qa.load_examples(squad_file(tmp_path, qas, "the cat sat"))
+    assert [e.id for e in examples] == ["q0", "q1"]
+
+
 def test_load_examples_repairs_and_counts_answers(tmp_path: Path) -> None:
     ctx = "the cat sat on the mat"
     qas = [

@@ -160,6 +160,13 @@ def test_unknown_tag_names_tag_and_line(tmp_path: Path) -> None:
         tc.load_examples(write(tmp_path, "bad.txt", "a O\nlonely\n"))
 
 
+def test_iob1_eval_tags_are_checked_after_conversion(tmp_path: Path) -> None:
+    """An IOB1 ``I-PER`` opening an entity stands for ``B-PER``: known to an IOB2 label list."""
+    labels = tc.LabelVocab(("O", "B-PER"))
+    (ex,) = tc.load_examples(write(tmp_path, "iob1.txt", "a O\nb I-PER\n"), labels=labels)
+    assert ex.tags == ["O", "B-PER"]
+
+
 # --- features ---------------------------------------------------------------------------------
 
 

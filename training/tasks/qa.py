@@ -169,7 +169,7 @@ def _group_flat(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         texts, starts = r["answers"]["text"], r["answers"]["answer_start"]
         paragraphs[key]["qas"].append(
             {
-                "id": str(r["id"]),
+                "id": str(r.get("id", len(paragraphs[key]["qas"]))),
                 "question": r["question"],
                 "answers": [
                     {"text": t, "answer_start": s} for t, s in zip(texts, starts, strict=True)
@@ -244,14 +244,16 @@ def load_examples(
                     if start != ans.get("answer_start"):
                         st.answers_realigned += 1
                     located.append(Answer(text, start))
+                # SQuAD questions carry ids; a file without them gets stable positional ones
+                qid = str(qa.get("id", f"q{st.examples}"))
                 if not impossible and not located:
                     st.examples_unlocated += 1
-                    st.unlocated_ids.append(str(qa["id"]))
+                    st.unlocated_ids.append(qid)
                 st.impossible += impossible
                 st.examples += 1
                 out.append(
                     Example(
-                        id=str(qa["id"]),
+                        id=qid,
                         question=qa["question"],
                         context=context,
                         answers=located,

@@ -136,6 +136,13 @@ def load_examples(
         nonlocal words, tags
         if words:
             fixed, n = iob1_to_iob2(tags)
+            # checked after IOB1 -> IOB2, so an IOB1 file is judged by the tags it stands for
+            for i, tag in enumerate(fixed):
+                if labels is not None and tag not in labels:
+                    raise DataError(
+                        f"{p}:{start + i}: tag {tag!r} does not occur in the training data "
+                        f"(known: {', '.join(labels.names)})"
+                    )
             counts["iob1_fixed"] += n
             out.append(Example(words, fixed, str(p), start))
             counts["sentences"] += 1
@@ -162,11 +169,6 @@ def load_examples(
             else:
                 word = fields[0]
             tag = fields[-1]
-            if labels is not None and tag not in labels:
-                raise DataError(
-                    f"{p}:{n}: tag {tag!r} does not occur in the training data "
-                    f"(known: {', '.join(labels.names)})"
-                )
             if not words:
                 start = n
             words.append(word)
