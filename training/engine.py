@@ -427,6 +427,7 @@ class TrainResult:
     best_metric: float | None
     best_step: int | None
     last_eval: dict[str, float]
+    elapsed_s: float  # training wall time, summed over every resumed part of the run
 
 
 BatchStream = Callable[[dict | None], Iterator[tuple[dict, dict[str, Any]]]]
@@ -493,7 +494,8 @@ def train(
     last_eval: dict[str, float] = {}
     last_eval_step = -1
     stopped_early = interrupted = False
-    started = time.time()
+    # wall time accumulates over resumes: metrics, --max-minutes and the result count it all
+    started = time.time() - float(extra.get("elapsed_s", 0.0))
     bar = None
     if rt.is_main and conf.progress:
         from tqdm.auto import tqdm
@@ -508,6 +510,7 @@ def train(
         )
 
     def save(step_now: int, is_best: bool = False) -> Path:
+        extra["elapsed_s"] = round(time.time() - started, 2)
         if is_best:  # recorded before writing, so the checkpoint knows it is the best
             extra["best_path"] = str(out / CHECKPOINTS / f"step-{step_now:08d}")
         loop_state = dict(extra)
@@ -657,6 +660,7 @@ def train(
         best_metric=extra.get("best"),
         best_step=extra.get("best_step"),
         last_eval=last_eval,
+        elapsed_s=round(time.time() - started, 2),
     )
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,7 +330,6 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
             rt.device,
         )
     evaluator = Evaluation(eval_sets, conf.eval_batches, conf.batch_size, rt.device, unigram_top)
-    started = time.time()
     result = engine.train(
         PretrainingObjective(model),
         conf,
@@ -340,7 +338,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
         evaluator if eval_sets else None,
     )
     if rt.is_main and not result.interrupted:
-        finish(conf, model, tok_dir, meta, result, time.time() - started)
+        finish(conf, model, tok_dir, meta, result, result.elapsed_s)
     if rt.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
