@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from training.errors import TrainingError
 
@@ -26,6 +27,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("training.evaluate", "evaluate a fine-tuned checkpoint on a labelled file"),
     "export": ("training.export", "export a checkpoint to an ONNX model bundle (parity-gated)"),
 }
+
+
+def command_parser(
+    sub: argparse._SubParsersAction, name: str, description: str | None, run: Callable[..., int]
+) -> argparse.ArgumentParser:
+    """The parser of one command, with what every command shares: its summary from
+    :data:`COMMANDS`, the module doc as description, ``--config FILE`` and the function to run."""
+    p = sub.add_parser(
+        name,
+        help=COMMANDS[name][1],
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p.set_defaults(func=run)
+    return p
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:

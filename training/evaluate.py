@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from training import config as cfg
 from training import engine
+from training.cli import command_parser
 from training.errors import UsageError
 from training.finetune import (
     TASKS,
@@ -155,15 +156,8 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a fine-tuned checkpoint on a labelled file (JSON report)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p = command_parser(sub, "evaluate", __doc__, run)
     add_task_arguments(p, EvaluateConfig)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

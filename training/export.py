@@ -60,6 +60,7 @@ from app.bundle import (
     VariantSpec,
 )
 from training import config as cfg
+from training.cli import command_parser
 from training.errors import DataError, TrainingError, UsageError
 from training.tasks import Features, LabelVocab
 from training.tasks import classification as classification_task
@@ -1379,15 +1380,8 @@ def _fmt(x: float | None) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help="export a checkpoint to an ONNX model bundle behind a parity gate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p = command_parser(sub, "export", __doc__, run)
     cfg.add_arguments(p, ExportConfig)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from torch import nn
 
 from training import config as cfg
 from training import engine
+from training.cli import command_parser
 from training.errors import DataError, UsageError
 from training.tasks import Features, LabelVocab, collate
 
@@ -677,15 +678,8 @@ def finish(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a pretrained BERT on a task (classification, qa, token-classification)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p = command_parser(sub, "finetune", __doc__, run)
     add_task_arguments(p, FinetuneConfig)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

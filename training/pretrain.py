@@ -25,6 +25,7 @@ from transformers import BertConfig, BertForPreTraining
 
 from training import config as cfg
 from training import engine
+from training.cli import command_parser
 from training.corpus import CorpusConfig
 from training.errors import DataError, UsageError
 from training.modeling import PRESETS, bert_config, count_parameters, pretraining_loss
@@ -377,15 +378,8 @@ def finish(
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain",
-        help="pretrain BERT from random initialisation (MLM + NSP)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p = command_parser(sub, "pretrain", __doc__, run)
     cfg.add_arguments(p, PretrainConfig)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from tokenizers.models import WordPiece
 from tokenizers.trainers import WordPieceTrainer
 
 from training import config as cfg
+from training.cli import command_parser
 from training.corpus import CorpusConfig, iter_documents, resolve_paths
 from training.errors import DataError, UsageError
 
@@ -153,15 +154,8 @@ def _texts(corpus: CorpusConfig, max_docs: int | None) -> Iterator[str]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tokenizer",
-        help="train a WordPiece tokenizer, or wrap an existing vocab.txt",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", help="JSON/YAML/TOML file of options (flags override it)")
+    p = command_parser(sub, "tokenizer", __doc__, run)
     cfg.add_arguments(p, TokenizerConfig)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
