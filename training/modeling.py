@@ -102,27 +102,29 @@ def pretraining_loss(
     )
     hidden = out.last_hidden_state  # (B, T, H)
     positions = batch["masked_lm_positions"]  # (B, P)
-    gathered = hidden.gather(
-        1, positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-    )  # (B, P, H)
-    weights = batch["masked_lm_weights"].reshape(-1)  # (B*P,)
-    keep = weights > 0
-    # Only real predictions go through the head: (N, H) -> (N, V)
-    logits = model.cls.predictions(gathered.reshape(-1, hidden.size(-1))[keep])
-    targets = batch["masked_lm_ids"].reshape(-1)[keep]
-    mlm_loss = F.cross_entropy(logits.float(), targets)
+    index = positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))  # (B, P, H)
+    gathered = hidden.gather(1, index)  # (B, P, H)
+    # Every slot goes through the head, padded ones with weight 0: a fixed (B*P, V) shape keeps
+    # the allocator from fragmenting on per-batch sizes and torch.compile from recompiling.
+    # Padded slots are few (P is ~round(0.15 T)), so the extra projection work is small.
+    logits = model.cls.predictions(gathered).flatten(0, 1)  # (B*P, V)
+    weights = batch["masked_lm_weights"].reshape(-1).float()  # (B*P,)
+    targets = batch["masked_lm_ids"].reshape(-1)
+    per_slot = F.cross_entropy(logits.float(), targets, reduction="none")
+    count = weights.sum()
+    mlm_loss = (per_slot * weights).sum() / count.clamp(min=1.0)
     nsp_logits = model.cls.seq_relationship(out.pooler_output)  # (B, 2)
     nsp_labels = batch["next_sentence_label"]
     nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
     with torch.no_grad():
-        mlm_correct = (logits.argmax(-1) == targets).sum()
+        mlm_correct = ((logits.argmax(-1) == targets).float() * weights).sum()
         nsp_correct = (nsp_logits.argmax(-1) == nsp_labels).sum()
     return PretrainingOutput(
         loss=mlm_loss + nsp_loss,
         mlm_loss=mlm_loss.detach(),
         nsp_loss=nsp_loss.detach(),
         mlm_correct=mlm_correct,
-        mlm_count=torch.tensor(int(keep.sum())),
+        mlm_count=count.detach(),
         nsp_correct=nsp_correct,
         nsp_count=torch.tensor(nsp_labels.numel()),
     )
