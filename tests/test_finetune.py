@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForPreTraining
 
+from tests.resume import assert_same_weights, kill_after_checkpoint_then_resume
 from training import finetune
 from training.cli import build_parser, main
 from training.modeling import bert_config
@@ -309,18 +305,6 @@ def test_token_classification_outputs(slices, tmp_path: Path) -> None:
     assert config["architectures"] == ["BertForTokenClassification"]
 
 
-def run_cli(argv: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "training", *argv],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_killed_run_resumes_exactly(slices, tmp_path: Path) -> None:
     """SIGKILL after the step-3 checkpoint, then --resume: the same final weights and losses as
     an uninterrupted run (the best checkpoint is tracked across the resume)."""
@@ -331,23 +315,8 @@ def test_killed_run_resumes_exactly(slices, tmp_path: Path) -> None:
     whole = tmp_path / "whole"
     assert main(argv(whole)) == 0
     out = tmp_path / "killed"
-    proc = run_cli(argv(out))
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "step-00000003").is_dir():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "eval_report.json").exists()  # it really was cut short
-    resumed = run_cli([*argv(out), "--resume"])
-    log = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, log
-    assert "resuming from" in log
-    a, b = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    kill_after_checkpoint_then_resume(argv(out), out, 3, "eval_report.json")
+    assert_same_weights(whole, out)
 
     def rows(p: Path) -> list:
         keep = ("step", "loss", "eval_accuracy", "eval_loss")

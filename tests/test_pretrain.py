@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining, AutoTokenizer, BertForPreTraining
 
+from tests.resume import assert_same_weights, kill_after_checkpoint_then_resume
 from training.cli import main
 from training.modeling import bert_config, pretraining_loss
 
@@ -61,19 +59,6 @@ def args(tokenizer: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
         "1",
         *extra,
     ]
-
-
-def run_cli(argv: list[str], **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "training", *argv],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -169,23 +154,9 @@ def test_killed_run_resumes_exactly(
 ) -> None:
     """SIGKILL after a checkpoint, --resume: same final weights and logged losses."""
     out = tmp_path / "run"
-    proc = run_cli(args(small_tokenizer, embedded_corpus, out))
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "step-00000008").is_dir():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "model.safetensors").exists()  # it really was cut short
-    resumed = run_cli([*args(small_tokenizer, embedded_corpus, out), "--resume"])
-    log = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, log
-    assert "resuming from" in log
-    a, b = load_file(finished_run / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
+    argv = args(small_tokenizer, embedded_corpus, out)
+    kill_after_checkpoint_then_resume(argv, out, 8, "model.safetensors")
+    assert_same_weights(finished_run, out)
 
     def losses(p: Path) -> list:
         rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
