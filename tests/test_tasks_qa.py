@@ -269,6 +269,29 @@ def test_split_by_article_checks_titles(tmp_path: Path) -> None:
         qa.split_by_article(articles)  # the built-in SQuAD split needs SQuAD's titles
 
 
+def test_article_split_option_keeps_each_part(tmp_path: Path) -> None:
+    """--article-split: the same file trains on one part and evaluates on the other."""
+    par = {"context": "ab cd", "qas": [{"id": "q", "question": "?", "answers": []}]}
+    data = [{"title": t, "paragraphs": [par]} for t in ("A", "B", "C")]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train_titles": ["A", "C"], "eval_titles": ["B"]}))
+    conf = qa.Config(article_split=str(split))
+    for part, titles in (("train", ["A", "C"]), ("eval", ["B"])):
+        stats = qa.ReadStats()
+        qa.load_examples(path, conf, part=part, stats=stats)  # type: ignore[arg-type]
+        assert stats.articles == len(titles)
+    assert qa.ReadStats().articles == 0
+    stats = qa.ReadStats()
+    qa.load_examples(path, conf, stats=stats)  # no part: the whole file
+    assert stats.articles == 3
+    with pytest.raises(DataError, match="not in the data: Chloroplast, Force"):
+        qa.load_examples(path, qa.Config(article_split="squad-v1.1-dev"), part="eval")
+    with pytest.raises(UsageError, match="built-in split"):
+        qa.load_examples(path, qa.Config(article_split="no-such-split"), part="eval")
+
+
 # --- features ---------------------------------------------------------------------------------
 
 
@@ -373,6 +396,12 @@ def test_squad_split_matches_shared_file_and_first_article(data_dir: Path, en_to
     train, evaluate = qa.split_by_article(articles, data_dir / "squad_v1.1/split_by_article.json")
     assert (len(train), len(evaluate)) == (38, 10)
     assert [a["title"] for a in articles[:38]] == [a["title"] for a in train]
+    # the same split through the option every command has (--article-split squad-v1.1-dev)
+    conf_split = qa.Config(article_split="squad-v1.1-dev")
+    for part, n in (("train", 38), ("eval", 10)):
+        st = qa.ReadStats()
+        qa.load_examples(data_dir / "squad_v1.1/dev-v1.1.json", conf_split, part=part, stats=st)  # type: ignore[arg-type]
+        assert st.articles == n
 
     stats = qa.ReadStats()
     examples = qa.load_examples(articles[:1], stats=stats)  # Super_Bowl_50

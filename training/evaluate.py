@@ -128,7 +128,7 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
             "fine-tune it first"
         )
     labels = labels_of(task, Path(conf.model), mc)
-    examples, read = read_examples(task, conf.data, conf, labels)
+    examples, read = read_examples(task, conf.data, conf, labels, "eval")
     feats = task.features(examples, tokenizer, conf, labels)
     model = load_model(task, conf.model, labels, fresh_head=False).to(rt.device)
     evaluator = Evaluation(

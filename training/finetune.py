@@ -306,26 +306,25 @@ def load_model(task: ModuleType, path: str, labels: LabelVocab | None, *, fresh_
 
 
 def read_examples(
-    task: ModuleType, path: str, conf: Any, labels: LabelVocab | None
+    task: ModuleType, path: str, conf: Any, labels: LabelVocab | None, part: str
 ) -> tuple[list[Any], dict[str, Any]]:
-    """(examples, read counts) of one data file; a label outside ``labels`` is a DataError."""
+    """(examples, read counts) of one data file used as ``part`` ("train" or "eval"); a label
+    outside ``labels`` is a DataError."""
     if not path:
         raise UsageError("a data file is required")
     # QA counts into its ReadStats dataclass, the others into a dict.
     holder: Any = task.ReadStats() if hasattr(task, "ReadStats") else {}
-    examples = task.load_examples(path, conf, labels=labels, stats=holder)
+    examples = task.load_examples(path, conf, labels=labels, part=part, stats=holder)
     counts = dict(holder) if isinstance(holder, dict) else dataclasses.asdict(holder)
     return examples, {k: v for k, v in counts.items() if not isinstance(v, list)}
 
 
 def data_report(path: str, read: dict[str, Any], feats: Features) -> dict[str, Any]:
     p = Path(path)
-    return {
-        "file": str(p.resolve()),
-        "bytes": p.stat().st_size,
-        "read": read,
-        "features": feats.stats,
-    }
+    where: dict[str, Any] = {"source": path}  # a datasets source (hf:NAME@SPLIT)
+    if p.is_file():
+        where = {"file": str(p.resolve()), "bytes": p.stat().st_size}
+    return {**where, "read": read, "features": feats.stats}
 
 
 # --- training batches and the objective ----------------------------------------------------------
@@ -541,9 +540,9 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
     pad_id = tokenizer.pad_token_id or 0
 
     # --- data: labels come from the training file; eval labels must be among them
-    train_examples, train_read = read_examples(task, conf.train, conf, None)
+    train_examples, train_read = read_examples(task, conf.train, conf, None, "train")
     labels = task.build_labels(train_examples, conf)
-    eval_examples, eval_read = read_examples(task, conf.eval, conf, labels)
+    eval_examples, eval_read = read_examples(task, conf.eval, conf, labels, "eval")
     train_feats = task.features(train_examples, tokenizer, conf, labels, training=True)
     eval_feats = task.features(eval_examples, tokenizer, conf, labels)
     data = {

@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from training import config as cfg
 from training.errors import DataError, UsageError
-from training.tasks import Features, LabelVocab
+from training.tasks import Features, LabelVocab, hf_source
 
 log = logging.getLogger(__name__)
 
@@ -233,25 +233,33 @@ def load_examples(
     *,
     labels: LabelVocab | None = None,
     require_labels: bool = True,
+    part: str | None = None,
     stats: dict[str, int] | None = None,
 ) -> list[Example]:
     """Read one labelled (or, with ``require_labels=False``, unlabelled) file.
 
     Args:
-        path: CSV, TSV or JSON(L) file with a header / named fields.
+        path: CSV, TSV or JSON(L) file with a header / named fields, or a datasets source
+            (:mod:`training.tasks.hf_source`).
         config: column names, multi-label settings (default: detect everything).
         labels: the training label vocabulary; a label outside it raises DataError naming the
             label and ``path:line``. None (for the training file itself): accept any label.
         require_labels: False for files to predict on (no label column needed).
+        part: "train" or "eval" (unused: the whole file is read; QA can split one file).
         stats: filled with ``rows``, ``kept``, ``skipped_no_label``, ``skipped_no_text``.
     """
     config = config or Config()
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {p} does not exist")
-    columns, records = _records(p)
+    p = str(path)  # a file, or a datasets source (hf:NAME@SPLIT, .parquet)
+    if hf_source.is_source(path):
+        rows = hf_source.load_records(path)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        records: Iterator[tuple[int, dict[str, Any]]] = iter(enumerate(rows, start=1))
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"data file {p} does not exist")
+        columns, records = _records(Path(path))
     text_col, pair_col, label_col = detect_columns(
-        columns, config, require_label=require_labels, source=str(p)
+        columns, config, require_label=require_labels, source=p
     )
     counts = {"rows": 0, "kept": 0, "skipped_no_label": 0, "skipped_no_text": 0}
     first_missing: int | None = None

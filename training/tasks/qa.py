@@ -39,7 +39,7 @@ from numpy.typing import ArrayLike
 from app.qa import QAPrediction, decode_batch
 from training import config as cfg
 from training.errors import DataError, UsageError
-from training.tasks import Features
+from training.tasks import Features, hf_source
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,11 @@ class Config:
     language: Literal["auto", "en", "zh"] = cfg.field(
         "auto", help="EM/F1 tokenisation: en (SQuAD), zh (CMRC 2018), auto (CJK in the gold)"
     )
+    article_split: str = cfg.field(
+        "",
+        help="train on some articles and evaluate on others of one file: 'squad-v1.1-dev' (the "
+        "fixed 38/10 split of SQuAD v1.1 dev) or a JSON file of train_titles/eval_titles",
+    )
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,14 @@ class ReadStats:
 def read_articles(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
     """(articles in the nested SQuAD layout, is v2) of a SQuAD-format JSON file.
 
-    Flat Hugging Face records are grouped into articles by title and paragraphs by context.
+    Flat Hugging Face records are grouped into articles by title and paragraphs by context;
+    ``path`` may also be a datasets source (:mod:`training.tasks.hf_source`).
     """
+    if hf_source.is_source(path):
+        rows = hf_source.load_records(path)
+        if not all({"question", "context", "answers"} <= set(r) for r in rows[:1]):
+            raise DataError(f"{path}: rows need question, context and answers; got {list(rows[0])}")
+        return _group_flat(rows), any(not r["answers"]["text"] for r in rows)
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file {p} does not exist")
@@ -199,6 +210,7 @@ def load_examples(
     *,
     labels: None = None,
     titles: Collection[str] | None = None,
+    part: Literal["train", "eval"] | None = None,
     stats: ReadStats | None = None,
 ) -> list[Example]:
     """Questions of a SQuAD-format file (or of already-read articles), in file order.
@@ -208,6 +220,7 @@ def load_examples(
         config: ``version_2_with_negative`` overrides what the file says.
         labels: unused (no label vocabulary in QA); accepted for the common task surface.
         titles: keep only the articles with these titles (see :func:`split_by_article`).
+        part: with ``config.article_split``, keep that part's articles of the split.
         stats: filled with the counts of :class:`ReadStats` (repaired and dropped answers).
     """
     del labels
@@ -221,6 +234,14 @@ def load_examples(
         where = "articles"
     if config.version_2_with_negative is not None:
         v2 = config.version_2_with_negative
+    if config.article_split and part is not None:
+        split = split_titles(config.article_split)
+        chosen = set(split[f"{part}_titles"])
+        missing = sorted(chosen - {a.get("title") for a in articles})
+        if missing:
+            names = ", ".join(missing)
+            raise DataError(f"{where}: split names article(s) not in the data: {names}")
+        titles = chosen if titles is None else chosen & set(titles)
     st = stats if stats is not None else ReadStats()
     out: list[Example] = []
     for article in articles:
@@ -279,28 +300,42 @@ def load_examples(
     return out
 
 
+BUILTIN_SPLITS = {"squad-v1.1-dev": SQUAD_V1_DEV_SPLIT}
+
+
+def split_titles(split_file: str | Path | None = None) -> Mapping[str, Sequence[str]]:
+    """``{"train_titles": [...], "eval_titles": [...]}`` of a built-in split name or a JSON file.
+
+    ``None`` is the built-in SQuAD v1.1 dev split (:data:`SQUAD_V1_DEV_SPLIT`). No title may be
+    in both lists.
+    """
+    if split_file is None or str(split_file) in BUILTIN_SPLITS:
+        split: Mapping[str, Sequence[str]] = BUILTIN_SPLITS[str(split_file or "squad-v1.1-dev")]
+    else:
+        try:
+            split = json.loads(Path(split_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(
+                f"split {split_file} is neither a built-in split ({', '.join(BUILTIN_SPLITS)}) "
+                f"nor a readable JSON file: {exc}"
+            ) from exc
+        if not all(isinstance(split.get(k), list) for k in ("train_titles", "eval_titles")):
+            raise UsageError(f"split file {split_file} needs lists 'train_titles', 'eval_titles'")
+    both = sorted(set(split["train_titles"]) & set(split["eval_titles"]))
+    if both:
+        raise DataError(f"article(s) in both train and eval lists: {', '.join(both)}")
+    return split
+
+
 def split_by_article(
     articles: Sequence[dict[str, Any]], split_file: str | Path | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(train articles, eval articles) of SQuAD v1.1 dev by a fixed list of titles.
 
-    ``split_file`` is a JSON file with ``train_titles`` and ``eval_titles`` lists; by default the
-    built-in :data:`SQUAD_V1_DEV_SPLIT` (38 train, 10 eval articles) is used. Every listed title
-    must exist and no title may be in both lists.
+    ``split_file``: see :func:`split_titles`. Every listed title must exist.
     """
-    if split_file is None:
-        split: Mapping[str, Sequence[str]] = SQUAD_V1_DEV_SPLIT
-    else:
-        try:
-            split = json.loads(Path(split_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UsageError(f"split file {split_file} cannot be read: {exc}") from exc
-        if not all(isinstance(split.get(k), list) for k in ("train_titles", "eval_titles")):
-            raise UsageError(f"split file {split_file} needs lists 'train_titles', 'eval_titles'")
+    split = split_titles(split_file)
     train, evaluate = list(split["train_titles"]), list(split["eval_titles"])
-    both = sorted(set(train) & set(evaluate))
-    if both:
-        raise DataError(f"article(s) in both train and eval lists: {', '.join(both)}")
     by_title = {a.get("title"): a for a in articles}
     missing = [t for t in train + evaluate if t not in by_title]
     if missing:
@@ -778,6 +813,7 @@ __all__ = [
     "postprocess",
     "read_articles",
     "split_by_article",
+    "split_titles",
     "strategy_for",
     "tokens_zh",
     "write_predictions",

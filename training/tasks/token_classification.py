@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 
 from training import config as cfg
 from training.errors import DataError, UsageError
-from training.tasks import IGNORE_INDEX, Features, LabelVocab
+from training.tasks import IGNORE_INDEX, Features, LabelVocab, hf_source
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +110,24 @@ def load_examples(
     config: Config | None = None,
     *,
     labels: LabelVocab | None = None,
+    part: str | None = None,
     stats: dict[str, int] | None = None,
 ) -> list[Example]:
     """Sentences of a CoNLL-style file (word first, tag last on each line).
 
     Args:
-        path: the file (UTF-8).
+        path: the file (UTF-8), or a datasets source (:mod:`training.tasks.hf_source`) with
+            a words column (``tokens``/``words``) and a tags column (``ner_tags``/``tags``/...).
         config: unused by reading; accepted so every task has the same call.
         labels: the training tag vocabulary; a tag outside it raises DataError naming the tag
             and ``path:line``.
+        part: "train" or "eval" (unused: the whole file is read; QA can split one file).
         stats: filled with ``sentences``, ``words``, ``docstarts`` and ``iob1_fixed`` (tags
             turned from IOB1 ``I-`` into IOB2 ``B-``).
     """
     del config
-    p = Path(path)
-    if not p.is_file():
+    p = str(path)
+    if not hf_source.is_source(path) and not Path(path).is_file():
         raise DataError(f"data file {p} does not exist")
     counts = {"sentences": 0, "words": 0, "docstarts": 0, "iob1_fixed": 0}
     out: list[Example] = []
@@ -149,30 +152,40 @@ def load_examples(
             counts["words"] += len(words)
         words, tags = [], []
 
-    with p.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
-            line = raw.rstrip("\r\n")
-            fields = line.split()
-            if not fields:
-                flush()
-                continue
-            if fields[0] == "-DOCSTART-":
-                counts["docstarts"] += 1
-                flush()
-                continue
-            if len(fields) == 1:
-                # A whitespace character as the word (e.g. U+3000 in Chinese text): split()
-                # ate it; it is the line's first character.
-                if not line[:1].isspace():
-                    raise DataError(f"{p}:{n}: expected 'word ... tag', found {line!r}")
-                word = line[0]
-            else:
-                word = fields[0]
-            tag = fields[-1]
-            if not words:
-                start = n
-            words.append(word)
-            tags.append(tag)
+    if hf_source.is_source(path):
+        for n, row in enumerate(hf_source.load_records(path), start=1):
+            words_col, tags_col = _hf_columns(row, p)
+            start, words = n, [str(w) for w in row[words_col]]
+            tags = [str(t) for t in row[tags_col]]
+            if len(words) != len(tags):
+                raise DataError(f"{p}:{n}: {len(words)} words but {len(tags)} tags")
+            flush()
+        lines: list[str] = []
+    else:  # split at \n only: other Unicode line breaks can be words of a CoNLL file
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    for n, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        fields = line.split()
+        if not fields:
+            flush()
+            continue
+        if fields[0] == "-DOCSTART-":
+            counts["docstarts"] += 1
+            flush()
+            continue
+        if len(fields) == 1:
+            # A whitespace character as the word (e.g. U+3000 in Chinese text): split()
+            # ate it; it is the line's first character.
+            if not line[:1].isspace():
+                raise DataError(f"{p}:{n}: expected 'word ... tag', found {line!r}")
+            word = line[0]
+        else:
+            word = fields[0]
+        tag = fields[-1]
+        if not words:
+            start = n
+        words.append(word)
+        tags.append(tag)
     flush()
     if counts["iob1_fixed"]:
         log.info("%s: IOB1 tags detected, %d converted to IOB2", p, counts["iob1_fixed"])
@@ -181,6 +194,22 @@ def load_examples(
     if not out:
         raise DataError(f"{p} holds no sentences")
     return out
+
+
+_HF_WORDS = ("tokens", "words")
+_HF_TAGS = ("ner_tags", "tags", "labels", "ner", "label")
+
+
+def _hf_columns(row: dict[str, Any], source: str) -> tuple[str, str]:
+    """(words column, tags column) of a datasets row."""
+    words = next((c for c in _HF_WORDS if c in row), None)
+    tags = next((c for c in _HF_TAGS if c in row), None)
+    if words is None or tags is None:
+        raise DataError(
+            f"{source}: rows need a words column ({', '.join(_HF_WORDS)}) and a tags column "
+            f"({', '.join(_HF_TAGS)}); columns found: {', '.join(row)}"
+        )
+    return words, tags
 
 
 def build_labels(examples: Sequence[Example], config: Config | None = None) -> LabelVocab:
