@@ -62,7 +62,7 @@ from app.bundle import (
 from training import config as cfg
 from training.cli import command_parser
 from training.errors import DataError, TrainingError, UsageError
-from training.tasks import Features, LabelVocab
+from training.tasks import Features, LabelVocab, hf_source
 from training.tasks import classification as classification_task
 from training.tasks import qa as qa_task
 from training.tasks import token_classification as token_task
@@ -578,7 +578,7 @@ def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Examp
     window) and, for qa, the scorer of a run's predictions on them (official SQuAD F1 after
     :mod:`app.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
     """
-    if not path.is_file():
+    if not hf_source.is_source(path) and not path.is_file():
         raise UsageError(f"--eval {path} does not exist")
     try:
         return _eval_examples(path, plan, n, seed)
@@ -604,9 +604,11 @@ def _eval_examples(
             gold = np.asarray(row, dtype=np.int64)  # tag id at first sub-tokens, -100 elsewhere
             out.append(Example(ids, types, gold if (gold >= 0).any() else None))
         return out, None
-    with path.open(encoding="utf-8") as f:
-        first = f.readline()
-    if path.suffix.lower() not in TABLE_SUFFIXES and "\t" not in first:
+    is_text = not hf_source.is_source(path) and path.suffix.lower() not in TABLE_SUFFIXES
+    if is_text:
+        with path.open(encoding="utf-8") as f:
+            is_text = "\t" not in f.readline()
+    if is_text:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         encs = plan.tokenizer.encode_batch(_sample(lines, n, seed))
         return [Example(e.ids, e.type_ids) for e in encs], None

@@ -61,7 +61,8 @@ def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) 
         read, feats = (
             ", ".join(f"{k} {v}" for k, v in d[part].items()) for part in ("read", "features")
         )
-        lines.append(f"| {split} | `{d['file']}` | {_size(d['bytes'])} | {read} | {feats} |")
+        where, size = d.get("file") or d.get("source"), _size(d["bytes"]) if "bytes" in d else "-"
+        lines.append(f"| {split} | `{where}` | {size} | {read} | {feats} |")
     lines += ["", "## Evaluation", ""]
     if head:
         lines += [
