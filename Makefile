@@ -5,8 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export BERT_DATA_DIR ?= $(abspath ../shared/data)
 PRETRAIN_STEPS ?= 1400
+PORT ?= 8000
 
-.PHONY: setup test lint format demo bench clean pretrain-gutenberg
+.PHONY: setup test lint format demo models bench clean pretrain-gutenberg
 
 setup: $(STAMP) ## create .venv and install the project with all extras (quick when done)
 
@@ -33,8 +34,14 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-demo: setup ## build a small BERT from embedded text (tokenizer + pretraining)
-	$(PY) -m training.demo --out runs/demo
+demo: setup ## build fill-mask, classifier and QA bundles from embedded text, serve them on $(PORT)
+	$(PY) -m training demo --out runs/demo --models models --port $(PORT) $(DEMO_ARGS)
+
+models: setup ## the same three bundles from real data: make models DATA_DIR=../shared/data
+	@test -n "$(DATA_DIR)" || { echo "usage: make models DATA_DIR=/path/to/data"; exit 2; }
+	$(PY) -m training demo --data-dir "$(DATA_DIR)" --out runs/models --models models --no-serve \
+	  --vocab-size 30522 --max-steps $(PRETRAIN_STEPS) --classifier-steps 1200 --qa-steps 1200 \
+	  $(DEMO_ARGS)
 
 bench: setup ## pretraining throughput against the transformers run_mlm recipe
 	$(PY) benchmarks/pretrain_throughput.py --out runs/bench

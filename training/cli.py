@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("training.finetune", "fine-tune a pretrained BERT: classification, qa, ner"),
     "evaluate": ("training.evaluate", "evaluate a fine-tuned checkpoint on a labelled file"),
     "export": ("training.export", "export a checkpoint to an ONNX model bundle (parity-gated)"),
+    "demo": ("training.demo", "build the default bundles (embedded or real data) and serve them"),
 }
 
 

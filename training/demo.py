@@ -1,104 +1,389 @@
-"""``make demo``: the whole offline pipeline on text every machine has, no download needed.
+"""``python -m training demo`` (``make demo``): from nothing to a serving BERT on one machine.
 
-Stages (each skipped when its output already exists, so a second run is quick):
-1. the embedded corpus: the Python standard library's documentation (see ``embedded_corpus``);
-2. a WordPiece tokenizer trained on it;
-3. BERT-mini pretrained from random initialisation (MLM + NSP) for ``--max-steps`` steps.
+Builds the three default bundles with the project's own commands, then serves them:
+
+1. data: with no ``--data-dir``, everything comes from text every Python installation ships, the
+   standard library's documentation (no download, no dataset folder): the pretraining corpus
+   (:mod:`training.embedded_corpus`) and two labelled tasks derived from its structure
+   (:mod:`training.demo_data`: docstring sentences labelled with their module's area, and
+   questions on what functions return). With ``--data-dir`` (``make models DATA_DIR=...``) the
+   same bundles come from real data in the shared layout: Gutenberg books, SST-2, SQuAD v1.1 dev
+   (fixed article split);
+2. a WordPiece tokenizer trained on the corpus;
+3. BERT-mini pretrained from random initialisation (MLM + NSP): the fill-mask model;
+4. a classifier and an extractive QA model fine-tuned from it;
+5. each exported to an ONNX bundle (fp32 + int8, parity-gated) under ``--models``;
+6. ``python -m app`` on ``--host``/``--port`` (``PORT`` from the environment), with the answers
+   to a few example requests and the ``curl`` calls to make more.
+
+Every stage is skipped when its output exists and resumes when it was cut short, so a second run
+is serving in seconds. ``--no-serve`` stops after building.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from training import config as cfg
+from training.cli import command_parser
 from training.cli import main as cli
-from training.embedded_corpus import write_corpus
+from training.errors import DataError, UsageError
+from training.export import ParityError
+
+
+@dataclass
+class DemoConfig:
+    out: str = cfg.field("runs/demo", help="working folder: data, tokenizer, checkpoints, logs")
+    models: str = cfg.field("models", help="where the bundles are written and served from")
+    data_dir: str = cfg.field(
+        "",
+        help="real data in the shared layout (gutenberg_english_subset/, sst2/, squad_v1.1/) "
+        "instead of the embedded standard-library text",
+    )
+    max_steps: int = cfg.field(600, help="pretraining steps (batch 32 x 128 tokens)")
+    classifier_steps: int = cfg.field(300, help="classification fine-tuning steps")
+    qa_steps: int = cfg.field(500, help="QA fine-tuning steps")
+    preset: str = cfg.field("mini", help="model size of the pretrained BERT (tiny, mini, small)")
+    vocab_size: int = cfg.field(8000, help="WordPiece vocabulary size")
+    variants: str = cfg.field("fp32,int8", help="ONNX variants of each bundle")
+    limit_modules: int | None = cfg.field(
+        None, help="embedded data: read only this many standard-library modules (quick runs)"
+    )
+    seed: int = cfg.field(0, help="random seed of every stage")
+    serve: bool = cfg.field(True, help="start the service when the bundles are built")
+    host: str = cfg.field("127.0.0.1", help="address the service binds")
+    port: int = cfg.field(
+        int(os.environ.get("PORT", "8000")), help="service port (default: $PORT, else 8000)"
+    )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Where the data of each stage comes from, the bundle names, and example requests."""
+
+    corpus: list[str]
+    corpus_args: list[str]  # reading options shared by the tokenizer and pretraining
+    classification: tuple[str, str]  # train, eval
+    qa: tuple[str, str]
+    qa_args: list[str]
+    names: dict[str, str]  # fill-mask / classification / qa -> bundle name
+    examples: dict[str, Any]
+
+
+EMBEDDED_EXAMPLES: dict[str, Any] = {
+    "fill-mask": [
+        "Return the [MASK] value of the argument.",
+        "Raise a [MASK] if the key is not found.",
+        "The [MASK] statement is used to define a new class.",
+        "Create a new thread and [MASK] it.",
+        "Read the contents of the [MASK] and return them as a string.",
+    ],
+    "classification": [
+        "Send the request headers to the server and wait for the response.",
+        "Remove the directory tree rooted at the given path.",
+        "Acquire the lock, blocking until another thread releases it.",
+        "Serialize the object to a JSON formatted string.",
+        "Draw a circle of the given radius on the canvas.",
+    ],
+    "qa": {
+        "context": "getcwd(): Return a string representing the current working directory. "
+        "listdir(): Return a list containing the names of the entries in the directory. "
+        "urandom(): Return a bytes object of random bytes suitable for cryptographic use. "
+        "cpu_count(): Return the number of logical CPUs in the system.",
+        "questions": [
+            "What does listdir return?",
+            "What does cpu_count return?",
+            "Which function returns a string representing the current working directory?",
+            "What does urandom return?",
+            "Which function returns the number of logical CPUs in the system?",
+        ],
+    },
+}
+
+REAL_EXAMPLES: dict[str, Any] = {
+    "fill-mask": [
+        "The old man sat down by the [MASK].",
+        "She opened the [MASK] and looked out.",
+        "It was a dark and stormy [MASK].",
+        "He took off his [MASK] and went in.",
+        "They [MASK] for a long time without speaking.",
+    ],
+    "classification": [
+        "a gorgeous, witty and deeply moving film",
+        "the plot is tedious and the acting is worse",
+        "an uneven but often charming comedy",
+        "i could not wait for it to end",
+        "one of the best performances of the year",
+    ],
+    "qa": {
+        "context": "The Rhine is a European river that begins in the Swiss canton of Graubunden "
+        "in the southeastern Swiss Alps and flows north through Germany. It empties into the "
+        "North Sea in the Netherlands. The river is about 1,230 kilometres long.",
+        "questions": [
+            "Where does the Rhine begin?",
+            "Into which sea does the Rhine empty?",
+            "How long is the Rhine?",
+            "Through which country does the Rhine flow north?",
+            "In which mountains does the Rhine begin?",
+        ],
+    },
+}
+
+
+def embedded_recipe(work: Path, limit_modules: int | None) -> Recipe:
+    from training.demo_data import write_docstring_qa, write_topic_classification
+    from training.embedded_corpus import write_corpus
+
+    data = work / "data"
+    if stage("embedded data: Python standard library docs", (data / "done").is_file()):
+        write_corpus(data / "corpus", limit_modules=limit_modules)
+        counts = {
+            "topics": write_topic_classification(data / "topics", limit_modules=limit_modules),
+            "qa": write_docstring_qa(data / "qa", limit_modules=limit_modules),
+        }
+        (data / "done").write_text(json.dumps(counts) + "\n")
+        print(f"    examples (train/dev): {counts}", flush=True)
+    return Recipe(
+        corpus=[str(data / "corpus")],
+        corpus_args=[],
+        classification=(str(data / "topics" / "train.tsv"), str(data / "topics" / "dev.tsv")),
+        qa=(str(data / "qa" / "train.json"), str(data / "qa" / "dev.json")),
+        qa_args=["--max-seq-len", "192", "--doc-stride", "64"],
+        names={"fill-mask": "demo-fill-mask", "classification": "demo-topics", "qa": "demo-qa"},
+        examples=EMBEDDED_EXAMPLES,
+    )
+
+
+def real_recipe(data_dir: Path) -> Recipe:
+    paths = {
+        "corpus": data_dir / "gutenberg_english_subset" / "books",
+        "sst2 train": data_dir / "sst2" / "train.tsv",
+        "sst2 dev": data_dir / "sst2" / "dev.tsv",
+        "squad": data_dir / "squad_v1.1" / "dev-v1.1.json",
+    }
+    missing = [f"{what} ({p})" for what, p in paths.items() if not p.exists()]
+    if missing:
+        raise DataError(f"--data-dir {data_dir} lacks: {', '.join(missing)}")
+    squad = str(paths["squad"])
+    return Recipe(
+        corpus=[str(paths["corpus"])],
+        corpus_args=["--strip-gutenberg"],
+        classification=(str(paths["sst2 train"]), str(paths["sst2 dev"])),
+        qa=(squad, squad),
+        qa_args=["--article-split", "squad-v1.1-dev", "--max-seq-len", "256"],
+        names={
+            "fill-mask": "gutenberg-fill-mask",
+            "classification": "sst2-classifier",
+            "qa": "squad-qa",
+        },
+        examples=REAL_EXAMPLES,
+    )
 
 
 def stage(name: str, done: bool) -> bool:
+    """Announce a stage; True when it has to run."""
     print(f"==> {name}{' (done, reusing)' if done else ''}", flush=True)
     return not done
 
 
-def run(out: Path, max_steps: int, seed: int) -> int:
-    started = time.time()
-    corpus, tokenizer, pretrained = out / "corpus", out / "tokenizer", out / "pretrained"
-    if stage("embedded corpus: Python standard library docs", corpus.is_dir()):
-        write_corpus(corpus)
+def command(argv: list[str]) -> None:
+    """Run one ``python -m training`` command in this process; a failure ends the demo."""
+    print("    $ python -m training " + shlex.join(argv), flush=True)
+    code = cli(argv)
+    if code:
+        raise SystemExit(code)
+
+
+def build(conf: DemoConfig) -> Recipe:
+    """Every bundle of the recipe under ``conf.models`` (stages already done are reused)."""
+    work, models = Path(conf.out), Path(conf.models)
+    recipe = (
+        real_recipe(Path(conf.data_dir))
+        if conf.data_dir
+        else embedded_recipe(work, conf.limit_modules)
+    )
+    seed = ["--seed", str(conf.seed)]
+    tokenizer, pretrained = work / "tokenizer", work / "pretrained"
     if stage("WordPiece tokenizer", (tokenizer / "tokenizer.json").is_file()):
-        code = cli(
-            ["tokenizer", "--corpus", str(corpus), "--vocab-size", "8000", "--out", str(tokenizer)]
-        )
-        if code:
-            return code
-    if stage("BERT-mini pretraining (MLM + NSP)", (pretrained / "model.safetensors").is_file()):
-        code = cli(
-            [
-                "pretrain",
-                "--tokenizer",
-                str(tokenizer),
-                "--corpus",
-                str(corpus),
-                "--preset",
-                "mini",
-                "--max-seq-len",
-                "128",
-                "--batch-size",
-                "32",
-                "--lr",
-                "1e-3",
-                "--warmup-fraction",
-                "0.05",
-                "--max-steps",
-                str(max_steps),
-                "--eval-every",
-                str(max(max_steps // 4, 1)),
-                "--eval-batches",
-                "10",
-                "--save-every",
-                "100",
-                "--holdout-fraction",
-                "0.05",
-                "--seed",
-                str(seed),
-                "--out",
-                str(pretrained),
-                *(["--resume"] if pretrained.exists() else []),
-            ]
-        )
-        if code:
-            return code
-    report = json.loads((pretrained / "eval_report.json").read_text())
-    print(f"\npretrained model: {pretrained}  ({time.time() - started:.0f} s)")
-    for key in (
-        "eval_heldout_mlm_acc",
-        "eval_heldout_unigram_acc",
-        "eval_heldout_nsp_acc",
-        "eval_heldout_perplexity",
-    ):
-        if key in report:
-            print(f"  {key.removeprefix('eval_heldout_')}: {report[key]:.3f}")
-    example = "the [MASK] statement binds names."
-    print(
-        '\ntry it:\n  .venv/bin/python -c "from transformers import pipeline; '
-        f"print(pipeline('fill-mask', model='{pretrained}')('{example}'))\""
-    )
-    return 0
+        command(
+            ["tokenizer", "--corpus", *recipe.corpus, *recipe.corpus_args,
+             "--vocab-size", str(conf.vocab_size), "--out", str(tokenizer)]
+        )  # fmt: skip
+    if stage(f"BERT-{conf.preset} pretraining, MLM + NSP", _finished(pretrained)):
+        command(
+            ["pretrain", "--tokenizer", str(tokenizer), "--corpus", *recipe.corpus,
+             *recipe.corpus_args,
+             "--preset", conf.preset, "--max-seq-len", "128", "--batch-size", "32",
+             "--lr", "1e-3", "--warmup-fraction", "0.05", "--max-steps", str(conf.max_steps),
+             "--eval-every", str(max(conf.max_steps // 4, 1)), "--eval-batches", "10",
+             "--holdout-fraction", "0.05", "--out", str(pretrained), *seed,
+             *(["--resume"] if pretrained.exists() else [])]
+        )  # fmt: skip
+    finetuned = {
+        "classification": (
+            recipe.classification, conf.classifier_steps, ["--max-seq-len", "64", "--lr", "1e-4"]
+        ),
+        "qa": (recipe.qa, conf.qa_steps, [*recipe.qa_args, "--lr", "2e-4"]),
+    }  # fmt: skip
+    checkpoints = {"fill-mask": pretrained}
+    for task, ((train, dev), steps, extra) in finetuned.items():
+        run = work / recipe.names[task]
+        checkpoints[task] = run
+        if stage(f"fine-tuning: {task}", _finished(run)):
+            command(
+                ["finetune", "--task", task, "--model", str(pretrained), "--train", train,
+                 "--eval", dev, "--batch-size", "32", "--max-steps", str(steps),
+                 "--eval-every", str(max(steps // 2, 1)), "--out", str(run), *extra, *seed,
+                 *(["--resume"] if run.exists() else [])]
+            )  # fmt: skip
+    # parity data: each task's eval file; fill-mask reads the classifier's eval sentences
+    parity = {t: finetuned[t][0][1] for t in finetuned}
+    parity["fill-mask"] = parity["classification"]
+    for task, checkpoint in checkpoints.items():
+        bundle = models / recipe.names[task]
+        if stage(f"ONNX export: {bundle}", (bundle / "manifest.json").is_file()):
+            export(checkpoint, bundle, parity[task], conf.variants, conf.seed)
+    return recipe
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", default="runs/demo", help="where everything is built")
-    ap.add_argument("--max-steps", type=int, default=600, help="pretraining steps")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", help="unused; accepted for command-line uniformity")
-    args = ap.parse_args()
-    return run(Path(args.out), args.max_steps, args.seed)
+def _finished(run: Path) -> bool:
+    return (run / "eval_report.json").is_file() and (run / "config.json").is_file()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def export(checkpoint: Path, bundle: Path, parity_data: str, variants: str, seed: int) -> None:
+    """Export with the parity gate; an int8 variant that fails the gate is dropped (with the
+    reason) rather than failing the demo, since fp32 serves the same answers."""
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(bundle), "--eval",
+            parity_data, "--max-steps", "128", "--seed", str(seed), "--overwrite"]  # fmt: skip
+    print("    $ python -m training " + shlex.join([*argv, "--variants", variants]), flush=True)
+    code = cli([*argv, "--variants", variants])
+    if code == 0:
+        return
+    kept = ",".join(v for v in variants.split(",") if v == "fp32")
+    if code != ParityError.exit_code or not kept or kept == variants:
+        raise SystemExit(code)
+    print(f"    the gate refused a variant of {variants}: exporting {kept} only", flush=True)
+    command([*argv, "--variants", kept])
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+
+def serve(conf: DemoConfig, recipe: Recipe) -> int:
+    """Start ``python -m app`` on the recipe's bundles, show example answers, wait for it."""
+    from app.client import Client
+
+    base = f"http://{conf.host}:{conf.port}"
+    names = recipe.names
+    argv = [sys.executable, "-m", "app", "--models-dir", conf.models, "--models",
+            ",".join(names.values()), "--host", conf.host, "--port", str(conf.port)]  # fmt: skip
+    print(f"==> serving on {base}", flush=True)
+    server = subprocess.Popen(argv)
+    try:
+        with Client(base, read_timeout=60.0) as client:
+            if not wait_ready(client, server, timeout_s=120.0):
+                return server.wait() or 1
+            show_examples(client, recipe)
+        print_curls(base, recipe)
+        print(f"\nserving at {base} (docs: {base}/docs); Ctrl-C stops it", flush=True)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def wait_ready(client: Any, server: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Poll /readyz until the service is ready; False when it exited or timed out."""
+    from app.client import ClientError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            print(f"the service exited with status {server.returncode}", file=sys.stderr)
+            return False
+        try:
+            client.ready()
+            return True
+        except ClientError:
+            time.sleep(0.25)
+    print(f"the service was not ready after {timeout_s:.0f} s", file=sys.stderr)
+    return False
+
+
+def show_examples(client: Any, recipe: Recipe) -> None:
+    names, ex = recipe.names, recipe.examples
+    print("\nfill-mask:")
+    filled = client.fill_mask(ex["fill-mask"], model=names["fill-mask"], top_k=3)
+    for text, result in zip(ex["fill-mask"], filled.results, strict=True):
+        tokens = ", ".join(f"{t.token} {t.score:.2f}" for t in result.masks[0].tokens)
+        print(f"  {text}\n      -> {tokens}")
+    print("\nclassification:")
+    classified = client.classify(ex["classification"], model=names["classification"], top_k=1)
+    for text, result in zip(ex["classification"], classified.results, strict=True):
+        top = result.labels[0]
+        print(f"  {text}\n      -> {top.label} ({top.score:.2f})")
+    print("\nquestion answering, context:\n  " + ex["qa"]["context"])
+    pairs = [(q, ex["qa"]["context"]) for q in ex["qa"]["questions"]]
+    answered = client.qa(pairs, model=names["qa"])
+    for q, result in zip(ex["qa"]["questions"], answered.results, strict=True):
+        span = result.answers[0] if result.answers else None
+        print(f"  {q}\n      -> {span.text!r} ({span.score:.2f})" if span else f"  {q}\n      -> -")
+
+
+def print_curls(base: str, recipe: Recipe) -> None:
+    names, ex = recipe.names, recipe.examples
+    bodies = {
+        "fill-mask": {"model": names["fill-mask"], "inputs": ex["fill-mask"][0], "top_k": 3},
+        "classify": {"model": names["classification"], "inputs": ex["classification"][:2]},
+        "qa": {
+            "model": names["qa"],
+            "question": ex["qa"]["questions"][0],
+            "context": ex["qa"]["context"],
+        },
+        "tokenize": {"model": names["fill-mask"], "inputs": ex["fill-mask"][0]},
+    }
+    print("\ntry it:")
+    print(f"  curl -s {base}/v1/models")
+    for route, body in bodies.items():
+        data = shlex.quote(json.dumps(body))
+        print(f"  curl -s {base}/v1/{route} -H 'content-type: application/json' -d {data}")
+    print(f"  curl -s {base}/metrics | grep ^bert_")
+
+
+# --- command ----------------------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = command_parser(sub, "demo", __doc__, run)
+    cfg.add_arguments(p, DemoConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    conf = cfg.resolve(DemoConfig, args, args.config)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per example request
+    if conf.data_dir and conf.limit_modules is not None:
+        raise UsageError("--limit-modules applies to the embedded data, not to --data-dir")
+    started = time.monotonic()
+    recipe = build(conf)
+    print(f"\nbundles ready in {conf.models}/ ({time.monotonic() - started:.0f} s)", flush=True)
+    return serve(conf, recipe) if conf.serve else 0
+
+
+__all__ = ["DemoConfig", "Recipe", "build", "serve"]

@@ -42,8 +42,9 @@ def topics() -> Iterator[tuple[str, str]]:
             yield f"topic-{name}", text
 
 
-def module_docs(limit_modules: int | None = None) -> Iterator[tuple[str, str]]:
-    """(module name, prose) from the docstrings in the standard library's source files."""
+def stdlib_sources(limit_modules: int | None = None) -> Iterator[tuple[str, ast.Module]]:
+    """(dotted module name, parsed source) of the standard library's own Python files (tests,
+    site-packages and IDLE left out), in a fixed order."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(p for p in stdlib.glob("*.py")) + sorted(
         p
@@ -57,15 +58,28 @@ def module_docs(limit_modules: int | None = None) -> Iterator[tuple[str, str]]:
             tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
         except (SyntaxError, ValueError):
             continue
-        docs = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                doc = ast.get_docstring(node)
-                if doc:
-                    docs.append(_prose(doc))
-        text = "\n\n".join(d for d in docs if d)
+        name = path.relative_to(stdlib).with_suffix("").as_posix().replace("/", ".")
+        yield name.removesuffix(".__init__"), tree
+
+
+Documented = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def docstrings(tree: ast.Module) -> Iterator[tuple[Documented, str]]:
+    """(node, docstring) of the module and every class and function in it that has one."""
+    for node in ast.walk(tree):
+        if isinstance(node, Documented):
+            doc = ast.get_docstring(node)
+            if doc:
+                yield node, doc
+
+
+def module_docs(limit_modules: int | None = None) -> Iterator[tuple[str, str]]:
+    """(module name, prose) from the docstrings in the standard library's source files."""
+    for name, tree in stdlib_sources(limit_modules):
+        text = "\n\n".join(d for d in (_prose(doc) for _, doc in docstrings(tree)) if d)
         if len(text) > 200:
-            yield path.relative_to(stdlib).with_suffix("").as_posix().replace("/", "."), text
+            yield name, text
 
 
 def write_corpus(out: str | Path, *, limit_modules: int | None = None) -> Path:

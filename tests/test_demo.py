@@ -1,0 +1,141 @@
+"""``make demo``: the embedded task data, and the real build + serve path on a reduced budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from training.demo_data import TOPICS, write_docstring_qa, write_topic_classification
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "sentence\tlabel"
+    return [tuple(line.split("\t")) for line in lines[1:]]  # type: ignore[misc]
+
+
+def test_topic_data_has_every_area_and_disjoint_splits(tmp_path: Path) -> None:
+    counts = write_topic_classification(tmp_path)
+    train, dev = read_tsv(tmp_path / "train.tsv"), read_tsv(tmp_path / "dev.tsv")
+    assert counts == {"train": len(train), "dev": len(dev)}
+    assert set(Counter(label for _, label in train)) == set(TOPICS)
+    assert {label for _, label in dev} <= set(TOPICS)
+    assert not {s for s, _ in train} & {s for s, _ in dev}
+    assert 0.05 < len(dev) / (len(train) + len(dev)) < 0.15
+    assert all(len(s.split()) >= 6 and "\t" not in s and "\n" not in s for s, _ in train)
+
+
+def test_docstring_qa_answers_sit_at_their_offsets(tmp_path: Path) -> None:
+    counts = write_docstring_qa(tmp_path)
+    parts = {p: json.loads((tmp_path / f"{p}.json").read_text())["data"] for p in counts}
+    modules = {p: {a["title"].split(".")[0] for a in arts} for p, arts in parts.items()}
+    assert not modules["train"] & modules["dev"], "a module is on both sides"
+    kinds: Counter[str] = Counter()
+    for articles in parts.values():
+        for par in (p for a in articles for p in a["paragraphs"]):
+            ctx = par["context"]
+            assert ctx.count("(): ") >= 2
+            for qa in par["qas"]:
+                (answer,) = qa["answers"]
+                start = answer["answer_start"]
+                assert ctx[start : start + len(answer["text"])] == answer["text"]
+                kind = qa["id"].rsplit(":", 1)[1]
+                kinds[kind] += 1
+                if kind == "which":  # the answer is a function name listed in the context
+                    assert ctx[start + len(answer["text"]) :].startswith("(): ")
+                else:
+                    assert ctx[:start].endswith(("Return ", "Returns "))
+    assert kinds["what"] == kinds["which"] == (counts["train"] + counts["dev"]) // 2
+    assert counts["dev"] > 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if re.search(pattern, text):
+            return text
+        if proc.poll() is not None:
+            pytest.fail(f"demo exited with {proc.returncode}:\n{text[-3000:]}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"no {pattern!r} within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_demo_builds_three_bundles_serves_them_and_reuses_them(tmp_path: Path) -> None:
+    """The real command, reduced budget: embedded data -> tokenizer -> pretraining -> two
+    fine-tunings -> three exports -> `python -m app`, answering on every endpoint."""
+    port, models = free_port(), tmp_path / "models"
+    argv = [sys.executable, "-m", "training", "demo", "--out", str(tmp_path / "work"),
+            "--models", str(models), "--limit-modules", "60", "--preset", "tiny",
+            "--vocab-size", "2000", "--max-steps", "20", "--classifier-steps", "20",
+            "--qa-steps", "20", "--port", str(port)]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1", "BERT_INTRA_OP_THREADS": "1"}
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        text = wait_for(log, r"Ctrl-C stops it", proc, timeout=600)
+        base = f"http://127.0.0.1:{port}"
+        # the demo printed its own example answers and the curl calls
+        assert "classification:" in text and "question answering" in text
+        assert f"curl -s {base}/v1/qa" in text
+        with httpx.Client(base_url=base, timeout=30) as client:
+            listed = client.get("/v1/models").json()["models"]
+            tasks = {m["name"]: m["task"] for m in listed}
+            assert tasks == {
+                "demo-fill-mask": "fill-mask",
+                "demo-topics": "classification",
+                "demo-qa": "qa",
+            }
+            topics = next(m for m in listed if m["name"] == "demo-topics")
+            assert set(topics["labels"]) <= set(TOPICS) and len(topics["labels"]) >= 4
+            body = {"inputs": "Return the [MASK] value.", "top_k": 3}
+            r = client.post("/v1/fill-mask", json=body)
+            (mask,) = r.json()["results"][0]["masks"]
+            scores = [t["score"] for t in mask["tokens"]]
+            assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+            r = client.post("/v1/classify", json={"inputs": ["Open a socket to the host."]})
+            labels = r.json()["results"][0]["labels"]
+            assert labels[0]["label"] in topics["labels"]
+            assert sum(x["score"] for x in labels) == pytest.approx(1.0, abs=1e-3)
+            context = "close(): Return None after closing. size(): Return the number of bytes."
+            body = {"question": "What does size return?", "context": context}
+            r = client.post("/v1/qa", json=body)
+            best = r.json()["results"][0]["answers"][0]
+            assert context[best["start"] : best["end"]] == best["text"] and best["text"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
+    for name in ("demo-fill-mask", "demo-topics", "demo-qa"):
+        manifest = json.loads((models / name / "manifest.json").read_text())
+        assert "fp32" in manifest["variants"]  # int8 too unless its parity gate refused it
+        assert manifest["evaluation"], "the fine-tuning figures travel into the bundle"
+    # a second run reuses every stage and builds nothing
+    again = subprocess.run(
+        [*argv, "--no-serve"], cwd=REPO, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    stages = [ln for ln in again.stdout.splitlines() if ln.startswith("==> ")]
+    assert len(stages) == 8 and all(s.endswith("(done, reusing)") for s in stages), stages
+    assert "$ python -m training" not in again.stdout
