@@ -294,9 +294,21 @@ def _default_text(name: str) -> str:
     return str(value)
 
 
+def settings_table() -> str:
+    """The Markdown table of every setting: variable, flag, default, description."""
+    lines = ["| variable | flag | default | description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        env = f"`BERT_{name.upper()}`" + (" (or `PORT`)" if name == "port" else "")
+        flag = "--" + name.replace("_", "-")
+        desc = (field.description or "").replace("|", "\\|")
+        lines.append(f"| {env} | `{flag}` | {_default_text(name)} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
 def reference_markdown() -> str:
-    """docs/CONFIGURATION.md: every setting's variable, flag, default and description."""
-    lines = [
+    """docs/CONFIGURATION.md: the settings table with its preamble (the README holds the table
+    too; a test keeps both in step)."""
+    head = [
         "# Configuration",
         "",
         "Generated from `app/settings.py` (`python -m app --write-config-doc "
@@ -305,12 +317,5 @@ def reference_markdown() -> str:
         "Every setting is an environment variable and a flag of `python -m app` (the flag wins).",
         "Comma lists are written `a,b`; an empty `BERT_API_KEY` means no key.",
         "",
-        "| variable | flag | default | description |",
-        "|---|---|---|---|",
     ]
-    for name, field in Settings.model_fields.items():
-        env = f"`BERT_{name.upper()}`" + (" (or `PORT`)" if name == "port" else "")
-        flag = "--" + name.replace("_", "-")
-        desc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| {env} | `{flag}` | {_default_text(name)} | {desc} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(head) + "\n" + settings_table()

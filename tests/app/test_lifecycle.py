@@ -19,7 +19,7 @@ import pytest
 
 import app.registry
 from app.__main__ import openapi_json
-from app.settings import reference_markdown
+from app.settings import reference_markdown, settings_table
 from tests.app.live import Live, error_of, models_dir, serve, until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,3 +222,5 @@ def test_configuration_doc_is_generated_from_the_settings() -> None:
     doc = (REPO / "docs" / "CONFIGURATION.md").read_text(encoding="utf-8")
     fix = "python -m app --write-config-doc docs/CONFIGURATION.md"
     assert doc == reference_markdown(), f"docs/CONFIGURATION.md is stale: run `{fix}`"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme, "README's settings table differs from app/settings.py"
