@@ -12,7 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForPreTraining, AutoTokenizer, BertForPreTraining
 
-from tests.resume import assert_same_weights, kill_after_checkpoint_then_resume
+from tests.resume import (
+    assert_same_weights,
+    kill_after_checkpoint_then_resume,
+    kill_at_points_then_finish,
+)
 from training.cli import main
 from training.modeling import bert_config, pretraining_loss
 
@@ -163,6 +167,22 @@ def test_killed_run_resumes_exactly(
         return [(r["step"], r.get("loss"), r.get("eval_heldout_mlm_loss")) for r in rows]
 
     assert losses(out) == losses(finished_run)
+
+
+@pytest.mark.slow
+def test_killed_at_several_points_resumes_to_the_same_weights(
+    tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path, finished_run: Path
+) -> None:
+    """SIGKILL during a checkpoint write, at a random time, and during a later checkpoint
+    write; each time --resume; the run ends with the weights of the uninterrupted run."""
+    out = tmp_path / "run"
+    argv = args(small_tokenizer, embedded_corpus, out)
+    points = ["checkpoint-write", "random", "checkpoint-write"]
+    seen = kill_at_points_then_finish(argv, out, points, "model.safetensors", seed=7)
+    print("kill points:", seen)
+    assert len(seen) == 4
+    assert_same_weights(finished_run, out)
+    assert not list((out / "checkpoints").glob(".tmp-*")), "torn checkpoints are cleaned up"
 
 
 def test_torn_checkpoint_is_never_picked(tmp_path: Path) -> None:

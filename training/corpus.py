@@ -228,13 +228,14 @@ def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iter
             stats.skipped_binary.append(str(path))
             log.warning("skipping %s: it looks binary (NUL bytes), not text", path)
             continue
-        stats.files += 1
         produced = 0
         for doc in _file_documents(path, conf, stats):
             produced += 1
             stats.documents += 1
             yield doc
-        if produced == 0:
+        if produced:
+            stats.files += 1  # files that gave text
+        else:
             stats.skipped_empty.append(str(path))
     if stats.documents == 0:
         raise DataError(

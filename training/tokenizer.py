@@ -9,11 +9,13 @@ holds ``tokenizer.json`` (all that serving needs), ``vocab.txt`` and ``tokenizer
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordPiece
@@ -21,7 +23,7 @@ from tokenizers.trainers import WordPieceTrainer
 
 from training import config as cfg
 from training.cli import command_parser
-from training.corpus import CorpusConfig, iter_documents, resolve_paths
+from training.corpus import CorpusConfig, CorpusStats, iter_documents, resolve_paths
 from training.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,8 @@ def load(path: str | Path) -> Tokenizer:
     return Tokenizer.from_file(str(file))
 
 
-def _texts(corpus: CorpusConfig, max_docs: int | None) -> Iterator[str]:
-    for i, doc in enumerate(iter_documents(corpus)):
+def _texts(corpus: CorpusConfig, max_docs: int | None, stats: CorpusStats) -> Iterator[str]:
+    for i, doc in enumerate(iter_documents(corpus, stats)):
         if max_docs is not None and i >= max_docs:
             return
         yield from doc.paragraphs
@@ -164,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--out is required")
     if conf.vocab_file and conf.corpus:
         raise UsageError("give either --corpus (train a vocabulary) or --vocab-file (wrap one)")
+    stats = CorpusStats()
     if conf.vocab_file:
         vocab = read_vocab_file(conf.vocab_file)
     else:
@@ -171,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--corpus PATH [PATH ...] or --vocab-file is required")
         resolve_paths(conf.corpus)  # fail fast on missing paths
         vocab = train_vocab(
-            _texts(conf, conf.max_steps),
+            _texts(conf, conf.max_steps, stats),
             conf.vocab_size,
             cased=conf.cased,
             min_frequency=conf.min_frequency,
@@ -179,5 +182,10 @@ def run(args: argparse.Namespace) -> int:
         )
     out = save(vocab, conf.out, cased=conf.cased, max_length=conf.max_length)
     cfg.save(conf, out / "tokenizer_run.json")
-    print(json.dumps({"out": str(out), "vocab_size": len(vocab), "cased": conf.cased}))
+    summary: dict[str, Any] = {"out": str(out), "vocab_size": len(vocab), "cased": conf.cased}
+    if conf.corpus:  # what was read, skipped (binary, empty) and repaired (undecodable bytes)
+        report = dataclasses.asdict(stats)
+        (out / "corpus_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        summary["read"] = {k: len(v) if isinstance(v, list) else v for k, v in report.items()}
+    print(json.dumps(summary))
     return 0
