@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from training.demo_data import TOPICS, write_docstring_qa, write_topic_classification
+from training.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,18 @@ def test_docstring_qa_answers_sit_at_their_offsets(tmp_path: Path) -> None:
                     assert ctx[:start].endswith(("Return ", "Returns "))
     assert kinds["what"] == kinds["which"] == (counts["train"] + counts["dev"]) // 2
     assert counts["dev"] > 50
+
+
+def test_real_data_recipe_names_what_is_missing(tmp_path: Path, data_dir: Path) -> None:
+    from training.demo import real_recipe
+
+    recipe = real_recipe(data_dir)
+    assert all(Path(p).exists() for p in [*recipe.corpus, *recipe.classification, *recipe.qa])
+    assert "--article-split" in recipe.qa_args and recipe.corpus_args == ["--strip-gutenberg"]
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(DataError, match=r"lacks: corpus .*sst2 dev .*squad"):
+        real_recipe(tmp_path)
 
 
 def free_port() -> int:

@@ -51,9 +51,9 @@ class DemoConfig:
         help="real data in the shared layout (gutenberg_english_subset/, sst2/, squad_v1.1/) "
         "instead of the embedded standard-library text",
     )
-    max_steps: int = cfg.field(600, help="pretraining steps (batch 32 x 128 tokens)")
+    max_steps: int = cfg.field(500, help="pretraining steps (batch 32 x 128 tokens)")
     classifier_steps: int = cfg.field(300, help="classification fine-tuning steps")
-    qa_steps: int = cfg.field(500, help="QA fine-tuning steps")
+    qa_steps: int = cfg.field(400, help="QA fine-tuning steps")
     preset: str = cfg.field("mini", help="model size of the pretrained BERT (tiny, mini, small)")
     vocab_size: int = cfg.field(8000, help="WordPiece vocabulary size")
     variants: str = cfg.field("fp32,int8", help="ONNX variants of each bundle")
