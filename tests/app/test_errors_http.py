@@ -132,9 +132,15 @@ def test_bad_input_is_never_a_500(limited: Live, path: str, body: bytes) -> None
     assert "error" in r.json() or r.status_code == 200
 
 
-def test_api_key_is_required_when_set(bundles: Path, tmp_path: Path) -> None:
+def test_api_key_is_required_when_set(
+    bundles: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
     models = models_dir(bundles, tmp_path, "classification")
     with serve(models, api_key="s3cret", metrics_requires_key=True) as live:
+        for path in ("/v1/models", "/v1/qa", "/v1/fill-mask", "/v1/tokenize", "/v1/token-classify"):
+            r = live.client.request("GET" if path == "/v1/models" else "POST", path, json={})
+            error_of(r, 401, "unauthorized")
         body = {"inputs": "a"}
         r = live.post("/v1/classify", body)
         err = error_of(r, 401, "unauthorized")
@@ -150,6 +156,7 @@ def test_api_key_is_required_when_set(bundles: Path, tmp_path: Path) -> None:
         assert live.client.get("/metrics", headers=ok).status_code == 200
         assert live.client.get("/healthz").status_code == 200  # probes stay open
         assert live.client.get("/readyz").status_code == 200
+    assert caplog.records and "s3cret" not in caplog.text  # the key never reaches the logs
 
 
 def test_cors_is_off_by_default_and_on_when_configured(bundles: Path, tmp_path: Path) -> None:
