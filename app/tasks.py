@@ -257,7 +257,11 @@ class QuestionAnswering(TaskModel):
         encodings = self.encode([(q, p.context) for q, p in zip(cut, pairs, strict=True)])
         state = _QAState([p.context for p in pairs], [], [])
         items: list[WorkItem] = []
-        for enc in encodings:
+        for i, enc in enumerate(encodings):
+            if 1 not in enc.sequence_ids:  # e.g. only zero-width or control characters
+                raise ValidationFailedError(
+                    f"inputs[{i}]: the context has no text the model can read (no tokens)"
+                )
             windows = [enc, *enc.overflowing]
             state.windows.append(len(windows))
             for w in windows:

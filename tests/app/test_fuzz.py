@@ -538,6 +538,12 @@ CATALOGUE = [
         "nul-fill-mask", "/v1/fill-mask", {"inputs": "\u0000[MASK]\u0000 [MASK]"}, expect_masks(2)
     ),
     case("only-nul-token-classify", "/v1/token-classify", {"inputs": "\u0000\u0001\u001f"}),
+    case(
+        "tokenless-qa-context",
+        "/v1/qa",
+        {"question": "who", "context": "\u200b\u0000\u200b"},
+        INVALID,  # nothing to answer from: 422, not an empty answer list without no_answer
+    ),
     # right-to-left text, combining marks
     case("rtl-classify", "/v1/classify", {"model": C, "inputs": [RTL, "\u202eevil\u202c"]}),
     case("rtl-qa", "/v1/qa", {"question": RTL, "context": RTL + " john ran to paris"}),
