@@ -179,6 +179,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[str]:
     """Start a server command (its --port is appended), wait for /readyz, stop it after."""
+    with running_process(cmd, log, timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def running_process(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[tuple[str, int]]:
+    """:func:`running`, yielding (url, process id)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")}
     with log.open("w") as out:
@@ -197,7 +204,7 @@ def running(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[str]:
             if time.monotonic() > end:
                 raise SystemExit(f"server not ready after {timeout} s; see {log}")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

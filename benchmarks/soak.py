@@ -28,16 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +44,10 @@ import httpx
 from benchmarks.common import machine, markdown_table, write_result
 from benchmarks.serve_load import (
     PRESETS,
-    REPO,
     export,
-    free_port,
     percentiles,
     random_checkpoint,
+    running_process,
     squad_pairs,
     sst2_sentences,
     vocab_file,
@@ -112,39 +106,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-@contextlib.contextmanager
-def server(cmd: list[str], log: Path, timeout: float = 600) -> Iterator[tuple[str, int]]:
-    """Start `cmd` (its --port appended), wait for /readyz; yield (url, pid); SIGTERM after.
-
-    Like serve_load.running, but the process id is needed here for its memory."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"server exited ({proc.returncode}); see {log}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > end:
-                raise SystemExit(f"server not ready after {timeout} s; see {log}")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def models_by_task(url: str) -> dict[str, str]:
@@ -291,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             "--variant", args.variant, "--provider", args.provider,
             "--intra-op-threads", str(args.threads), "--log-level", "warning",
         ]  # fmt: skip
-        with server(cmd, logs / "server.log") as (url, pid):
+        with running_process(cmd, logs / "server.log") as (url, pid):
             rss_ready = rss_kb(pid)
             models = models_by_task(url)
             if not models:
