@@ -68,6 +68,8 @@ class BatcherConfig:
         queue_size: most items queued (not yet dispatched); more are refused with 429.
         max_in_flight: batches handed to the backend at once (running + prepared).
         group_by_length: pick items of similar length (True) or strictly FIFO (False).
+        max_padding_ratio: with group_by_length, an item that would make padding more than this
+            share of the batch's tokens is left for a later batch (1.0: no limit).
         idle_dispatch: when no batch is running, send what is queued at once instead of waiting
             up to max_wait for more (waiting only pays while the backend is busy; a lone
             request then pays no batching delay). Off: always wait as described above.
@@ -79,6 +81,7 @@ class BatcherConfig:
     queue_size: int = 1024
     max_in_flight: int = 2
     group_by_length: bool = True
+    max_padding_ratio: float = 1.0
     idle_dispatch: bool = False
 
     def __post_init__(self) -> None:
@@ -87,6 +90,8 @@ class BatcherConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_s < 0:
             raise ValueError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
+        if not 0 <= self.max_padding_ratio <= 1:
+            raise ValueError(f"max_padding_ratio must be in [0, 1], got {self.max_padding_ratio}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatcherConfig:
@@ -97,6 +102,7 @@ class BatcherConfig:
             max_wait_s=settings.max_wait_ms / 1000.0,
             queue_size=settings.queue_size,
             max_in_flight=settings.max_batch_in_flight,
+            max_padding_ratio=settings.max_padding_ratio,
             idle_dispatch=settings.idle_dispatch,
         )
 
@@ -107,6 +113,7 @@ def plan_batch(
     max_batch_tokens: int,
     max_batch_size: int,
     group_by_length: bool = True,
+    max_padding_ratio: float = 1.0,
 ) -> list[int]:
     """Choose the next batch from the queue.
 
@@ -118,6 +125,10 @@ def plan_batch(
             does not fit (it leads the next batch). True = the oldest item anchors the batch and
             the rest is filled with the items whose lengths are closest to it (ties: older first),
             skipping any that would break the budget.
+        max_padding_ratio: with group_by_length, also skip an item that would make padding more
+            than this share of the batch (padded tokens - real tokens) / padded tokens. A batch
+            of the queue's diverse lengths padded to its longest wastes compute that on a CPU
+            costs as much as real tokens; the skipped items lead the next batch instead.
 
     Returns:
         Indices into `lengths`, always including 0 when lengths[0] <= max_batch_tokens.
@@ -137,15 +148,18 @@ def plan_batch(
         anchor = lengths[0]
         order = sorted(order, key=lambda i: (abs(lengths[i] - anchor), i))
     chosen: list[int] = []
-    padded = 0
+    padded = real = 0
     for i in order:
         width = max(padded, lengths[i])
         if (len(chosen) + 1) * width > max_batch_tokens:
             if not group_by_length:
                 break
             continue
+        padding = 1 - (real + lengths[i]) / ((len(chosen) + 1) * width)
+        if chosen and group_by_length and padding > max_padding_ratio:
+            continue
         chosen.append(i)
-        padded = width
+        padded, real = width, real + lengths[i]
         if len(chosen) == max_batch_size:
             break
     return chosen
@@ -399,6 +413,7 @@ class Batcher(Generic[R]):
             max_batch_tokens=cfg.max_batch_tokens,
             max_batch_size=cfg.max_batch_size,
             group_by_length=cfg.group_by_length,
+            max_padding_ratio=cfg.max_padding_ratio,
         )
         chosen = [entries[i] for i in picked]
         for e in chosen:

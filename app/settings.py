@@ -85,6 +85,14 @@ class Settings(BaseSettings):
         description="Longest time the oldest queued input waits for its batch to fill before "
         "the batch is sent anyway.",
     )
+    max_padding_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of a batch that may be padding: an input that would pass it "
+        "waits for a later batch of closer lengths (1 = no limit). On a CPU a padded token "
+        "costs as much as a real one; GPUs may pay off with more.",
+    )
     idle_dispatch: bool = Field(
         default=True,
         description="Send queued inputs at once when the model is idle instead of waiting "

@@ -158,6 +158,25 @@ def test_plan_batch_respects_limits_and_takes_the_oldest(group: bool) -> None:
                 assert (len(picked) + 1) * max(width, lengths[i]) > 64
 
 
+@pytest.mark.parametrize("cap", [0.0, 0.1, 0.3, 0.6])
+def test_plan_batch_caps_padding_and_always_takes_the_oldest(cap: float) -> None:
+    rng = random.Random(2)
+    for _ in range(500):
+        lengths = [rng.randint(1, 64) for _ in range(rng.randint(1, 40))]
+        picked = plan_batch(
+            lengths, max_batch_tokens=4096, max_batch_size=32, max_padding_ratio=cap
+        )
+        assert picked[0] == 0  # fairness: the head of the queue always leaves
+        width = max(lengths[i] for i in picked)
+        real = sum(lengths[i] for i in picked)
+        assert len(picked) == 1 or 1 - real / (len(picked) * width) <= cap + 1e-9
+    # the SST-2-like case: one batch of mixed lengths becomes batches of close lengths
+    lengths = [12, 40, 13, 41, 12, 39]
+    assert sorted(plan_batch(lengths, max_batch_tokens=4096, max_batch_size=32)) == [*range(6)]
+    capped = plan_batch(lengths, max_batch_tokens=4096, max_batch_size=32, max_padding_ratio=0.1)
+    assert sorted(capped) == [0, 2, 4]
+
+
 def padding_of(backend: FakeBackend) -> int:
     return sum(b.padded_tokens - b.real_tokens for b in backend.batches)
 

@@ -196,3 +196,38 @@ def test_an_overloaded_model_does_not_hold_up_the_others(bundles: Path, tmp_path
         assert live.sample("bert_rejected_requests_total", model="qa") == 0
         settled(live, "classification")
         settled(live, "qa")
+
+
+def test_sigterm_under_load_finishes_every_admitted_request(bundles: Path, tmp_path: Path) -> None:
+    """A drain (what SIGTERM starts) while 12 requests are queued or running behind a slowed
+    model: every admitted request still gets its 200 (none is cut off), requests sent during the
+    drain get 503, and the server then exits by itself."""
+    models = models_dir(bundles, tmp_path, "classification")
+    conf = {**settings(timeout_s=30), "queue_size": 64, "shutdown_grace_s": 30}
+    with serve(models, **conf) as live:
+        slowed = Slowed()
+        slowed.install(live, "classification")
+        batcher = live.model("classification").batcher
+        assert batcher is not None
+        answers: list[httpx.Response | BaseException] = []
+
+        def send(i: int) -> None:
+            try:
+                answers.append(httpx.post(f"{live.url}/v1/classify", json={"inputs": f"a {i}"}))
+            except httpx.HTTPError as exc:  # a cut-off connection would land here
+                answers.append(exc)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        until(lambda: batcher.queue_depth >= 8, timeout=10)  # the rest are running
+        live.server.request_drain()
+        until(lambda: live.service.phase != "running")
+        error_of(live.post("/v1/classify", {"inputs": "late"}), 503, "not_ready")
+        for t in threads:
+            t.join(timeout=30)
+        assert len(answers) == 12
+        assert all(isinstance(a, httpx.Response) and a.status_code == 200 for a in answers)
+        assert slowed.items == 12  # each admitted input ran once; the late one never did
+        live.thread.join(timeout=30)
+        assert not live.thread.is_alive()

@@ -135,8 +135,10 @@ def test_batcher_config_from_settings() -> None:
         max_wait_ms=20,
         queue_size=64,
         max_inputs_per_request=64,
+        max_padding_ratio=0.25,
     )
     assert BatcherConfig.from_settings(s) == BatcherConfig(
+        max_padding_ratio=0.25,
         max_batch_tokens=4096,
         max_batch_size=8,
         max_wait_s=0.02,
