@@ -14,14 +14,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.metrics import Metrics
 from app.middleware import TIMING_HEADERS, ServiceMiddleware
-from app.routes import router
+from app.routes import require_api_key, router
 from app.service import Service
 from app.settings import Settings
 
@@ -64,12 +66,27 @@ def create_app(settings: Settings | None = None, *, setup_logging: bool = True) 
             await service.drain()
             service.close()
 
+    keyed = settings.api_key is not None  # then the schema and docs need the key too
     app = FastAPI(
         title="bert-forge inference service",
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_url=None if keyed else "/openapi.json",
+        docs_url=None if keyed else "/docs",
+        redoc_url=None if keyed else "/redoc",
     )
+    if keyed:
+        guard = [Depends(require_api_key)]
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+        def keyed_openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=guard)
+        def keyed_docs() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics

@@ -141,6 +141,8 @@ def test_api_key_is_required_when_set(
         for path in ("/v1/models", "/v1/qa", "/v1/fill-mask", "/v1/tokenize", "/v1/token-classify"):
             r = live.client.request("GET" if path == "/v1/models" else "POST", path, json={})
             error_of(r, 401, "unauthorized")
+        for path in ("/openapi.json", "/docs", "/redoc"):  # the schema is not public either
+            assert live.client.get(path).status_code in (401, 404), path
         body = {"inputs": "a"}
         r = live.post("/v1/classify", body)
         err = error_of(r, 401, "unauthorized")
@@ -154,6 +156,9 @@ def test_api_key_is_required_when_set(
         ok = {"authorization": "Bearer s3cret"}
         assert live.post("/v1/classify", body, headers=ok).status_code == 200
         assert live.client.get("/metrics", headers=ok).status_code == 200
+        schema = live.client.get("/openapi.json", headers=ok)
+        assert schema.status_code == 200 and "/v1/classify" in schema.json()["paths"]
+        assert "swagger" in live.client.get("/docs", headers=ok).text.lower()
         assert live.client.get("/healthz").status_code == 200  # probes stay open
         assert live.client.get("/readyz").status_code == 200
     assert caplog.records and "s3cret" not in caplog.text  # the key never reaches the logs
