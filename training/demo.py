@@ -232,9 +232,9 @@ def build(conf: DemoConfig) -> Recipe:
         )  # fmt: skip
     finetuned = {
         "classification": (
-            recipe.classification, conf.classifier_steps, ["--max-seq-len", "64", "--lr", "1e-4"]
+            recipe.classification, conf.classifier_steps, ["--max-seq-len", "64", "--lr", "5e-4"]
         ),
-        "qa": (recipe.qa, conf.qa_steps, [*recipe.qa_args, "--lr", "2e-4"]),
+        "qa": (recipe.qa, conf.qa_steps, [*recipe.qa_args, "--lr", "5e-4"]),
     }  # fmt: skip
     checkpoints = {"fill-mask": pretrained}
     for task, ((train, dev), steps, extra) in finetuned.items():
