@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import sys
@@ -238,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="a check that it runs: 1 minute, 15 s windows"
     )
     args = p.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     if args.quick:
         args.minutes, args.window = 1.0, 15.0
     seconds = args.minutes * 60
