@@ -27,6 +27,11 @@ def run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     return code, err
 
 
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    """A data error: exit status 3 and one line on stderr that says ``fragment``."""
+    assert code == 3 and fragment in err and err.count("\n") == 1, err
+
+
 def finetune(pretrained: Path, task: str, train: Path, dev: Path, out: Path) -> list[str]:
     return ["finetune", "--task", task, "--model", str(pretrained), "--train", str(train),
             "--eval", str(dev), "--out", str(out), "--batch-size", "2", "--max-seq-len", "32",
@@ -74,8 +79,8 @@ def test_only_binary_files_is_a_clear_data_error(
         ],
         capsys,
     )
-    assert code == 3 and err.startswith("error: ") and err.count("\n") == 1, err
-    assert "binary" in err
+    assert_one_line_error(code, err, "binary")
+    assert err.startswith("error: ")
 
 
 def test_csv_with_missing_labels_skips_and_counts_them(
@@ -108,7 +113,7 @@ def test_unusable_tables_are_one_line_errors(
     train = tmp_path / "train.csv"
     train.write_text(train_text)
     code, err = run(finetune(pretrained, "classification", train, train, tmp_path / "r"), capsys)
-    assert code == 3 and message in err and err.count("\n") == 1, err
+    assert_one_line_error(code, err, message)
 
 
 def test_unknown_eval_label_names_the_label_and_line(
@@ -162,7 +167,7 @@ def test_broken_squad_files_are_one_line_errors(
     path = tmp_path / "bad.json"
     path.write_bytes(content)
     code, err = run(finetune(pretrained, "qa", path, path, tmp_path / "r"), capsys)
-    assert code == 3 and message in err and err.count("\n") == 1, err
+    assert_one_line_error(code, err, message)
 
 
 def test_conll_file_with_a_tagless_line_names_the_line(
@@ -173,4 +178,4 @@ def test_conll_file_with_a_tagless_line_names_the_line(
     code, err = run(
         finetune(pretrained, "token-classification", path, path, tmp_path / "r"), capsys
     )
-    assert code == 3 and "ner.txt:4" in err and err.count("\n") == 1, err
+    assert_one_line_error(code, err, "ner.txt:4")

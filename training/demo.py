@@ -197,12 +197,14 @@ def stage(name: str, done: bool) -> bool:
     return not done
 
 
-def command(argv: list[str]) -> None:
-    """Run one ``python -m training`` command in this process; a failure ends the demo."""
+def command(argv: list[str], *, check: bool = True) -> int:
+    """Run one ``python -m training`` command in this process; with ``check`` a failure ends
+    the demo, else its exit status is returned."""
     print("    $ python -m training " + shlex.join(argv), flush=True)
     code = cli(argv)
-    if code:
+    if code and check:
         raise SystemExit(code)
+    return code
 
 
 def build(conf: DemoConfig) -> Recipe:
@@ -266,8 +268,7 @@ def export(checkpoint: Path, bundle: Path, parity_data: str, variants: str, seed
     reason) rather than failing the demo, since fp32 serves the same answers."""
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(bundle), "--eval",
             parity_data, "--max-steps", "128", "--seed", str(seed), "--overwrite"]  # fmt: skip
-    print("    $ python -m training " + shlex.join([*argv, "--variants", variants]), flush=True)
-    code = cli([*argv, "--variants", variants])
+    code = command([*argv, "--variants", variants], check=False)
     if code == 0:
         return
     kept = ",".join(v for v in variants.split(",") if v == "fp32")
