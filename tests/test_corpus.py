@@ -47,6 +47,82 @@ def test_document_boundaries(tmp_path: Path) -> None:
     assert len(docs([f], doc_boundary="line")) == 3
 
 
+def test_wrapped_chinese_lines_join_without_spaces(tmp_path: Path) -> None:
+    f = tmp_path / "zh.txt"
+    f.write_text("滚滚长江\n东逝水，mixed\nwords here。\n")
+    (d,) = docs([f])
+    assert d.paragraphs == ["滚滚长江东逝水，mixed words here。"]
+
+
+WIKI = """<doc id="13" url="https://zh.wikipedia.org/wiki?curid=13" title="数学">
+数学
+
+数学是研究数量的学科。它很古老。
+</doc>
+<doc id="18" url="https://zh.wikipedia.org/wiki?curid=18" title="哲學">
+哲學
+
+哲學是研究普遍問題的學科。
+</doc>
+"""
+
+NOVEL = """三国演义\r\n\r\n第一回 宴桃园豪杰三结义\r\n\r\n    滚滚长江东逝水。\r\n\r\n    话说天下大势。\r
+\r\n第二回 张翼德怒鞭督邮\r\n\r\n    且说董卓字仲颖。\r\n"""
+
+
+def test_auto_boundaries_per_file_shape(tmp_path: Path) -> None:
+    (tmp_path / "wiki_00").write_text(WIKI)
+    (tmp_path / "novel.txt").write_bytes(NOVEL.encode())
+    (tmp_path / "news.txt").write_text("第一篇新闻。说了一件事。\n第二篇新闻。\n第三篇。\n")
+    (tmp_path / "plain.txt").write_text("One paragraph.\n\nAnother one.\n")
+    found = docs([tmp_path], doc_boundary="auto")
+    by_file: dict[str, list] = {}
+    for d in found:
+        by_file.setdefault(Path(d.source.split("#")[0].split(":")[0]).name, []).append(d)
+    # WikiExtractor: one document per article, the repeated title line dropped
+    assert [d.paragraphs for d in by_file["wiki_00"]] == [
+        ["数学是研究数量的学科。它很古老。"],
+        ["哲學是研究普遍問題的學科。"],
+    ]
+    assert by_file["wiki_00"][1].group.endswith("#哲學")
+    # a book with chapter headings: one document per chapter, front matter and headings dropped
+    assert [d.paragraphs for d in by_file["novel.txt"]] == [
+        ["滚滚长江东逝水。", "话说天下大势。"],
+        ["且说董卓字仲颖。"],
+    ]
+    assert len({d.group for d in by_file["novel.txt"]}) == 2  # chapters are held out one by one
+    # no blank line anywhere: one document per line; otherwise the whole file
+    assert [d.paragraphs for d in by_file["news.txt"]] == [
+        ["第一篇新闻。说了一件事。"],
+        ["第二篇新闻。"],
+        ["第三篇。"],
+    ]
+    assert [d.paragraphs for d in by_file["plain.txt"]] == [["One paragraph.", "Another one."]]
+
+
+def test_auto_chapters_of_a_gutenberg_book_share_its_title(tmp_path: Path) -> None:
+    book = GUTENBERG.replace(
+        "Emma Woodhouse, handsome, clever, and rich.",
+        "CHAPTER I\n\nEmma Woodhouse.\n\nCHAPTER II\n\nMr. Knightley.",
+    )
+    (tmp_path / "Emma.txt").write_text(book)
+    found = docs([tmp_path], doc_boundary="auto", strip_gutenberg=True)
+    assert [d.paragraphs for d in found] == [["Emma Woodhouse."], ["Mr. Knightley."]]
+    assert {d.group for d in found} == {"emma"}  # held out by title, not by chapter
+
+
+def test_real_chinese_corpus_auto(data_dir: Path) -> None:
+    root = data_dir / "chinese" / "pretrain-corpus-zh"
+    wiki = docs([root / "zhwiki"], doc_boundary="auto")
+    assert len(wiki) == 64 and wiki[0].source.endswith("#数学")
+    novel = docs([root / "classics" / "三国演义.txt"], doc_boundary="auto")
+    assert len(novel) == 120  # 120 回
+    assert novel[0].paragraphs[0].startswith("滚滚长江东逝水")
+    assert all("\r" not in p and "  " not in p for d in novel for p in d.paragraphs)
+    clue = docs([root / "cluecorpussmall-sample" / "CLUECorpusSmall_sampled.txt"], doc_boundary="auto")
+    assert len(clue) == 2500
+
+
 def test_crlf_gz_bad_utf8_and_binary(tmp_path: Path) -> None:
     (tmp_path / "crlf.txt").write_bytes("第一句。\r\n\r\n第二段\r\n".encode())
     with gzip.open(tmp_path / "z.gz", "wb") as g:
@@ -111,6 +187,8 @@ def test_real_gutenberg_book_is_stripped(data_dir: Path) -> None:
         ),
         ("天气很好；我们出去吧", ["天气很好；", "我们出去吧"]),
         ("No terminator", ["No terminator"]),
+        ("作者自云：一梦．故曰“石头记”．价３．５元", ["作者自云：一梦．", "故曰“石头记”．", "价３．５元"]),
+        ("In 1900. The end.", ["In 1900.", "The end."]),
     ],
 )
 def test_sentence_splitting(text: str, expected: list[str]) -> None:

@@ -6,7 +6,11 @@ field per line), folders (read recursively) or globs. Where a document ends is a
 * ``file``: one document per file, paragraphs separated by blank lines (books, articles);
 * ``blank-line``: documents separated by blank lines, one paragraph per line (the original
   BERT format: one sentence per line, a blank line between documents);
-* ``line``: one document per line (news dumps, the CLUE corpus).
+* ``line``: one document per line (news dumps, the CLUE corpus);
+* ``auto``: decided per file from its shape, so one command reads a mixed corpus: WikiExtractor
+  output (``<doc title=...>`` blocks) gives one document per article; a book with chapter
+  headings (``第一回`` / ``第三章`` / ``Chapter IV``) one per chapter; a file with no blank line
+  one per line; anything else one per file.
 
 Everything streams: a document is read, yielded and forgotten, so corpus size is bounded by
 disk, not memory. Unreadable input (binary files, undecodable bytes, empty files, bad JSON
@@ -39,8 +43,11 @@ TEXT_SUFFIXES = {".txt", ".text", ".gz", ".jsonl", ".json", ".md", ".tsv", ".csv
 @dataclass
 class CorpusConfig:
     corpus: list[str] = cfg.field([], help="text files, .gz, .jsonl, folders or globs")
-    doc_boundary: Literal["file", "blank-line", "line"] = cfg.field(
-        "file", help="where a document ends: a file, a blank line, or every line"
+    doc_boundary: Literal["file", "blank-line", "line", "auto"] = cfg.field(
+        "file",
+        help="where a document ends: a file, a blank line, every line, or auto (per file: "
+        "WikiExtractor <doc> articles, chapters of a book, lines of a file without blank "
+        "lines, else the file)",
     )
     text_field: str = cfg.field("text", help="JSONL field that holds the text")
     strip_gutenberg: bool = cfg.field(
@@ -155,6 +162,15 @@ def title_key(title: str) -> str:
 # --- paragraphs and documents ---------------------------------------------------------------
 
 
+def _join(lines: list[str]) -> str:
+    """Hard-wrapped lines as one paragraph: a space between words, none between CJK characters."""
+    text = lines[0]
+    for line in lines[1:]:
+        glue = "" if _is_cjk(text[-1]) or _is_cjk(line[0]) else " "
+        text += glue + line
+    return text
+
+
 def _paragraphs(lines: list[str]) -> list[str]:
     """Blank-line separated paragraphs, each with its hard-wrapped lines joined."""
     paragraphs, current = [], []
@@ -163,11 +179,62 @@ def _paragraphs(lines: list[str]) -> list[str]:
         if stripped:
             current.append(stripped)
         elif current:
-            paragraphs.append(" ".join(current))
+            paragraphs.append(_join(current))
             current = []
     if current:
-        paragraphs.append(" ".join(current))
+        paragraphs.append(_join(current))
     return paragraphs
+
+
+_WIKI_DOC = re.compile(r"^<doc\b[^>]*>\s*$")
+_WIKI_TITLE = re.compile(r'\btitle="([^"]*)"')
+_CHAPTER = re.compile(
+    r"^\s*(第[〇零一二三四五六七八九十百千两0-9０-９]+[回章卷节]|chapter\s+([0-9]+|[ivxlc]+)\b)",
+    re.IGNORECASE,
+)
+
+
+def _wiki_documents(lines: list[str], path: Path) -> Iterator[Document]:
+    """WikiExtractor output: ``<doc id= title=>`` blocks; the repeated title line is dropped."""
+    title, body = None, []
+    for line in lines:
+        if _WIKI_DOC.match(line):
+            m = _WIKI_TITLE.search(line)
+            title, body = (m.group(1) if m else f"{len(body)}"), []
+        elif line.startswith("</doc>"):
+            if title is not None:
+                paragraphs = _paragraphs(body)
+                if paragraphs and paragraphs[0] == title:
+                    paragraphs = paragraphs[1:]
+                if paragraphs:
+                    yield Document(paragraphs, f"{path}#{title}", f"{path}#{title}")
+            title = None
+        elif title is not None:
+            body.append(line)
+
+
+def _chapters(lines: list[str], path: Path, group: str) -> Iterator[Document]:
+    """A book cut at its chapter headings (the headings and any front matter are dropped)."""
+    starts = [i for i, line in enumerate(lines) if _CHAPTER.match(line)]
+    for n, (a, b) in enumerate(zip(starts, [*starts[1:], len(lines)], strict=True), 1):
+        paragraphs = _paragraphs(lines[a + 1 : b])
+        if paragraphs:
+            yield Document(paragraphs, f"{path}#ch{n}", group or f"{path}#ch{n}")
+
+
+def _auto_documents(lines: list[str], path: Path, group: str) -> Iterator[Document]:
+    head = [line for line in lines[:50] if line.strip()]
+    if head and _WIKI_DOC.match(head[0]):
+        yield from _wiki_documents(lines, path)
+    elif sum(1 for line in lines if _CHAPTER.match(line)) >= 2:
+        yield from _chapters(lines, path, group)
+    elif len(lines) > 1 and all(line.strip() for line in lines):
+        for i, line in enumerate(lines):
+            yield Document([line.strip()], f"{path}:{i + 1}", f"{path}:{i + 1}")
+    else:
+        paragraphs = _paragraphs(lines)
+        if paragraphs:
+            yield Document(paragraphs, str(path), group or str(path))
 
 
 def _jsonl_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
@@ -200,6 +267,10 @@ def _file_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Itera
     if conf.strip_gutenberg:
         lines, title = strip_gutenberg(lines)
         group = title_key(title) if title else title_key(path.stem)
+    if conf.doc_boundary == "auto":
+        # chapters of a Gutenberg book keep its title as their hold-out group
+        yield from _auto_documents(lines, path, group if conf.strip_gutenberg else "")
+        return
     if conf.doc_boundary == "file":
         paragraphs = _paragraphs(lines)
         if paragraphs:
@@ -279,8 +350,8 @@ _ABBREVIATIONS = {
     "e.g",
     "i.e",
 }
-_CJK_END = "。！？；"
-_ENDINGS = re.compile(r"([.!?。！？；…]+)([\"'”’」』）)\]]*)(\s*)")
+_CJK_END = "。！？；．"  # ． (fullwidth full stop) ends sentences in some Chinese texts
+_ENDINGS = re.compile(r"([.!?。！？；．…]+)([\"'”’」』）)\]]*)(\s*)")
 _OPENERS = "\"'“‘(「『（["
 
 
@@ -299,7 +370,7 @@ def _is_cjk(ch: str) -> bool:
 def split_sentences(text: str) -> list[str]:
     """Split a paragraph into sentences, English and Chinese alike.
 
-    Chinese ends a sentence at 。！？； (and any closing quotes after it) with no space needed.
+    Chinese ends a sentence at 。！？；． (and any closing quotes after it) with no space needed.
     Western ``.!?`` ends one only before whitespace and a capital, digit, opening quote or CJK
     character, and not after a common abbreviation (``Mr.``) or a single-letter initial.
     """
@@ -311,6 +382,8 @@ def split_sentences(text: str) -> list[str]:
             break
         punct, _, space = m.groups()
         nxt = text[end]
+        if punct == "．" and nxt.isdigit():
+            continue  # a full-width decimal point: ３．５
         if any(c in _CJK_END for c in punct):
             pass  # always a boundary
         elif not space or not (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS or _is_cjk(nxt)):

@@ -70,7 +70,7 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
     eval_corpus: list[str] = cfg.field(
         [], help="extra held-out text to evaluate on (e.g. WikiText); figures named eval_extra_*"
     )
-    eval_doc_boundary: Literal["file", "blank-line", "line"] | None = cfg.field(
+    eval_doc_boundary: Literal["file", "blank-line", "line", "auto"] | None = cfg.field(
         None, help="document boundary of --eval-corpus (default: as --doc-boundary)"
     )
     eval_batches: int = cfg.field(50, help="batches per evaluation set")
