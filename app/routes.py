@@ -34,7 +34,9 @@ from app.service import Service
 __all__ = ["router"]
 
 
-def get_service(request: Request) -> Service:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hop per request for a dictionary lookup.
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -42,7 +44,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_api_key(request: Request, service: ServiceDep) -> None:
+async def require_api_key(request: Request, service: ServiceDep) -> None:
     """With an API key configured, accept only `Authorization: Bearer <key>` (constant time)."""
     key = service.settings.api_key
     if key is None:
@@ -53,9 +55,9 @@ def require_api_key(request: Request, service: ServiceDep) -> None:
         raise UnauthorizedError()
 
 
-def require_metrics_key(request: Request, service: ServiceDep) -> None:
+async def require_metrics_key(request: Request, service: ServiceDep) -> None:
     if service.settings.metrics_requires_key:
-        require_api_key(request, service)
+        await require_api_key(request, service)
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -120,8 +122,11 @@ async def classify(
     model = service.resolve("classification", body.model)
     service.check_count(len(inputs))
     tm = model.task_model
-    prepared, rows = await service.infer(request, model, lambda: tm.prepare(inputs, body.truncate))
-    results = await service.offload(tm.finish, prepared, rows, body.top_k)
+    small = service.is_small(inputs)
+    prepared, rows = await service.infer(
+        request, model, lambda: tm.prepare(inputs, body.truncate), inline=small
+    )
+    results = await service.offload(tm.finish, prepared, rows, body.top_k, inline=small)
     usage = Usage(inputs=len(inputs), tokens=prepared.tokens)
     return ClassifyResponse(model=model.name, results=results, usage=usage)
 
@@ -134,9 +139,16 @@ async def question_answering(body: QARequest, request: Request, service: Service
     model = service.resolve("qa", body.model)
     service.check_count(len(pairs))
     tm = model.task_model
-    prepared, rows = await service.infer(request, model, lambda: tm.prepare(pairs))
+    small = service.is_small([(p.question, p.context) for p in pairs])
+    prepared, rows = await service.infer(request, model, lambda: tm.prepare(pairs), inline=small)
     results = await service.offload(
-        tm.finish, prepared, rows, body.top_k, body.max_answer_length, body.allow_no_answer
+        tm.finish,
+        prepared,
+        rows,
+        body.top_k,
+        body.max_answer_length,
+        body.allow_no_answer,
+        inline=small,
     )
     usage = Usage(inputs=len(pairs), tokens=prepared.tokens)
     return QAResponse(model=model.name, results=results, usage=usage)
@@ -151,10 +163,11 @@ async def fill_mask(
     model = service.resolve("fill-mask", body.model)
     service.check_count(len(texts))
     tm = model.task_model
+    small = service.is_small(texts)
     prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(texts, body.truncate, body.top_k)
+        request, model, lambda: tm.prepare(texts, body.truncate, body.top_k), inline=small
     )
-    results = await service.offload(tm.finish, prepared, rows, texts, body.top_k)
+    results = await service.offload(tm.finish, prepared, rows, texts, body.top_k, inline=small)
     usage = Usage(inputs=len(texts), tokens=prepared.tokens)
     return FillMaskResponse(model=model.name, results=results, usage=usage)
 
@@ -168,8 +181,11 @@ async def token_classify(
     model = service.resolve("token-classification", body.model)
     service.check_count(len(texts))
     tm = model.task_model
-    prepared, rows = await service.infer(request, model, lambda: tm.prepare(texts, body.truncate))
-    results = await service.offload(tm.finish, prepared, rows, texts)
+    small = service.is_small(texts)
+    prepared, rows = await service.infer(
+        request, model, lambda: tm.prepare(texts, body.truncate), inline=small
+    )
+    results = await service.offload(tm.finish, prepared, rows, texts, inline=small)
     usage = Usage(inputs=len(texts), tokens=prepared.tokens)
     return TokenClassifyResponse(model=model.name, results=results, usage=usage)
 
@@ -180,7 +196,9 @@ async def tokenize(body: TokenizeRequest, service: ServiceDep) -> TokenizeRespon
     inputs = _as_list(body.inputs)
     model = service.resolve(None, body.model)
     service.check_count(len(inputs))
-    results = await service.offload(model.task_model.tokenize, inputs)
+    results = await service.offload(
+        model.task_model.tokenize, inputs, inline=service.is_small(inputs)
+    )
     tokens = sum(len(r.tokens) for r in results)
     return TokenizeResponse(
         model=model.name, results=results, usage=Usage(inputs=len(inputs), tokens=tokens)
