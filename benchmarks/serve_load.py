@@ -1,9 +1,10 @@
 """Serving under load: our service with dynamic batching, with batching off, and a naive server.
 
-A bounded, closed-loop load generator (httpx async; N clients, each sending its next request as
-soon as the previous answer arrives) replays SST-2 dev sentences (one per request, the case
-batching exists for) and, with ``--tasks classification,qa``, SQuAD dev questions, at several
-concurrency levels, against servers this program starts itself on loopback and stops:
+A bounded, closed-loop load generator (N async clients, each sending its next request as soon
+as the previous answer arrives; aiohttp by default, ``--client httpx`` for httpx) replays SST-2
+dev sentences (one per request, the case batching exists for) and, with ``--tasks
+classification,qa``, SQuAD dev questions, at several concurrency levels, against servers this
+program starts itself on loopback and stops:
 
   (a) ours: ``python -m app`` with dynamic batching (default limits: 32 inputs, 5 ms wait),
       int8 (the CPU default) and fp32;
@@ -24,7 +25,9 @@ scheduled start, so a slow server cannot hide its queueing).
 
 Targets (printed, never asserted): at concurrency 32, (a) >= 1.5x (b) with the same variant, and
 (a) int8 >= 6x (c). Writes ``serve_load.json`` and ``serve_load.md`` under ``--out``. The load
-generator shares the machine with the servers: on a small machine it takes a core of its own.
+generator shares the machine with the servers, so every row also gives the CPU milliseconds per
+request spent by the server process and by the load generator: on 2 cores httpx's client costs
+several times aiohttp's per request, and for a small model it, not the server, set the pace.
 """
 
 from __future__ import annotations
@@ -304,38 +307,100 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2])}
 
 
+CLIENTS = ("aiohttp", "httpx")
+
+
+@contextlib.asynccontextmanager
+async def poster(kind: str, url: str, connections: int) -> Any:
+    """An async `post(path, body) -> status` over `connections` keep-alive connections."""
+    if kind == "aiohttp":
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=connections)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+
+            async def post_aiohttp(path: str, body: Any) -> int:
+                async with session.post(path, json=body) as r:
+                    await r.read()
+                    return r.status
+
+            yield post_aiohttp
+        return
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def post_httpx(path: str, body: Any) -> int:
+            return (await client.post(path, json=body)).status_code
+
+        yield post_httpx
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one when None), threads included."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def closed_loop(
-    url: str, path: str, bodies: list[Any], concurrency: int, seconds: float, warmup: float
+    url: str,
+    path: str,
+    bodies: list[Any],
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    client: str = "aiohttp",
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
-    """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count."""
+    """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count
+    (CPU per request too: the server's, from /proc, and this load generator's)."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    cpu: dict[str, float] = {}
+    async with poster(client, url, concurrency) as post:
         t_start = loop.time()
         t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+
+        async def mark() -> None:
+            await asyncio.sleep(max(0.0, t_measure - loop.time()))
+            cpu["client"] = cpu_seconds()
+            cpu["server"] = cpu_seconds(server_pid) if server_pid else 0.0
 
         async def client_loop(i: int) -> None:
             nonlocal errors
             k = i
             while (t0 := loop.time()) < t_end:
-                r = await client.post(path, json=bodies[k % len(bodies)])
+                status = await post(path, bodies[k % len(bodies)])
                 k += concurrency
                 if t0 >= t_measure:
-                    if r.status_code == 200:
+                    if status == 200:
                         latencies.append(loop.time() - t0)
                     else:
                         errors += 1
 
-        await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
+        await asyncio.gather(mark(), *(client_loop(i) for i in range(concurrency)))
         elapsed = loop.time() - t_measure
+        client_cpu = cpu_seconds() - cpu["client"]
+        server_cpu = cpu_seconds(server_pid) - cpu["server"] if server_pid else float("nan")
+    n = max(len(latencies), 1)
     return {"requests": len(latencies), "errors": errors,
-            "throughput": len(latencies) / elapsed, **percentiles(latencies)}  # fmt: skip
+            "throughput": len(latencies) / elapsed, **percentiles(latencies),
+            "server_cpu_ms": 1000 * server_cpu / n,
+            "client_cpu_ms": 1000 * client_cpu / n}  # fmt: skip
 
 
 async def open_loop(
-    url: str, path: str, bodies: list[Any], rate: float, seconds: float, cap: int = 512
+    url: str,
+    path: str,
+    bodies: list[Any],
+    rate: float,
+    seconds: float,
+    cap: int = 512,
+    client: str = "aiohttp",
 ) -> dict[str, Any]:
     """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
     omission); at most `cap` in flight (more are counted as dropped)."""
@@ -343,14 +408,13 @@ async def open_loop(
     latencies: list[float] = []
     errors = dropped = 0
     in_flight = 0
-    limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with poster(client, url, cap) as post:
 
         async def one(body: Any, scheduled: float) -> None:
             nonlocal errors, in_flight
             try:
-                r = await client.post(path, json=body)
-                if r.status_code == 200:
+                status = await post(path, body)
+                if status == 200:
                     latencies.append(loop.time() - scheduled)
                 else:
                     errors += 1
@@ -447,11 +511,13 @@ def run_model(
             else ours(bundle.parent, name, variant, max_batch, args.threads)
         )
         log = logs / f"{name}-{system[1]}-{variant.replace(' ', '-')}.log"
-        with running(cmd, log) as url:
+        with running_process(cmd, log) as (url, pid):
             for c in levels:
                 before = scrape(url, name) if system.startswith("(a)") else None
                 res = asyncio.run(
-                    closed_loop(url, PATHS[task], bodies, c, args.seconds, args.warmup)
+                    closed_loop(
+                        url, PATHS[task], bodies, c, args.seconds, args.warmup, args.client, pid
+                    )
                 )
                 row = {"model": label, "task": task, "system": system, "variant": variant,
                        "concurrency": c, **res}  # fmt: skip
@@ -461,14 +527,18 @@ def run_model(
                     row["mean_batch"] = (after["inputs"] - before["inputs"]) / max(batches, 1)
                 rows.append(row)
                 print(
-                    f"  c={c}: {res['throughput']:.1f} req/s, p99 {res['p99_ms']:.1f} ms",
+                    f"  c={c}: {res['throughput']:.1f} req/s, p99 {res['p99_ms']:.1f} ms, "
+                    f"CPU/request: server {res['server_cpu_ms']:.2f} ms, "
+                    f"load generator {res['client_cpu_ms']:.2f} ms",
                     flush=True,
                 )
             if system.startswith("(a)") and variant == "int8":
                 peak = max(r["throughput"] for r in rows if r["system"] == system
                            and r["variant"] == variant)  # fmt: skip
                 extra["p99_at_70pct_peak"] = asyncio.run(
-                    open_loop(url, PATHS[task], bodies, 0.7 * peak, args.seconds)
+                    open_loop(
+                        url, PATHS[task], bodies, 0.7 * peak, args.seconds, client=args.client
+                    )
                 ) | {"peak": peak}
                 if task == "classification":
                     mine = [r for r in rows if r["system"] == system and r["variant"] == variant]
@@ -529,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--limit", type=int, default=None, help="first N sentences / questions")
     p.add_argument("--vocab", type=Path, help="bert-base-uncased vocab.txt")
+    p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="load generator client")
     p.add_argument(
         "--quick", action="store_true",
         help="a check that it runs: tiny preset, concurrency 1,8, 2 s levels, fewer systems",
@@ -581,10 +652,11 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = checks
     table = markdown_table(
         ["model", "task", "system", "variant", "conc.", "req/s", "p50 ms", "p95 ms", "p99 ms",
-         "mean batch", "errors"],
+         "mean batch", "server CPU ms/req", "client CPU ms/req", "errors"],
         [[r["model"], r["task"], r["system"], r["variant"], r["concurrency"], r["throughput"],
           r["p50_ms"], r["p95_ms"], r["p99_ms"],
-          f"{r['mean_batch']:.1f}" if "mean_batch" in r else "-", r["errors"]] for r in rows],
+          f"{r['mean_batch']:.1f}" if "mean_batch" in r else "-",
+          f"{r['server_cpu_ms']:.2f}", f"{r['client_cpu_ms']:.2f}", r["errors"]] for r in rows],
     )  # fmt: skip
     table += f"\n\nTargets at concurrency {top}:\n\n" + markdown_table(
         ["model", "ratio", "measured", "target", "met"], checks
@@ -601,7 +673,10 @@ def main(argv: list[str] | None = None) -> int:
             side.append([label, f"open loop at {q['rate']:.1f} req/s (70 % of peak)",
                          f"p99 {q['p99_ms']:.1f} ms", f"p50 {q['p50_ms']:.1f} ms"])  # fmt: skip
     table += "\n\n" + markdown_table(["model", "what", "figure", "note"], side)
-    table += f"\n\nData: {sst2_source}; {squad_source}. Threads: {args.threads}."
+    table += (
+        f"\n\nData: {sst2_source}; {squad_source}. Threads: {args.threads}. "
+        f"Load generator: {args.client}."
+    )
     write_result(args.out, "serve_load", result, table)
     return 0
 
