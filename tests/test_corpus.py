@@ -66,8 +66,10 @@ WIKI = """<doc id="13" url="https://zh.wikipedia.org/wiki?curid=13" title="数�
 </doc>
 """
 
-NOVEL = """三国演义\r\n\r\n第一回 宴桃园豪杰三结义\r\n\r\n    滚滚长江东逝水。\r\n\r\n    话说天下大势。\r
-\r\n第二回 张翼德怒鞭督邮\r\n\r\n    且说董卓字仲颖。\r\n"""
+NOVEL = (
+    "三国演义\r\n\r\n第一回 宴桃园豪杰三结义\r\n\r\n    滚滚长江东逝水。\r\n\r\n"
+    "    话说天下大势。\r\n\r\n第二回 张翼德怒鞭督邮\r\n\r\n    且说董卓字仲颖。\r\n"
+)
 
 
 def test_auto_boundaries_per_file_shape(tmp_path: Path) -> None:
@@ -119,7 +121,8 @@ def test_real_chinese_corpus_auto(data_dir: Path) -> None:
     assert len(novel) == 120  # 120 回
     assert novel[0].paragraphs[0].startswith("滚滚长江东逝水")
     assert all("\r" not in p and "  " not in p for d in novel for p in d.paragraphs)
-    clue = docs([root / "cluecorpussmall-sample" / "CLUECorpusSmall_sampled.txt"], doc_boundary="auto")
+    clue_file = root / "cluecorpussmall-sample" / "CLUECorpusSmall_sampled.txt"
+    clue = docs([clue_file], doc_boundary="auto")
     assert len(clue) == 2500
 
 
@@ -187,7 +190,10 @@ def test_real_gutenberg_book_is_stripped(data_dir: Path) -> None:
         ),
         ("天气很好；我们出去吧", ["天气很好；", "我们出去吧"]),
         ("No terminator", ["No terminator"]),
-        ("作者自云：一梦．故曰“石头记”．价３．５元", ["作者自云：一梦．", "故曰“石头记”．", "价３．５元"]),
+        (
+            "作者自云：一梦．故曰“石头记”．价３．５元",
+            ["作者自云：一梦．", "故曰“石头记”．", "价３．５元"],
+        ),
         ("In 1900. The end.", ["In 1900.", "The end."]),
     ],
 )

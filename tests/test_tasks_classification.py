@@ -309,11 +309,17 @@ def test_sst2_dev_first_50_rows(data_dir: Path, tmp_path: Path) -> None:
 def test_chnsenticorp_dev_label_first_header(data_dir: Path) -> None:
     path = data_dir / "chinese/chnsenticorp/dev.tsv"
     assert path.read_text(encoding="utf-8").startswith("label\ttext_a\n")
-    examples = clf.load_examples(path)
+    stats: dict[str, int] = {}
+    examples = clf.load_examples(path, stats=stats)
     assert len(examples) == 1200
     assert examples[0].labels == ("1",)
     assert examples[0].text.startswith("這間酒店")
+    # `text_a` alone (no `text_b`): single sentences, not pairs; nothing skipped
+    assert all(ex.pair is None and ex.text for ex in examples)
+    assert stats["rows"] == stats["kept"] == 1200
+    assert {ex.labels for ex in examples} == {("0",), ("1",)}
     vocab = clf.build_labels(examples)
+    assert vocab.names == ("0", "1")
     tok = build(
         read_vocab_file(data_dir / "chinese/bert-base-chinese-vocab/vocab.txt"), cased=False
     )

@@ -163,6 +163,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     model_dir = Path(getattr(args, "model", "") or ".")
     saved = run_config_of(model_dir)
+    data = getattr(args, "data", None)
+    if saved.get("holdout") and data and saved.get("train"):
+        same = Path(data).resolve() == Path(saved["train"]).resolve()
+        if not same:
+            # the holdout split was carved out of the training file; another file is whole
+            log.info("%s is not the training file: scoring all of it (no --holdout)", data)
+            saved = {**saved, "holdout": 0.0}
     conf = resolve_config(EvaluateConfig, args, infer_task(model_dir, saved), task_defaults=saved)
     run_evaluation(conf)
     return 0

@@ -12,6 +12,10 @@ goes on its first sub-token (the others get -100, ignored by the loss) or, with
 read as overlapping windows; :func:`word_predictions` maps sub-token predictions back to one tag
 per word, taking each word from the window where it has the most context on both sides.
 
+A file without a dev set (MSRA NER's ``dev.txt`` is its test set) can be split with ``holdout``:
+the same file is given as train and eval, and each sentence goes to one part by a stable hash of
+its words (identical sentences always land together), so the split is fixed across runs.
+
 Metrics are entity-level precision/recall/F1 by seqeval, in its default mode (conlleval
 compatible: an ``I-X`` after ``O`` still starts an entity) unless ``strict`` (IOB2 scheme: such
 an entity does not count), plus per-entity-type figures and token accuracy.
@@ -19,6 +23,7 @@ an entity does not count), plus per-entity-type figures and token accuracy.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +57,13 @@ class Config:
     stride: int = cfg.field(32, help="window mode: tokens shared by consecutive windows")
     strict: bool = cfg.field(
         False, help="seqeval strict IOB2 mode (default: conlleval-compatible default mode)"
+    )
+    holdout: float = cfg.field(
+        0.0,
+        help="carve a fixed dev split out of one file (e.g. MSRA NER train.txt): give the same "
+        "file to --train and --eval; about this fraction of its sentences, picked by a hash of "
+        "their words, is evaluated and the rest trained on (0: whole files; `evaluate` applies "
+        "a model's holdout to its training file only, and scores any other file whole)",
     )
 
 
@@ -105,6 +117,13 @@ def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 # --- reading ----------------------------------------------------------------------------------
 
 
+def held_out(words: Sequence[str], fraction: float) -> bool:
+    """Whether a sentence is in the eval part of a ``holdout`` split: a hash of its words,
+    read as a number in [0, 1), falls below ``fraction`` (independent of order and seed)."""
+    digest = hashlib.blake2b("\x1f".join(words).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < fraction
+
+
 def load_examples(
     path: str | Path,
     config: Config | None = None,
@@ -118,18 +137,24 @@ def load_examples(
     Args:
         path: the file (UTF-8), or a datasets source (:mod:`training.tasks.hf_source`) with
             a words column (``tokens``/``words``) and a tags column (``ner_tags``/``tags``/...).
-        config: unused by reading; accepted so every task has the same call.
+        config: with ``holdout`` and a ``part``, only that part's sentences are kept.
         labels: the training tag vocabulary; a tag outside it raises DataError naming the tag
             and ``path:line``.
-        part: "train" or "eval" (unused: the whole file is read; QA can split one file).
-        stats: filled with ``sentences``, ``words``, ``docstarts`` and ``iob1_fixed`` (tags
-            turned from IOB1 ``I-`` into IOB2 ``B-``).
+        part: "train" or "eval": the part of a ``holdout`` split (None: the whole file).
+        stats: filled with ``sentences`` and ``words`` (kept), ``docstarts``, ``iob1_fixed``
+            (tags turned from IOB1 ``I-`` into IOB2 ``B-``) and, with a holdout split,
+            ``holdout_skipped`` (sentences of the other part).
     """
-    del config
+    holdout = config.holdout if config is not None else 0.0
+    if not 0.0 <= holdout < 1.0:
+        raise UsageError(f"--holdout must be at least 0 and below 1, not {holdout}")
+    keep_eval = part == "eval" if holdout and part in ("train", "eval") else None
     p = str(path)
     if not hf_source.is_source(path) and not Path(path).is_file():
         raise DataError(f"data file {p} does not exist")
     counts = {"sentences": 0, "words": 0, "docstarts": 0, "iob1_fixed": 0}
+    if keep_eval is not None:
+        counts["holdout_skipped"] = 0
     out: list[Example] = []
     words: list[str] = []
     tags: list[str] = []
@@ -137,7 +162,9 @@ def load_examples(
 
     def flush() -> None:
         nonlocal words, tags
-        if words:
+        if words and keep_eval is not None and held_out(words, holdout) != keep_eval:
+            counts["holdout_skipped"] += 1
+        elif words:
             fixed, n = iob1_to_iob2(tags)
             # checked after IOB1 -> IOB2, so an IOB1 file is judged by the tags it stands for
             for i, tag in enumerate(fixed):
@@ -189,10 +216,20 @@ def load_examples(
     flush()
     if counts["iob1_fixed"]:
         log.info("%s: IOB1 tags detected, %d converted to IOB2", p, counts["iob1_fixed"])
+    if keep_eval is not None:
+        log.info(
+            "%s: --holdout %g: %d sentence(s) kept as the %s part, %d left to the other part",
+            p,
+            holdout,
+            counts["sentences"],
+            part,
+            counts["holdout_skipped"],
+        )
     if stats is not None:
         stats.update(counts)
     if not out:
-        raise DataError(f"{p} holds no sentences")
+        where = f" in its {part} part (--holdout {holdout:g})" if keep_eval is not None else ""
+        raise DataError(f"{p} holds no sentences{where}")
     return out
 
 
@@ -497,6 +534,7 @@ __all__ = [
     "compute_metrics",
     "entities",
     "features",
+    "held_out",
     "iob1_to_iob2",
     "load_examples",
     "model_kwargs",
