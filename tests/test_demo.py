@@ -75,6 +75,91 @@ def test_real_data_recipe_names_what_is_missing(tmp_path: Path, data_dir: Path) 
         real_recipe(tmp_path)
 
 
+def test_chinese_recipe_and_its_usage_errors(tmp_path: Path, data_dir: Path) -> None:
+    from training.demo import real_recipe_zh
+
+    recipe = real_recipe_zh(data_dir)
+    assert (
+        recipe.token_classification is not None and "--holdout" in recipe.token_classification_args
+    )
+    files = [*recipe.corpus, *recipe.classification, *recipe.qa, *recipe.token_classification]
+    assert all(Path(p).exists() for p in files)
+    with pytest.raises(DataError, match=r"lacks: classics .*msra train"):
+        real_recipe_zh(tmp_path)
+    argv = [sys.executable, "-m", "training", "demo", "--language", "zh", "--no-serve"]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--language zh needs --data-dir" in r.stderr
+
+
+def chinese_slice(data_dir: Path, out: Path) -> Path:
+    """The head of every Chinese data file, in the shared layout (the real data, less of it)."""
+    src, dst = data_dir / "chinese", out / "chinese"
+
+    def head(rel: str, lines: int, blank_lines: int | None = None) -> None:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        kept, blanks = [], 0
+        with (src / rel).open(encoding="utf-8", newline="") as f:
+            for line in f:
+                kept.append(line)
+                blanks += not line.strip()
+                if len(kept) >= lines or (blank_lines is not None and blanks >= blank_lines):
+                    break
+        target.write_text("".join(kept), encoding="utf-8", newline="")
+
+    corpus = "pretrain-corpus-zh/"
+    head(corpus + "classics/三国演义.txt", 400)
+    head(corpus + "zhwiki/AA/wiki_00", 200)
+    head(corpus + "cluecorpussmall-sample/CLUECorpusSmall_sampled.txt", 200)
+    head("chnsenticorp/train.tsv", 300)
+    head("chnsenticorp/dev.tsv", 60)
+    head("msra-ner/train.txt", 10**6, blank_lines=300)
+    for part, articles in (("train", 4), ("dev", 2)):
+        name = f"cmrc2018/cmrc2018_{part}.json"
+        data = json.loads((src / name).read_text(encoding="utf-8"))
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        sliced = {**data, "data": data["data"][:articles]}
+        (dst / name).write_text(json.dumps(sliced, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+@pytest.mark.slow
+def test_chinese_models_build_and_serve_every_task(tmp_path: Path, data_dir: Path) -> None:
+    """`make models-zh` on a reduced budget: the real Chinese data through tokenizer,
+    pretraining, three fine-tunings and four exports, then served with exact offsets."""
+    from tests.app.live import serve
+
+    small = chinese_slice(data_dir, tmp_path / "data")
+    models = tmp_path / "models"
+    argv = [sys.executable, "-m", "training", "demo", "--data-dir", str(small),
+            "--language", "zh", "--out", str(tmp_path / "work"), "--models", str(models),
+            "--no-serve", "--preset", "tiny", "--vocab-size", "6000", "--max-steps", "10",
+            "--classifier-steps", "10", "--qa-steps", "10", "--variants", "fp32"]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    names = {"zh-fill-mask", "chnsenticorp-classifier", "cmrc2018-qa", "msra-ner"}
+    assert {p.name for p in models.iterdir()} == names
+    ner = json.loads((models / "msra-ner" / "manifest.json").read_text())
+    assert {"B-PER", "I-LOC", "B-ORG"} <= set(ner["labels"])
+    with serve(models, variant="fp32") as live:
+        text = "张三昨天在北京大学见到了李四。"
+        r2 = live.post("/v1/token-classify", {"model": "msra-ner", "inputs": text})
+        assert r2.status_code == 200, r2.text
+        for e in r2.json()["results"][0]["entities"]:
+            assert text[e["start"] : e["end"]] == e["text"]
+        context = "长江全长约6300公里，最后在上海注入东海。"
+        body = {"model": "cmrc2018-qa", "question": "长江在哪里注入东海？", "context": context}
+        best = live.post("/v1/qa", body).json()["results"][0]["answers"][0]
+        assert context[best["start"] : best["end"]] == best["text"]
+        r3 = live.post("/v1/classify", {"model": "chnsenticorp-classifier", "inputs": "很好"})
+        assert {x["label"] for x in r3.json()["results"][0]["labels"]} == {"0", "1"}
+        r4 = live.post(
+            "/v1/fill-mask", {"model": "zh-fill-mask", "inputs": "北京是中国的[MASK]都。"}
+        )
+        assert r4.json()["results"][0]["masks"][0]["start"] == 6
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

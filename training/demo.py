@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from training import config as cfg
 from training.cli import command_parser
@@ -48,8 +48,13 @@ class DemoConfig:
     models: str = cfg.field("models", help="where the bundles are written and served from")
     data_dir: str = cfg.field(
         "",
-        help="real data in the shared layout (gutenberg_english_subset/, sst2/, squad_v1.1/) "
-        "instead of the embedded standard-library text",
+        help="real data in the shared layout (gutenberg_english_subset/, sst2/, squad_v1.1/; "
+        "with --language zh chinese/) instead of the embedded standard-library text",
+    )
+    language: Literal["en", "zh"] = cfg.field(
+        "en",
+        help="with --data-dir: en (Gutenberg, SST-2, SQuAD) or zh (Chinese corpora, "
+        "ChnSentiCorp, CMRC 2018, MSRA NER: a token-classification bundle too)",
     )
     max_steps: int = cfg.field(500, help="pretraining steps (batch 32 x 128 tokens)")
     classifier_steps: int = cfg.field(300, help="classification fine-tuning steps")
@@ -77,8 +82,11 @@ class Recipe:
     classification: tuple[str, str]  # train, eval
     qa: tuple[str, str]
     qa_args: list[str]
-    names: dict[str, str]  # fill-mask / classification / qa -> bundle name
+    names: dict[str, str]  # fill-mask / classification / qa (/ token-classification) -> bundle
     examples: dict[str, Any]
+    token_classification: tuple[str, str] | None = None
+    token_classification_args: tuple[str, ...] = ()
+    tokenizer_args: tuple[str, ...] = ()
 
 
 EMBEDDED_EXAMPLES: dict[str, Any] = {
@@ -139,6 +147,76 @@ REAL_EXAMPLES: dict[str, Any] = {
         ],
     },
 }
+
+
+ZH_EXAMPLES: dict[str, Any] = {
+    "fill-mask": [
+        "北京是中国的[MASK]都。",
+        "他每天早上都喝一杯[MASK]。",
+        "这家酒店的服务非常[MASK]。",
+        "孔明笑道：“此乃天[MASK]也。”",
+        "数学是研究数量、结构以及空间等概念的一门[MASK]科。",
+    ],
+    "classification": [
+        "酒店的位置很好，房间干净，服务也很热情，下次还会再来。",
+        "房间又小又脏，空调还坏了，非常失望。",
+        "这本书写得很好，值得一读。",
+        "电池太不耐用了，用了一天就没电。",
+        "性价比很高，物流也很快。",
+    ],
+    "qa": {
+        "context": "长江是亚洲第一长河，全长约6300公里，发源于青藏高原的唐古拉山脉，"
+        "流经青海、四川、湖北、江西、安徽、江苏等省，最后在上海注入东海。",
+        "questions": [
+            "长江全长多少公里？",
+            "长江发源于哪里？",
+            "长江在哪里注入东海？",
+            "亚洲第一长河是哪条河？",
+            "长江最后注入哪个海？",
+        ],
+    },
+    "token-classification": [
+        "张三昨天在北京大学见到了李四。",
+        "中国外交部发言人在上海表示欢迎。",
+    ],
+}
+
+
+def real_recipe_zh(data_dir: Path) -> Recipe:
+    zh = data_dir / "chinese"
+    corpus = zh / "pretrain-corpus-zh"
+    paths = {
+        "classics": corpus / "classics",
+        "zhwiki": corpus / "zhwiki",
+        "clue": corpus / "cluecorpussmall-sample" / "CLUECorpusSmall_sampled.txt",
+        "chnsenticorp train": zh / "chnsenticorp" / "train.tsv",
+        "chnsenticorp dev": zh / "chnsenticorp" / "dev.tsv",
+        "cmrc train": zh / "cmrc2018" / "cmrc2018_train.json",
+        "cmrc dev": zh / "cmrc2018" / "cmrc2018_dev.json",
+        "msra train": zh / "msra-ner" / "train.txt",
+    }
+    missing = [f"{what} ({p})" for what, p in paths.items() if not p.exists()]
+    if missing:
+        raise DataError(f"--data-dir {data_dir} lacks: {', '.join(missing)}")
+    msra = str(paths["msra train"])
+    return Recipe(
+        corpus=[str(paths["classics"]), str(paths["zhwiki"]), str(paths["clue"])],
+        corpus_args=["--doc-boundary", "auto"],
+        classification=(str(paths["chnsenticorp train"]), str(paths["chnsenticorp dev"])),
+        qa=(str(paths["cmrc train"]), str(paths["cmrc dev"])),
+        qa_args=["--max-seq-len", "256", "--doc-stride", "128"],
+        names={
+            "fill-mask": "zh-fill-mask",
+            "classification": "chnsenticorp-classifier",
+            "qa": "cmrc2018-qa",
+            "token-classification": "msra-ner",
+        },
+        examples=ZH_EXAMPLES,
+        # MSRA has no dev set (its dev.txt is the test set): hold out 5 % of train
+        token_classification=(msra, msra),
+        token_classification_args=("--holdout", "0.05", "--overflow", "window"),
+        tokenizer_args=("--limit-alphabet", "7000"),  # CJK: thousands of single characters
+    )
 
 
 def embedded_recipe(work: Path, limit_modules: int | None) -> Recipe:
@@ -210,16 +288,16 @@ def command(argv: list[str], *, check: bool = True) -> int:
 def build(conf: DemoConfig) -> Recipe:
     """Every bundle of the recipe under ``conf.models`` (stages already done are reused)."""
     work, models = Path(conf.out), Path(conf.models)
-    recipe = (
-        real_recipe(Path(conf.data_dir))
-        if conf.data_dir
-        else embedded_recipe(work, conf.limit_modules)
-    )
+    if conf.data_dir:
+        real = real_recipe_zh if conf.language == "zh" else real_recipe
+        recipe = real(Path(conf.data_dir))
+    else:
+        recipe = embedded_recipe(work, conf.limit_modules)
     seed = ["--seed", str(conf.seed)]
     tokenizer, pretrained = work / "tokenizer", work / "pretrained"
     if stage("WordPiece tokenizer", (tokenizer / "tokenizer.json").is_file()):
         command(
-            ["tokenizer", "--corpus", *recipe.corpus, *recipe.corpus_args,
+            ["tokenizer", "--corpus", *recipe.corpus, *recipe.corpus_args, *recipe.tokenizer_args,
              "--vocab-size", str(conf.vocab_size), "--out", str(tokenizer)]
         )  # fmt: skip
     if stage(f"BERT-{conf.preset} pretraining, MLM + NSP", _finished(pretrained)):
@@ -238,6 +316,11 @@ def build(conf: DemoConfig) -> Recipe:
         ),
         "qa": (recipe.qa, conf.qa_steps, [*recipe.qa_args, "--lr", "5e-4"]),
     }  # fmt: skip
+    if recipe.token_classification:
+        finetuned["token-classification"] = (
+            recipe.token_classification, conf.classifier_steps,
+            ["--max-seq-len", "128", "--lr", "5e-4", *recipe.token_classification_args],
+        )  # fmt: skip
     checkpoints = {"fill-mask": pretrained}
     for task, ((train, dev), steps, extra) in finetuned.items():
         run = work / recipe.names[task]
@@ -340,6 +423,13 @@ def show_examples(client: Any, recipe: Recipe) -> None:
     for text, result in zip(ex["classification"], classified.results, strict=True):
         top = result.labels[0]
         print(f"  {text}\n      -> {top.label} ({top.score:.2f})")
+    if "token-classification" in names:
+        print("\nentities:")
+        texts = ex["token-classification"]
+        tagged = client.token_classify(texts, model=names["token-classification"])
+        for text, result in zip(texts, tagged.results, strict=True):
+            found = ", ".join(f"{e.text} {e.label} ({e.score:.2f})" for e in result.entities)
+            print(f"  {text}\n      -> {found or '-'}")
     print("\nquestion answering, context:\n  " + ex["qa"]["context"])
     pairs = [(q, ex["qa"]["context"]) for q in ex["qa"]["questions"]]
     answered = client.qa(pairs, model=names["qa"])
@@ -350,7 +440,7 @@ def show_examples(client: Any, recipe: Recipe) -> None:
 
 def print_curls(base: str, recipe: Recipe) -> None:
     names, ex = recipe.names, recipe.examples
-    bodies = {
+    bodies: dict[str, dict[str, Any]] = {
         "fill-mask": {"model": names["fill-mask"], "inputs": ex["fill-mask"][0], "top_k": 3},
         "classify": {"model": names["classification"], "inputs": ex["classification"][:2]},
         "qa": {
@@ -360,10 +450,15 @@ def print_curls(base: str, recipe: Recipe) -> None:
         },
         "tokenize": {"model": names["fill-mask"], "inputs": ex["fill-mask"][0]},
     }
+    if "token-classification" in names:
+        bodies["token-classify"] = {
+            "model": names["token-classification"],
+            "inputs": ex["token-classification"][0],
+        }
     print("\ntry it:")
     print(f"  curl -s {base}/v1/models")
     for route, body in bodies.items():
-        data = shlex.quote(json.dumps(body))
+        data = shlex.quote(json.dumps(body, ensure_ascii=False))
         print(f"  curl -s {base}/v1/{route} -H 'content-type: application/json' -d {data}")
     print(f"  curl -s {base}/metrics | grep ^bert_")
 
@@ -381,10 +476,12 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per example request
     if conf.data_dir and conf.limit_modules is not None:
         raise UsageError("--limit-modules applies to the embedded data, not to --data-dir")
+    if conf.language == "zh" and not conf.data_dir:
+        raise UsageError("--language zh needs --data-dir (the embedded data is English)")
     started = time.monotonic()
     recipe = build(conf)
     print(f"\nbundles ready in {conf.models}/ ({time.monotonic() - started:.0f} s)", flush=True)
     return serve(conf, recipe) if conf.serve else 0
 
 
-__all__ = ["DemoConfig", "Recipe", "build", "serve"]
+__all__ = ["DemoConfig", "Recipe", "build", "real_recipe", "real_recipe_zh", "serve"]
