@@ -213,21 +213,33 @@ def test_sigterm_under_load_finishes_every_admitted_request(bundles: Path, tmp_p
 
         def send(i: int) -> None:
             try:
-                answers.append(httpx.post(f"{live.url}/v1/classify", json={"inputs": f"a {i}"}))
+                url, body = f"{live.url}/v1/classify", {"inputs": f"a {i}"}
+                answers.append(httpx.post(url, json=body, timeout=60))
             except httpx.HTTPError as exc:  # a cut-off connection would land here
                 answers.append(exc)
 
+        admitted = []
+        submit = batcher.submit
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            future = submit(*args, **kw)
+            admitted.append(future)
+            return future
+
+        batcher.submit = counted  # type: ignore[method-assign]
         threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
         for t in threads:
             t.start()
-        until(lambda: batcher.queue_depth >= 8, timeout=10)  # the rest are running
+        until(lambda: len(admitted) == 12, timeout=10)  # all queued or running
         live.server.request_drain()
         until(lambda: live.service.phase != "running")
         error_of(live.post("/v1/classify", {"inputs": "late"}), 503, "not_ready")
         for t in threads:
             t.join(timeout=30)
         assert len(answers) == 12
-        assert all(isinstance(a, httpx.Response) and a.status_code == 200 for a in answers)
+        assert all(isinstance(a, httpx.Response) and a.status_code == 200 for a in answers), [
+            a if isinstance(a, BaseException) else (a.status_code, a.text[:200]) for a in answers
+        ]
         assert slowed.items == 12  # each admitted input ran once; the late one never did
         live.thread.join(timeout=30)
         assert not live.thread.is_alive()
