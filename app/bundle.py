@@ -33,8 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
 
-Task = Literal["classification", "qa", "fill-mask", "token-classification"]
-TASKS: tuple[Task, ...] = ("classification", "qa", "fill-mask", "token-classification")
+Task = Literal[
+    "classification", "qa", "fill-mask", "token-classification", "extractive-summarization"
+]
+TASKS: tuple[Task, ...] = (
+    "classification",
+    "qa",
+    "fill-mask",
+    "token-classification",
+    "extractive-summarization",
+)
 VariantName = Literal["fp32", "int8", "fp16"]
 Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -172,7 +180,9 @@ class Manifest(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(min_length=1)
     task: Task
-    labels: list[str] = []  # index = output position; empty for qa and fill-mask
+    # index = output position; empty for qa, fill-mask and extractive-summarization (whose two
+    # outputs at each sentence's [CLS] are fixed: other, summary)
+    labels: list[str] = []
     multi_label: bool = False  # classification: sigmoid per label instead of softmax
     max_seq_length: int = Field(gt=0)
     tokenizer: TokenizerSpec

@@ -33,6 +33,7 @@ from app.schemas import (
     ModelsResponse,
     QAResponse,
     Status,
+    SummarizeResponse,
     TokenClassifyResponse,
     TokenizeResponse,
 )
@@ -421,6 +422,15 @@ class _Calls:
         return _Call("POST", "/v1/token-classify", TokenClassifyResponse, body)
 
     @staticmethod
+    def summarize(
+        inputs: Texts, model: str | None, max_sentences: int | None, truncate: bool | None
+    ) -> _Call[SummarizeResponse]:
+        body = _body(
+            model=model, inputs=_listed(inputs), max_sentences=max_sentences, truncate=truncate
+        )
+        return _Call("POST", "/v1/summarize", SummarizeResponse, body)
+
+    @staticmethod
     def tokenize(inputs: Inputs, model: str | None) -> _Call[TokenizeResponse]:
         body = _body(model=model, inputs=_listed(inputs))
         return _Call("POST", "/v1/tokenize", TokenizeResponse, body)
@@ -545,6 +555,17 @@ class Client:
         """Entities (label, text, character start/end, score) per input."""
         return self._run(_Calls.token_classify(inputs, model, truncate))
 
+    def summarize(
+        self,
+        inputs: Texts,
+        *,
+        model: str | None = None,
+        max_sentences: int | None = None,
+        truncate: bool | None = None,
+    ) -> SummarizeResponse:
+        """Extractive summaries: chosen sentences (document order) with offsets and scores."""
+        return self._run(_Calls.summarize(inputs, model, max_sentences, truncate))
+
     def tokenize(self, inputs: Inputs, *, model: str | None = None) -> TokenizeResponse:
         """Tokens with ids and character offsets, as the model sees them."""
         return self._run(_Calls.tokenize(inputs, model))
@@ -663,6 +684,16 @@ class AsyncClient:
         self, inputs: Texts, *, model: str | None = None, truncate: bool | None = None
     ) -> TokenClassifyResponse:
         return await self._run(_Calls.token_classify(inputs, model, truncate))
+
+    async def summarize(
+        self,
+        inputs: Texts,
+        *,
+        model: str | None = None,
+        max_sentences: int | None = None,
+        truncate: bool | None = None,
+    ) -> SummarizeResponse:
+        return await self._run(_Calls.summarize(inputs, model, max_sentences, truncate))
 
     async def tokenize(self, inputs: Inputs, *, model: str | None = None) -> TokenizeResponse:
         return await self._run(_Calls.tokenize(inputs, model))

@@ -23,6 +23,8 @@ from app.schemas import (
     QARequest,
     QAResponse,
     Status,
+    SummarizeRequest,
+    SummarizeResponse,
     TokenClassifyRequest,
     TokenClassifyResponse,
     TokenizeRequest,
@@ -67,7 +69,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model.",
         413: "Body too large, or more inputs than the queue holds.",
         422: "Invalid request (empty text, too many inputs, too long with truncate=false, "
-        "no mask, wrong types).",
+        "no mask, no readable sentence, wrong types).",
         429: "Overloaded: the model's queue is full; see Retry-After.",
         500: "Inference failed for the batch holding this request.",
         503: "Not ready: starting, draining, or the model failed to load.",
@@ -188,6 +190,25 @@ async def token_classify(
     results = await service.offload(tm.finish, prepared, rows, texts, inline=small)
     usage = Usage(inputs=len(texts), tokens=prepared.tokens)
     return TokenClassifyResponse(model=model.name, results=results, usage=usage)
+
+
+@v1.post("/summarize", responses=TASK_ERRORS)
+async def summarize(
+    body: SummarizeRequest, request: Request, service: ServiceDep
+) -> SummarizeResponse:
+    """Extractive summary per input: the best-scored sentences (a sentence repeating a word
+    trigram of one already chosen is skipped), in document order, with character offsets."""
+    texts = _as_list(body.inputs)
+    model = service.resolve("extractive-summarization", body.model)
+    service.check_count(len(texts))
+    tm = model.task_model
+    small = service.is_small(texts)
+    prepared, rows = await service.infer(
+        request, model, lambda: tm.prepare(texts, body.truncate), inline=small
+    )
+    results = await service.offload(tm.finish, prepared, rows, body.max_sentences, inline=small)
+    usage = Usage(inputs=len(texts), tokens=prepared.tokens)
+    return SummarizeResponse(model=model.name, results=results, usage=usage)
 
 
 @v1.post("/tokenize", responses=_errors(400, 401, 404, 413, 422, 503))

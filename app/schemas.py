@@ -20,6 +20,8 @@ __all__ = [
     "FillMaskResponse",
     "QARequest",
     "QAResponse",
+    "SummarizeRequest",
+    "SummarizeResponse",
     "TokenClassifyRequest",
     "TokenClassifyResponse",
     "TokenizeRequest",
@@ -209,6 +211,51 @@ class TokenClassifyResult(BaseModel):
 
 class TokenClassifyResponse(_Response):
     results: list[TokenClassifyResult]
+
+
+# --- extractive summarization --------------------------------------------------------------------
+
+
+class SummarizeRequest(_Request):
+    model: ModelName = None
+    inputs: Text | TextList = Field(
+        description="A document, or a list of documents (English or Chinese).",
+        examples=["The council met on Monday. It approved the budget. Rain is expected."],
+    )
+    max_sentences: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Sentences per summary at most (fewer when the document has fewer, or when "
+        "trigram blocking skips a sentence that repeats one already chosen).",
+    )
+    truncate: bool = Field(
+        default=True,
+        description="Read only the sentences that fit the model's max length (the rest are "
+        "never chosen; see sentences_read); false refuses longer documents (422).",
+    )
+
+
+class SummarySentence(BaseModel):
+    index: int = Field(description="Position among the document's sentences (0-based).")
+    text: str = Field(description="Exactly input[start:end].")
+    start: int = Field(description="Character offset in the given input.")
+    end: int = Field(description="Character offset in the given input (exclusive).")
+    score: float = Field(description="Sigmoid score of the sentence belonging in the summary.")
+
+
+class SummarizeResult(BaseModel):
+    summary: str = Field(description="The chosen sentences in document order, one per line.")
+    sentences: list[SummarySentence] = Field(description="The chosen sentences, document order.")
+    sentences_total: int = Field(description="Sentences the document was split into.")
+    sentences_read: int = Field(
+        description="Sentences the model scored; those after them lie beyond its max length."
+    )
+    truncated: bool = Field(description="Whether some of the document was not read.")
+
+
+class SummarizeResponse(_Response):
+    results: list[SummarizeResult]
 
 
 # --- tokenize ------------------------------------------------------------------------------------

@@ -6,13 +6,19 @@ answers (post). The batcher and the backend in between are the same for every ta
 - `split` runs in the inference worker thread: it cuts a batch's outputs into per-row arrays
   (dropping padding), so a request only ever sees its own rows.
 - `finish` turns a request's rows into its answers (softmax/sigmoid top-k, QA span decoding with
-  `app.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping).
+  `app.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping, extractive
+  summaries with `app.extractive` exactly as in offline evaluation).
 
 QA reads a long context as overlapping windows, as training does (``training/tasks/qa.py``):
 question first (cut to ``max_query_length`` tokens), context second, ``only_second``
 truncation, consecutive windows sharing ``doc_stride`` context tokens; every window is one work
 item, so one question may span several batches, and `app.qa.decode` picks the best span over
 all of its windows.
+
+Extractive summarisation splits a document into sentences (with character spans) and packs them
+as training does (``training/tasks/summarization.py``, both through `app.extractive`): ``[CLS] s1
+[SEP] [CLS] s2 [SEP] ...``, segments alternating per sentence, whole sentences up to the max
+length; one work item per document, scored at each sentence's [CLS].
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
+from app import extractive
 from app import qa as qa_decode
 from app.backend import Batch, Outputs, RowOutput, WorkItem
 from app.bundle import Bundle, Task
@@ -38,6 +45,8 @@ from app.schemas import (
     QAAnswer,
     QAPair,
     QAResult,
+    SummarizeResult,
+    SummarySentence,
     Token,
     TokenClassifyResult,
     TokenizeResult,
@@ -47,6 +56,7 @@ from app.schemas import (
 __all__ = [
     "TASK_MODELS",
     "Classification",
+    "ExtractiveSummarization",
     "FillMask",
     "Prepared",
     "QuestionAnswering",
@@ -476,11 +486,106 @@ class TokenClassification(TaskModel):
         return results
 
 
+@dataclass
+class _SummaryState:
+    texts: list[str]
+    spans: list[list[tuple[int, int]]]  # per document, every sentence's (start, end)
+    packed: list[extractive.Packed]  # per document, the model input and the sentences read
+
+
+class ExtractiveSummarization(TaskModel):
+    """Sentence scores at each sentence's [CLS] -> the best sentences (trigram blocking), in
+    document order, with character offsets into the input."""
+
+    task = "extractive-summarization"
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle)
+        plain = Tokenizer.from_str(self.tokenizer.to_str())
+        plain.no_truncation()  # sentences are cut by extractive.pack, as in training
+        self.sentence_tokenizer = plain
+        self.cls_id, self.sep_id = self.special_ids["cls"], self.special_ids["sep"]
+
+    def prepare(self, texts: Sequence[str], truncate: bool) -> Prepared:
+        spans = [extractive.sentence_spans(text) for text in texts]
+        flat = [text[s:e] for text, doc in zip(texts, spans, strict=True) for s, e in doc]
+        try:
+            encodings = self.sentence_tokenizer.encode_batch(flat, add_special_tokens=False)
+        except Exception as exc:  # the Rust tokenizer raises plain Exceptions
+            raise ValidationFailedError(f"the input could not be tokenized: {exc}") from exc
+        state = _SummaryState(list(texts), spans, [])
+        items: list[WorkItem] = []
+        at = 0
+        for i, doc in enumerate(spans):
+            ids = [e.ids for e in encodings[at : at + len(doc)]]
+            at += len(doc)
+            packed = extractive.pack(ids, self.max_length, self.cls_id, self.sep_id)
+            if not packed.sentences:
+                raise ValidationFailedError(
+                    f"inputs[{i}] has no sentence the model can read (no tokens)",
+                    details={"index": i},
+                )
+            if packed.truncated and not truncate:
+                raise ValidationFailedError(
+                    f"input {i} is longer than the model's max length ({self.max_length} "
+                    f"tokens: {len(packed.sentences)} of {len(doc) - packed.empty} sentences "
+                    "fit); shorten it or send truncate=true",
+                    details={
+                        "index": i,
+                        "max_length": self.max_length,
+                        "sentences_read": len(packed.sentences),
+                        "sentences_total": len(doc),
+                    },
+                )
+            state.packed.append(packed)
+            positions = np.asarray(packed.cls_positions, dtype=np.int64)
+            items.append(WorkItem.of(packed.input_ids, packed.token_type_ids, positions))
+        return Prepared(items, sum(it.length for it in items), state)
+
+    def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
+        """Each row's logits at its sentences' [CLS] only: (sentences, 2)."""
+        logits = outputs["logits"]
+        return [{"logits": logits[i, item.payload]} for i, item in enumerate(batch.items)]
+
+    def finish(
+        self, prepared: Prepared, rows: Sequence[RowOutput], max_sentences: int
+    ) -> list[SummarizeResult]:
+        state: _SummaryState = prepared.state
+        results = []
+        for text, doc, packed, row in zip(
+            state.texts, state.spans, state.packed, rows, strict=True
+        ):
+            scores = extractive.sentence_scores(row.arrays["logits"])
+            read = [doc[k] for k in packed.sentences]
+            candidates = [text[s:e] for s, e in read]
+            chosen = [
+                SummarySentence(
+                    index=packed.sentences[j],
+                    text=candidates[j],
+                    start=read[j][0],
+                    end=read[j][1],
+                    score=float(scores[j]),
+                )
+                for j in extractive.select(scores, candidates, max_sentences)
+            ]
+            results.append(
+                SummarizeResult(
+                    summary="\n".join(s.text for s in chosen),
+                    sentences=chosen,
+                    sentences_total=len(doc),
+                    sentences_read=len(packed.sentences),
+                    truncated=packed.truncated,
+                )
+            )
+        return results
+
+
 TASK_MODELS: dict[str, type[TaskModel]] = {
     "classification": Classification,
     "qa": QuestionAnswering,
     "fill-mask": FillMask,
     "token-classification": TokenClassification,
+    "extractive-summarization": ExtractiveSummarization,
 }
 
 

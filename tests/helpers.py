@@ -22,6 +22,7 @@ ARCH = {
     "qa": "BertForQuestionAnswering",
     "token-classification": "BertForTokenClassification",
     "fill-mask": "BertForMaskedLM",
+    "summarization": "BertForTokenClassification",  # scored at each sentence's [CLS]
     "pretraining": "BertForPreTraining",
     "headless": "BertModel",
 }
@@ -30,8 +31,13 @@ LABELS = {
     "multi-label": ["a", "b", "c"],
     "qa": ["start", "end"],
     "token-classification": ["O", "B-PER", "I-PER", "B-LOC"],
+    "summarization": ["other", "summary"],
 }
-TASK_OF = {"multi-label": "classification", "pretraining": "fill-mask"}
+TASK_OF = {
+    "multi-label": "classification",
+    "pretraining": "fill-mask",
+    "summarization": "extractive-summarization",
+}
 # Random tiny models sit near label ties: the int8 gate is relaxed, the fp32 gate is not.
 RELAXED = [
     "--int8-min-agreement",
@@ -63,6 +69,8 @@ def build_checkpoint(folder: Path, kind: str, max_positions: int = 64) -> Path:
     )
     if kind == "multi-label":
         config.problem_type = "multi_label_classification"
+    if kind == "summarization":
+        config.finetuning_task = "extractive-summarization"  # as finetune leaves it
     model = getattr(transformers, ARCH[kind])(config)
     model.save_pretrained(str(folder))
     tok_mod.save(VOCAB, folder, cased=False, max_length=max_positions)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from app.text import split_sentences
 from training.corpus import (
     CorpusConfig,
     CorpusStats,
     iter_documents,
     resolve_paths,
-    split_sentences,
     strip_gutenberg,
     title_key,
 )

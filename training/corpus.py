@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from app.text import is_cjk
 from training import config as cfg
 from training.errors import DataError, UsageError
 
@@ -166,7 +167,7 @@ def _join(lines: list[str]) -> str:
     """Hard-wrapped lines as one paragraph: a space between words, none between CJK characters."""
     text = lines[0]
     for line in lines[1:]:
-        glue = "" if _is_cjk(text[-1]) or _is_cjk(line[0]) else " "
+        glue = "" if is_cjk(text[-1]) or is_cjk(line[0]) else " "
         text += glue + line
     return text
 
@@ -196,7 +197,8 @@ _CHAPTER = re.compile(
 
 def _wiki_documents(lines: list[str], path: Path) -> Iterator[Document]:
     """WikiExtractor output: ``<doc id= title=>`` blocks; the repeated title line is dropped."""
-    title, body = None, []
+    title: str | None = None
+    body: list[str] = []
     for line in lines:
         if _WIKI_DOC.match(line):
             m = _WIKI_TITLE.search(line)
@@ -317,87 +319,3 @@ def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iter
                 else ""
             )
         )
-
-
-# --- sentences ------------------------------------------------------------------------------
-
-_ABBREVIATIONS = {
-    "mr",
-    "mrs",
-    "ms",
-    "dr",
-    "st",
-    "prof",
-    "sr",
-    "jr",
-    "vs",
-    "etc",
-    "no",
-    "vol",
-    "ch",
-    "fig",
-    "mt",
-    "capt",
-    "col",
-    "gen",
-    "lt",
-    "rev",
-    "messrs",
-    "esq",
-    "co",
-    "inc",
-    "ltd",
-    "e.g",
-    "i.e",
-}
-_CJK_END = "。！？；．"  # ． (fullwidth full stop) ends sentences in some Chinese texts
-_ENDINGS = re.compile(r"([.!?。！？；．…]+)([\"'”’」』）)\]]*)(\s*)")
-_OPENERS = "\"'“‘(「『（["
-
-
-def _is_cjk(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2FA1F
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x3000 <= cp <= 0x303F
-        or 0xFF00 <= cp <= 0xFFEF
-    )
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split a paragraph into sentences, English and Chinese alike.
-
-    Chinese ends a sentence at 。！？；． (and any closing quotes after it) with no space needed.
-    Western ``.!?`` ends one only before whitespace and a capital, digit, opening quote or CJK
-    character, and not after a common abbreviation (``Mr.``) or a single-letter initial.
-    """
-    sentences: list[str] = []
-    start = 0
-    for m in _ENDINGS.finditer(text):
-        end = m.end()
-        if end >= len(text):
-            break
-        punct, _, space = m.groups()
-        nxt = text[end]
-        if punct == "．" and nxt.isdigit():
-            continue  # a full-width decimal point: ３．５
-        if any(c in _CJK_END for c in punct):
-            pass  # always a boundary
-        elif not space or not (nxt.isupper() or nxt.isdigit() or nxt in _OPENERS or _is_cjk(nxt)):
-            continue
-        elif punct == ".":
-            word = text[: m.start()].rsplit(None, 1)[-1] if text[: m.start()].strip() else ""
-            word = word.lstrip(_OPENERS).lower()
-            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
-                continue
-        sentence = text[start:end].strip()
-        if sentence:
-            sentences.append(sentence)
-        start = end
-    tail = text[start:].strip()
-    if tail:
-        sentences.append(tail)
-    return sentences

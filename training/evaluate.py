@@ -5,7 +5,8 @@ the same code) on any checkpoint folder: the root of a fine-tuning run, one of i
 ``checkpoints/step-N`` or any Hugging Face model with a trained task head. The task and its
 options (``--max-seq-len``, ``--doc-stride``, ...) default to the ones the model was fine-tuned
 with (its run's ``run_config.json``); flags override them. QA also writes the SQuAD
-``predictions.json`` and ``nbest_predictions.json`` beside the report.
+``predictions.json`` and ``nbest_predictions.json`` beside the report, extractive summarisation
+``predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -73,12 +74,17 @@ def run_config_of(model_dir: Path) -> dict[str, Any]:
 
 
 def infer_task(model_dir: Path, saved: dict[str, Any]) -> str | None:
-    """The task of the run that made the model, else the one whose head its config names."""
+    """The task of the run that made the model, else the one its config names
+    (``finetuning_task``: extractive summarisation shares the token-classification head), else
+    the one whose head its config names."""
     if saved.get("task"):
         return str(saved["task"])
     if not (model_dir / "config.json").is_file():
         return None
-    archs = json.loads((model_dir / "config.json").read_text()).get("architectures") or []
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("finetuning_task") in TASKS:  # a head shared by two tasks (token scores)
+        return str(config["finetuning_task"])
+    archs = config.get("architectures") or []
     for name in TASKS:
         head = task_module(name).HEAD.removeprefix("Bert")  # e.g. ForQuestionAnswering
         if any(str(a).endswith(head) for a in archs):

@@ -19,9 +19,11 @@ to a temporary folder and renamed into place, so a failed export leaves nothing 
 Evaluation files are read and tokenized by the fine-tuning task modules (``training/tasks``),
 so columns, labels and windows are those of fine-tuning and evaluation: a CSV/TSV/JSON(L) table
 for classification and fill-mask (its text column(s)), SQuAD v1/v2 JSON for qa (metric: SQuAD
-F1 of the decoded answers), CoNLL (IOB1 or IOB2) for token-classification, or plain text (one
-example per line, no labels). A label the checkpoint's ``id2label`` lacks is an error; with the
-default names ``LABEL_i`` the file's labels are the class indices.
+F1 of the decoded answers), CoNLL (IOB1 or IOB2) for token-classification, (document, summary)
+tables for extractive-summarization (metric: agreement of the top-3 sentences with the ROUGE
+oracle's), or plain text (one example per line, no labels). A label the checkpoint's
+``id2label`` lacks is an error; with the default names ``LABEL_i`` the file's labels are the
+class indices.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app import bundle as bundle_schema
+from app import extractive
 from app.bundle import (
     INPUT_NAMES,
     FillMaskSpec,
@@ -65,6 +68,7 @@ from training.errors import DataError, TrainingError, UsageError
 from training.tasks import Features, LabelVocab, hf_source
 from training.tasks import classification as classification_task
 from training.tasks import qa as qa_task
+from training.tasks import summarization as summarization_task
 from training.tasks import token_classification as token_task
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,10 @@ TASK_OF_ARCHITECTURE: dict[str, bundle_schema.Task] = {
     "BertForPreTraining": "fill-mask",  # exported with its MLM head only
 }
 HEADLESS = {"BertModel"}
+# A BertForTokenClassification whose config.json says ``finetuning_task:
+# extractive-summarization`` scores sentences at their [CLS] (training/tasks/summarization.py).
+SUMMARIZATION: bundle_schema.Task = "extractive-summarization"
+SUMMARY_TOP = 3  # parity of extractive summarisation: the top-3 sentences by score
 VARIANTS: tuple[bundle_schema.VariantName, ...] = ("fp32", "int8", "fp16")
 PROVIDER_OF_VARIANT: dict[str, bundle_schema.Provider] = {
     "fp32": "CPUExecutionProvider",
@@ -100,7 +108,12 @@ class ExportConfig:
     checkpoint: str = cfg.field("", help="checkpoint folder (Hugging Face save_pretrained)")
     out: str = cfg.field("", help="bundle folder to write, e.g. models/NAME")
     name: str | None = cfg.field(None, help="bundle name (default: the --out folder's name)")
-    task: Literal["classification", "qa", "fill-mask", "token-classification"] | None = cfg.field(
+    task: (
+        Literal[
+            "classification", "qa", "fill-mask", "token-classification", "extractive-summarization"
+        ]
+        | None
+    ) = cfg.field(
         None, help="the task; checked against the checkpoint's architecture (default: from it)"
     )
     variants: str | None = cfg.field(
@@ -177,13 +190,23 @@ def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
     if arch is None:
         if task is None:
             raise UsageError(f"{p}/config.json names no architecture; pass --task")
-        arch = next(a for a, t in TASK_OF_ARCHITECTURE.items() if t == task)
+        head_task = "token-classification" if task == SUMMARIZATION else task
+        arch = next(a for a, t in TASK_OF_ARCHITECTURE.items() if t == head_task)
     if arch not in TASK_OF_ARCHITECTURE:
         raise UsageError(
             f"unknown task for architecture {arch} in {p}; supported: "
             + ", ".join(TASK_OF_ARCHITECTURE)
         )
     found = TASK_OF_ARCHITECTURE[arch]
+    if found == "token-classification" and SUMMARIZATION in (task, config.get("finetuning_task")):
+        # the same head, scored at each sentence's [CLS]: (other, summary)
+        found = SUMMARIZATION
+        n_labels = len(label_names(config, str(config_file)))
+        if n_labels != 2:
+            raise UsageError(
+                f"{p} is not an extractive-summarization model: its head has {n_labels} labels, "
+                "not 2 (other, summary)"
+            )
     if task is not None and task != found:
         raise UsageError(f"--task {task} does not match {p}: {arch} is a {found} model")
     return Checkpoint(path=p, config=config, architecture=arch, task=found)
@@ -267,7 +290,7 @@ def output_specs(
     if task == "classification":
         n_labels = len(label_names(config))
         return [TensorSpec(name="logits", dtype="float32", shape=["batch", n_labels])]
-    if task == "token-classification":
+    if task in ("token-classification", SUMMARIZATION):
         n_labels = len(label_names(config))
         return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", n_labels])]
     if task == "qa":
@@ -594,6 +617,17 @@ def _eval_examples(
     task, length = plan.ckpt.task, plan.tspec.max_length
     if task == "qa":
         return _qa_examples(path, task_tokenizer(plan), length, n, seed)
+    if task == SUMMARIZATION:
+        sum_conf = summarization_task.Config(max_seq_len=length)
+        documents = _sample(summarization_task.load_examples(path, sum_conf), n, seed)
+        feats = summarization_task.features(documents, task_tokenizer(plan), sum_conf)
+        out = []
+        for (ids, types), row, at in zip(
+            _rows(feats), feats.column("labels"), feats.column("cls_positions"), strict=True
+        ):
+            gold = np.asarray(row, dtype=np.int64)[at]  # oracle label per sentence read
+            out.append(Example(ids, types, gold if len(at) else None))
+        return out, None
     if task == "token-classification":
         tc_conf = token_task.Config(max_seq_len=length)
         tags = eval_label_vocab(plan)
@@ -646,9 +680,12 @@ def _qa_examples(
     return [Example(ids, types) for ids, types in _rows(feats)], score
 
 
-def generated_examples(task: str, tok: Any, n: int, seed: int) -> list[Example]:
+def generated_examples(
+    task: str, tok: Any, n: int, seed: int, spec: TokenizerSpec | None = None
+) -> list[Example]:
     """Random sentences over the vocabulary's whole words, of varied lengths (so padding and
-    truncation are exercised)."""
+    truncation are exercised); for extractive summarisation documents of 1-12 such sentences
+    packed as the server packs them (``spec`` gives [CLS], [SEP] and the max length)."""
     rng = random.Random(seed)
     words = [
         w
@@ -663,6 +700,14 @@ def generated_examples(task: str, tok: Any, n: int, seed: int) -> list[Example]:
 
     out = []
     for _ in range(n):
+        if task == SUMMARIZATION:
+            assert spec is not None
+            sentences = [sentence(1, 20) for _ in range(rng.randint(1, 12))]
+            ids = [e.ids for e in tok.encode_batch(sentences, add_special_tokens=False)]
+            special = spec.special_token_ids
+            packed = extractive.pack(ids, spec.max_length, special["cls"], special["sep"])
+            out.append(Example(packed.input_ids, packed.token_type_ids))
+            continue
         if task == "qa":
             enc = tok.encode(sentence(2, 8), sentence(10, 80))
         else:
@@ -710,8 +755,9 @@ class Pred:
     """One example's outputs: ``values`` are compared numerically, ``labels`` for agreement.
 
     classification (labels,) / token-classification (tokens, labels) / qa (2, tokens) /
-    fill-mask (masks, k) top-k scores, or (masks, vocab) probabilities for the reference;
-    ``ids`` (masks, k) are the fill-mask top-k ids.
+    extractive-summarization (sentences, 2) at the [CLS] of each sentence, ``labels`` 1 for the
+    top-3 sentences by score / fill-mask (masks, k) top-k scores, or (masks, vocab)
+    probabilities for the reference; ``ids`` (masks, k) are the fill-mask top-k ids.
     """
 
     values: np.ndarray
@@ -727,10 +773,22 @@ def split_outputs(
     multi_label: bool = False,
     fill_mask_output: str = "topk",
     mask_id: int = -1,
+    cls_id: int = -1,
 ) -> list[Pred]:
     """Per-example predictions from a batch's outputs (real tokens only)."""
     lengths = feed["attention_mask"].sum(1)
     n = len(lengths)
+    if task == SUMMARIZATION:
+        (logits,) = outputs
+        preds = []
+        for i, n_tok in enumerate(lengths):
+            at = np.flatnonzero(feed["input_ids"][i, :n_tok] == cls_id)
+            v = logits[i, at]  # (sentences, 2)
+            top = np.argsort(-extractive.sentence_scores(v), kind="stable")[:SUMMARY_TOP]
+            chosen = np.zeros(len(at), dtype=np.int64)
+            chosen[top] = 1
+            preds.append(Pred(v, chosen))
+        return preds
     if task == "classification":
         (logits,) = outputs
         labels = (logits > 0).astype(np.int64) if multi_label else logits.argmax(-1)[:, None]
@@ -773,15 +831,17 @@ def abs_diff(ref: Pred, got: Pred) -> np.ndarray:
 
 def agreement_counts(task: str, ref: Pred, got: Pred) -> tuple[int, int]:
     """(agreeing, compared): per token for token-classification, per mask for fill-mask, per
-    example otherwise."""
-    if task in ("token-classification", "fill-mask"):
+    sentence (chosen among the top 3 or not) for extractive-summarization, per example
+    otherwise."""
+    if task in ("token-classification", "fill-mask", SUMMARIZATION):
         return int((ref.labels == got.labels).sum()), int(ref.labels.size)
     return int(np.array_equal(ref.labels, got.labels)), 1
 
 
 def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
     """(sum, count) of the task metric against one example's gold: accuracy (multi-label: exact
-    match), token accuracy at first sub-tokens, top-1 accuracy at masks (fill-mask)."""
+    match), token accuracy at first sub-tokens, top-1 accuracy at masks (fill-mask), per sentence
+    whether being among the top 3 matches the oracle label (extractive-summarization)."""
     if gold is None:
         return 0.0, 0
     g = np.atleast_1d(np.asarray(gold))
@@ -811,6 +871,7 @@ METRIC_NAMES = {
     "token-classification": "token_accuracy",
     "qa": "squad_f1",
     "fill-mask": "top1_accuracy_at_masks",
+    SUMMARIZATION: "top3_oracle_agreement",
 }
 
 
@@ -1142,7 +1203,7 @@ def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scor
         examples, scorer = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
         data = Path(conf.eval).name
     else:
-        examples = generated_examples(task, plan.tokenizer, conf.max_steps, conf.seed)
+        examples = generated_examples(task, plan.tokenizer, conf.max_steps, conf.seed, plan.tspec)
         data = "generated"
     if task == "fill-mask":
         examples = mask_examples(examples, plan.tspec, conf.seed)
@@ -1170,6 +1231,7 @@ def held_out_slice(
             multi_label=plan.multi_label,
             fill_mask_output=conf.fill_mask_output,
             mask_id=plan.mask_id,
+            cls_id=plan.tspec.special_token_ids["cls"],
         )
 
     def by_gold(preds: Sequence[Pred]) -> float | None:

@@ -12,7 +12,8 @@ loop (:func:`training.engine.train`: checkpoints, exact ``--resume``, the best c
 encoder is loaded, the head starts fresh. The output folder ends up holding the best checkpoint
 (``from_pretrained(out)`` works, tokenizer included), ``labels.json``, ``run_config.json``,
 ``metrics.jsonl``, ``eval_report.json``, a model card ``README.md``, for QA
-``predictions.json`` + ``nbest_predictions.json`` (SQuAD format), and ``checkpoints/``.
+``predictions.json`` + ``nbest_predictions.json`` (SQuAD format), for extractive summarisation
+``predictions.jsonl`` (the chosen sentences of every evaluated document), and ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -46,18 +47,20 @@ from training.tasks import Features, LabelVocab, collate
 
 log = logging.getLogger(__name__)
 
-TaskName = Literal["classification", "qa", "token-classification"]
+TaskName = Literal["classification", "qa", "token-classification", "extractive-summarization"]
 # CLI name -> task module (training/tasks/<module>.py)
 TASKS: dict[str, str] = {
     "classification": "training.tasks.classification",
     "qa": "training.tasks.qa",
     "token-classification": "training.tasks.token_classification",
+    "extractive-summarization": "training.tasks.summarization",
 }
 # The figure that picks the best checkpoint unless --best-metric says otherwise.
 DEFAULT_BEST_METRIC: dict[str, str] = {
     "classification": "eval_accuracy",
     "qa": "eval_f1",
     "token-classification": "eval_f1",
+    "extractive-summarization": "eval_rouge2",
 }
 # Options that may differ when resuming a run without it being "another run".
 RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"epochs", "eval_batch_size"}
@@ -153,7 +156,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, common: type) -> None:
         own = [
             f.name for f in dataclasses.fields(tc) if f.name not in taken and f.name not in shared
         ]
-        group = parser.add_argument_group(f"{name} options (with --task {name})")
+        group = parser.add_argument_group(
+            f"{name} options (with --task {name})", getattr(task_module(name), "HELP", None)
+        )
         cfg.add_arguments(cast(argparse.ArgumentParser, group), _flag_class(tc, own))
 
 
@@ -284,6 +289,10 @@ def load_model(task: ModuleType, path: str, labels: LabelVocab | None, *, fresh_
         raise UsageError(f"--model {path} cannot be loaded: {_first_line(exc)}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    # Attributes from_pretrained does not take but config.json must record (a summarisation
+    # model's finetuning_task tells it apart from a tagger with the same head).
+    for key, value in getattr(task, "CONFIG_ATTRIBUTES", {}).items():
+        setattr(model.config, key, value)
     prefix = model.base_model_prefix + "."
     missing = sorted(info["missing_keys"])
     encoder = [k for k in missing if k.startswith(prefix) and ".pooler." not in k]

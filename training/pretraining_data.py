@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from app.text import split_sentences
 from training.corpus import (
     CorpusConfig,
     CorpusStats,
     Document,
     iter_documents,
     resolve_paths,
-    split_sentences,
 )
 from training.errors import DataError
 

@@ -17,7 +17,14 @@ import pytest
 
 from tests.app.live import Live, serve
 
-KINDS = ("classification", "multi-label", "qa", "token-classification", "fill-mask")
+KINDS = (
+    "classification",
+    "multi-label",
+    "qa",
+    "token-classification",
+    "fill-mask",
+    "summarization",
+)
 
 
 @pytest.fixture(scope="session")

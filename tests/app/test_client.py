@@ -97,6 +97,18 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, Any]] = [
         {"model": "token-classification", "inputs": ["alice lives in paris", "bob ."]},
     ),
     (
+        "summarize",
+        ("The cat sat. The dog ran. Paris is big.",),
+        {"model": "summarization", "max_sentences": 2},
+        "POST",
+        "/v1/summarize",
+        {
+            "model": "summarization",
+            "inputs": "The cat sat. The dog ran. Paris is big.",
+            "max_sentences": 2,
+        },
+    ),
+    (
         "tokenize",
         ("hello world",),
         {"model": "classification"},

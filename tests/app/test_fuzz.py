@@ -49,6 +49,7 @@ MODELS_OF: dict[str, tuple[str, ...]] = {
     "/v1/qa": ("qa",),
     "/v1/fill-mask": ("fill-mask",),
     "/v1/token-classify": ("token-classification",),
+    "/v1/summarize": ("summarization",),
     "/v1/tokenize": KINDS,
 }
 MAX_INPUTS = 8  # the `limited` server's max_inputs_per_request
@@ -149,6 +150,15 @@ def check_task(path: str, body: dict[str, Any], out: dict[str, Any]) -> None:
         for text, res in zip(texts_of(body), results, strict=True):
             for e in res["entities"]:
                 assert text[e["start"] : e["end"]] == e["text"] and 0 <= e["score"] <= 1, e
+    elif path == "/v1/summarize":
+        most = body.get("max_sentences", 3)
+        for text, res in zip(texts_of(body), results, strict=True):
+            chosen = res["sentences"]
+            assert 1 <= len(chosen) <= most, (text, res)
+            assert [c["start"] for c in chosen] == sorted(c["start"] for c in chosen)  # in order
+            for c in chosen:
+                assert text[c["start"] : c["end"]] == c["text"] and c["text"].strip(), c
+            assert res["summary"] == "\n".join(c["text"] for c in chosen)
     elif path == "/v1/tokenize":
         for given_input, res in zip(texts_of(body), results, strict=True):
             parts = [given_input] if isinstance(given_input, str) else list(given_input)
@@ -168,6 +178,9 @@ words = st.lists(st.sampled_from(WORDS), min_size=1, max_size=12).map(" ".join)
 # Short non-blank texts: vocabulary sentences, or any Unicode (control chars, RTL, emoji, CJK).
 short_unicode = st.text(min_size=1, max_size=12).filter(lambda t: bool(t.strip()))
 text = st.one_of(words, short_unicode)
+# Text that surely gives a token (a letter or digit): QA contexts and documents to summarise.
+# A context or document of control characters only holds nothing to read: a 422, not a 200.
+readable = text.filter(lambda t: any(c.isalnum() for c in t))
 NASTY = ["", " ", "\t\n", "\u0000", "[MASK]", "[CLS] [SEP] [PAD] [UNK]", "e\u0301", "שלום", "猫"]
 any_text = st.one_of(text, st.sampled_from(NASTY), st.text(max_size=20))
 
@@ -250,14 +263,14 @@ def valid(path: str) -> st.SearchStrategy[dict[str, Any]]:
             optional={"top_k": st.none() | st.integers(1, 10**6), "truncate": st.booleans()},
         )
     if path == "/v1/qa":
-        pair = st.fixed_dictionaries({"question": text, "context": text})
+        pair = st.fixed_dictionaries({"question": text, "context": readable})
         options = {
             **model_opt,
             "top_k": st.integers(1, 20),
             "max_answer_length": st.integers(1, 512),
             "allow_no_answer": st.booleans(),
         }
-        single = st.fixed_dictionaries({"question": text, "context": text}, optional=options)
+        single = st.fixed_dictionaries({"question": text, "context": readable}, optional=options)
         many = st.fixed_dictionaries(
             {"inputs": st.lists(pair, min_size=1, max_size=MAX_INPUTS)}, optional=options
         )
@@ -275,6 +288,12 @@ def valid(path: str) -> st.SearchStrategy[dict[str, Any]]:
     if path == "/v1/token-classify":
         return st.fixed_dictionaries(
             {"inputs": texts}, optional={**model_opt, "truncate": st.booleans()}
+        )
+    if path == "/v1/summarize":
+        documents = st.one_of(readable, st.lists(readable, min_size=1, max_size=MAX_INPUTS))
+        return st.fixed_dictionaries(
+            {"inputs": documents},
+            optional={**model_opt, "max_sentences": st.integers(1, 64), "truncate": st.booleans()},
         )
     assert path == "/v1/tokenize"
     return st.fixed_dictionaries({**model_field, "inputs": texts | pairs})
@@ -544,6 +563,8 @@ CATALOGUE = [
         {"question": "who", "context": "\u200b\u0000\u200b"},
         INVALID,  # nothing to answer from: 422, not an empty answer list without no_answer
     ),
+    case("tokenless-document", "/v1/summarize", {"inputs": ["a b.", "\u200b\u0000"]}, INVALID),
+    case("emoji-summarize", "/v1/summarize", {"inputs": "👍🏽 the cat sat. 猫坐在垫子上。"}),
     # right-to-left text, combining marks
     case("rtl-classify", "/v1/classify", {"model": C, "inputs": [RTL, "\u202eevil\u202c"]}),
     case("rtl-qa", "/v1/qa", {"question": RTL, "context": RTL + " john ran to paris"}),

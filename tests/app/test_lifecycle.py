@@ -20,6 +20,7 @@ import pytest
 import app.registry
 from app.__main__ import openapi_json
 from app.settings import reference_markdown, settings_table
+from tests.app.conftest import KINDS
 from tests.app.live import Live, error_of, models_dir, serve, until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,7 +187,7 @@ async def main():
     service.start()
     while service.loading:
         await asyncio.sleep(0.01)
-    assert len(service.models) == 5 and not service.registry.failures
+    assert len(service.models) == int(sys.argv[2]) and not service.registry.failures
     await service.drain()
 
 asyncio.run(main())
@@ -194,7 +195,7 @@ heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transform
 print(heavy)
 """
     run = subprocess.run(
-        [sys.executable, "-c", code, str(bundles)],
+        [sys.executable, "-c", code, str(bundles), str(len(KINDS))],
         cwd=REPO,
         capture_output=True,
         text=True,

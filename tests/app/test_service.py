@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.app.conftest import KINDS
 from tests.app.live import Live, serve
 
 SENTENCES = [
@@ -49,13 +50,7 @@ def test_models_lists_every_bundle_with_variant_and_provider(fp32: Live) -> None
     body = r.json()
     assert body["failed"] == [] and body["loading"] is False
     by_name = {m["name"]: m for m in body["models"]}
-    assert set(by_name) == {
-        "classification",
-        "multi-label",
-        "qa",
-        "token-classification",
-        "fill-mask",
-    }
+    assert set(by_name) == set(KINDS)
     tasks = {n: m["task"] for n, m in by_name.items()}
     assert tasks["multi-label"] == "classification" and tasks["qa"] == "qa"
     for m in by_name.values():

@@ -1,8 +1,9 @@
-"""Fine-tuning tasks: what differs between classification, QA and token classification.
+"""Fine-tuning tasks: what differs between classification, QA, token classification and
+extractive summarisation.
 
 The fine-tuning engine (``training/finetune.py``) is task-agnostic: it takes a task module by
-name and calls the same functions on each (``task`` below is ``classification``, ``qa`` or
-``token_classification``)::
+name and calls the same functions on each (``task`` below is ``classification``, ``qa``,
+``token_classification`` or ``summarization``)::
 
     conf = task.Config(...)                                   # task options = CLI flags
     train = task.load_examples(train_path, conf)              # -> list[task.Example]
@@ -17,10 +18,14 @@ name and calls the same functions on each (``task`` below is ``classification``,
     scores = task.compute_metrics(preds, dev, conf)           # dict[str, float]
 
 * ``TASK`` / ``HEAD``: task name and ``transformers`` head class (``BertForSequenceClassification``,
-  ``BertForQuestionAnswering``, ``BertForTokenClassification``).
+  ``BertForQuestionAnswering``, ``BertForTokenClassification``; extractive summarisation reuses
+  the last with two labels scored at each sentence's [CLS], and names itself in ``config.json``
+  through ``CONFIG_ATTRIBUTES``). Optional: ``HELP`` (a paragraph under the task's options in
+  ``--help``), ``write_predictions`` (prediction files beside the report).
 * ``Features.model_keys`` are the columns ``model(**batch)`` takes (labels included, so the model
   returns its loss); the other columns (``example_index``, ``offset_mapping``, ``word_ids``)
-  are for ``postprocess``. QA's ``logits`` are ``(start_logits, end_logits)``.
+  are for ``postprocess``. QA's ``logits`` are ``(start_logits, end_logits)``; summarisation's
+  metadata are ``cls_positions`` and ``sentence_ids`` per row.
 * ``Features.stats`` and the loaders' ``stats`` hold counts worth reporting (rows truncated,
   labels lost, answers repaired or dropped); bad data raises :class:`training.errors.DataError`
   naming the file and line.
