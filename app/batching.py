@@ -6,8 +6,9 @@ Flow (as in text-embeddings-inference):
         │                          full -> OverloadedError(retry_after); draining -> NotReadyError
         ▼
     queue (arrival order) ── batching task: wait until a batch is full or the oldest item has
-        │                      waited max_wait; pick items by `plan_batch` (token budget,
-        │                      max size, similar lengths); pad
+        │                      waited max_wait (while a batch runs: until it is about to end);
+        │                      pick items by `plan_batch` (token budget, max size, similar
+        │                      lengths); pad
         ▼
     worker thread: backend.predict(batch) ── at most max_in_flight batches handed over at once
         │                                      (one runs while the next is prepared)
@@ -55,6 +56,9 @@ R = TypeVar("R")
 # retry_after bounds (seconds): below 1 s clients would hammer us; above 60 s is not a hint.
 _MIN_RETRY_S, _MAX_RETRY_S = 1.0, 60.0
 _RATE_SMOOTHING = 0.2  # weight of the newest batch in the throughput average
+# While a batch runs, the next one is handed over this long before the running one should end
+# (by the smoothed throughput), so the backend never waits for it and late arrivals still join.
+_HANDOVER_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,7 @@ class Batcher(Generic[R]):
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._items_per_s: float | None = None  # smoothed backend throughput, for retry_after
+        self._running: tuple[float, int] | None = None  # (start, size) of the batch running now
 
     # --- public API ---
 
@@ -382,14 +387,32 @@ class Batcher(Generic[R]):
             or self._queued_tokens >= self.config.max_batch_tokens
         )
 
+    def _busy_until(self) -> float | None:
+        """When (time.monotonic) the batch running now should end, by the smoothed throughput;
+        None when none runs or there is no estimate yet."""
+        running, rate = self._running, self._items_per_s
+        if running is None or not rate:
+            return None
+        started, size = running
+        return started + size / rate
+
     async def _wait_until_due(self) -> None:
         """Return when a batch is full, the oldest item has waited max_wait, or draining (or,
-        with idle_dispatch, at once when no batch is running)."""
+        with idle_dispatch, at once when no batch is running).
+
+        While a batch runs, a batch handed over would only wait behind it: the wait then lasts
+        until shortly before the running batch should end (when that is later than max_wait),
+        so requests arriving meanwhile still join. This is where batches grow under load, at no
+        cost in latency: the items could not have started earlier anyway."""
         while self._queue and self._accepting and not self._full():
             if self.config.idle_dispatch and not self._in_flight:
                 return
             oldest = next(iter(self._queue.values()))
-            delay = oldest.enqueued_at + self.config.max_wait_s - time.monotonic()
+            due = oldest.enqueued_at + self.config.max_wait_s
+            busy = self._busy_until()
+            if busy is not None:
+                due = max(due, busy - _HANDOVER_S)
+            delay = due - time.monotonic()
             if delay <= 0:
                 return
             self._wakeup.clear()
@@ -433,8 +456,7 @@ class Batcher(Generic[R]):
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self.config.idle_dispatch:
-            self._wakeup.set()  # the backend may be idle now: stop waiting for max_wait
+        self._wakeup.set()  # the backend may be idle now: a held batch need not wait longer
 
     async def _run_batch(self, batch: Batch, entries: list[_Entry[R]]) -> None:
         loop = asyncio.get_running_loop()
@@ -467,7 +489,11 @@ class Batcher(Generic[R]):
     def _timed_predict(self, batch: Batch) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
         started = time.monotonic()
-        results = self.backend.predict(batch)
+        self._running = (started, batch.size)
+        try:
+            results = self.backend.predict(batch)
+        finally:
+            self._running = None
         if len(results) != batch.size:
             raise RuntimeError(f"backend returned {len(results)} results for {batch.size} inputs")
         return started, results, time.monotonic() - started
