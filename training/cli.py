@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train a WordPiece tokenizer or wrap an existing vocab.txt",
     ),
     "pretrain": ("training.pretrain", "pretrain BERT from random initialisation (MLM + NSP)"),
-    "finetune": ("training.finetune", "fine-tune a pretrained BERT: classification, qa, ner"),
+    "finetune": (
+        "training.finetune",
+        "fine-tune a pretrained BERT: classification, qa, ner, summarisation, translation",
+    ),
     "evaluate": ("training.evaluate", "evaluate a fine-tuned checkpoint on a labelled file"),
     "export": ("training.export", "export a checkpoint to an ONNX model bundle (parity-gated)"),
     "demo": ("training.demo", "build the default bundles (embedded or real data) and serve them"),

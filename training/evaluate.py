@@ -6,7 +6,9 @@ the same code) on any checkpoint folder: the root of a fine-tuning run, one of i
 options (``--max-seq-len``, ``--doc-stride``, ...) default to the ones the model was fine-tuned
 with (its run's ``run_config.json``); flags override them. QA also writes the SQuAD
 ``predictions.json`` and ``nbest_predictions.json`` beside the report, extractive summarisation
-``predictions.jsonl``.
+``predictions.jsonl``, translation ``predictions.txt`` (beam search) and
+``predictions_greedy.txt``. Translation reads a line-aligned pair as ``--data SRC --data-target
+TGT`` (JSON records with source/target fields as ``--data`` alone) and always runs beam search.
 """
 
 from __future__ import annotations
@@ -30,16 +32,14 @@ from training.finetune import (
     Evaluation,
     ModelOptions,
     add_task_arguments,
-    check_lengths,
-    check_vocab,
     data_report,
     load_model,
-    load_tokenizer,
     model_config,
     prefixed,
     read_examples,
     resolve_config,
     task_module,
+    task_tokenizer,
     write_outputs,
 )
 from training.tasks import LabelVocab
@@ -123,9 +123,7 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
     if not conf.tokenizer and Path(conf.model).parent.name == engine.CHECKPOINTS:
         tok_dir = str(run_root)  # checkpoints hold weights only; the run's root the tokenizer
     mc = model_config(conf.model)
-    tokenizer = load_tokenizer(tok_dir)
-    check_vocab(mc, tokenizer, conf.model, tok_dir)
-    check_lengths(conf, mc)
+    tokenizer = task_tokenizer(task, conf, tok_dir, mc, fine_tuned=True)
     head = task.HEAD.removeprefix("Bert")  # e.g. ForSequenceClassification
     archs = list(getattr(mc, "architectures", None) or [])
     if archs and not any(a.endswith(head) for a in archs):
@@ -136,7 +134,9 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
     labels = labels_of(task, Path(conf.model), mc)
     examples, read = read_examples(task, conf.data, conf, labels, "eval")
     feats = task.features(examples, tokenizer, conf, labels)
-    model = load_model(task, conf.model, labels, fresh_head=False).to(rt.device)
+    model = load_model(
+        task, conf.model, labels, fresh_head=False, conf=conf, tokenizer=tokenizer
+    ).to(rt.device)
     evaluator = Evaluation(
         task, conf, examples, feats, conf.eval_batch_size, tokenizer.pad_token_id or 0, rt.device
     )
@@ -152,6 +152,7 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
         "evaluation_seconds": round(result.seconds, 2),
         "wall_seconds": round(time.time() - started, 2),
         "prediction_files": [str(p) for p in files],
+        **(task.report_extra(conf) if hasattr(task, "report_extra") else {}),
         **prefixed(result.figures),
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -163,7 +164,7 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command_parser(sub, "evaluate", __doc__, run)
-    add_task_arguments(p, EvaluateConfig)
+    add_task_arguments(p, EvaluateConfig, "evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
             # the holdout split was carved out of the training file; another file is whole
             log.info("%s is not the training file: scoring all of it (no --holdout)", data)
             saved = {**saved, "holdout": 0.0}
-    conf = resolve_config(EvaluateConfig, args, infer_task(model_dir, saved), task_defaults=saved)
+    conf = resolve_config(
+        EvaluateConfig, args, infer_task(model_dir, saved), task_defaults=saved, command="evaluate"
+    )
     run_evaluation(conf)
     return 0
 

@@ -13,7 +13,13 @@ encoder is loaded, the head starts fresh. The output folder ends up holding the 
 (``from_pretrained(out)`` works, tokenizer included), ``labels.json``, ``run_config.json``,
 ``metrics.jsonl``, ``eval_report.json``, a model card ``README.md``, for QA
 ``predictions.json`` + ``nbest_predictions.json`` (SQuAD format), for extractive summarisation
-``predictions.jsonl`` (the chosen sentences of every evaluated document), and ``checkpoints/``.
+``predictions.jsonl`` (the chosen sentences of every evaluated document), for translation
+``predictions.txt`` (one hypothesis per source line), and ``checkpoints/``.
+
+Translation (:mod:`training.tasks.translation`) builds a BERT2BERT ``EncoderDecoderModel`` from
+``--model`` (encoder) and ``--decoder-model`` (decoder, default ``--model``) instead of adding a
+head, and evaluates by generating (greedy BLEU at every evaluation, beam-search BLEU at the
+final one).
 """
 
 from __future__ import annotations
@@ -47,13 +53,16 @@ from training.tasks import Features, LabelVocab, collate
 
 log = logging.getLogger(__name__)
 
-TaskName = Literal["classification", "qa", "token-classification", "extractive-summarization"]
+TaskName = Literal[
+    "classification", "qa", "token-classification", "extractive-summarization", "translation"
+]
 # CLI name -> task module (training/tasks/<module>.py)
 TASKS: dict[str, str] = {
     "classification": "training.tasks.classification",
     "qa": "training.tasks.qa",
     "token-classification": "training.tasks.token_classification",
     "extractive-summarization": "training.tasks.summarization",
+    "translation": "training.tasks.translation",
 }
 # The figure that picks the best checkpoint unless --best-metric says otherwise.
 DEFAULT_BEST_METRIC: dict[str, str] = {
@@ -61,9 +70,15 @@ DEFAULT_BEST_METRIC: dict[str, str] = {
     "qa": "eval_f1",
     "token-classification": "eval_f1",
     "extractive-summarization": "eval_rouge2",
+    "translation": "eval_bleu_greedy",  # beam search runs at the final evaluation only
 }
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"epochs", "eval_batch_size"}
+RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {
+    "epochs",
+    "eval_batch_size",
+    "num_beams",
+    "max_new_tokens",
+}
 # Argparse entries that are not config fields.
 NON_CONFIG_ARGS = {"config", "func", "command", "log_level"}
 
@@ -126,8 +141,18 @@ def _flag_class(source: type, names: Sequence[str], help_suffix: str = "") -> ty
     return dataclasses.make_dataclass(f"{source.__name__}Flags", specs)
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, common: type) -> None:
-    """Flags of ``common`` plus every task's options, one ``--help`` group per task.
+def for_command(f: dataclasses.Field, command: str | None) -> bool:
+    """Whether task option ``f`` is a flag of ``command``: options only one command reads
+    (translation's ``--train-target`` vs ``--data-target``) say so in ``metadata["command"]``."""
+    only = f.metadata.get("command")
+    return command is None or only is None or only == command
+
+
+def add_task_arguments(
+    parser: argparse.ArgumentParser, common: type, command: str | None = None
+) -> None:
+    """Flags of ``common`` plus every task's options (those of ``command``), one ``--help``
+    group per task.
 
     Options several tasks have (``--max-seq-len``) are listed once with each task's default;
     an option of another task than ``--task`` is refused by :func:`resolve_config`.
@@ -138,7 +163,8 @@ def add_task_arguments(parser: argparse.ArgumentParser, common: type) -> None:
     counts: dict[str, list[str]] = {}
     for name, tc in per_task.items():
         for f in dataclasses.fields(tc):
-            counts.setdefault(f.name, []).append(name)
+            if for_command(f, command):
+                counts.setdefault(f.name, []).append(name)
     shared = [n for n, ts in counts.items() if len(ts) > 1 and n not in taken]
     if shared:
         group = parser.add_argument_group("options of several tasks")
@@ -154,7 +180,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, common: type) -> None:
             )
     for name, tc in per_task.items():
         own = [
-            f.name for f in dataclasses.fields(tc) if f.name not in taken and f.name not in shared
+            f.name
+            for f in dataclasses.fields(tc)
+            if f.name not in taken and f.name not in shared and for_command(f, command)
         ]
         group = parser.add_argument_group(
             f"{name} options (with --task {name})", getattr(task_module(name), "HELP", None)
@@ -178,9 +206,11 @@ def resolve_config(
     args: argparse.Namespace,
     task: str | None = None,
     task_defaults: dict[str, Any] | None = None,
+    command: str | None = None,
 ) -> Any:
     """Build ``config_class(common, task)``: defaults < ``task_defaults`` (task options only,
-    e.g. those a model was fine-tuned with) < the ``--config`` file < flags.
+    e.g. those a model was fine-tuned with, less those ``command`` does not read) < the
+    ``--config`` file < flags.
 
     The task comes from ``--task``, the config file or the ``task`` argument (in that order).
     """
@@ -199,7 +229,9 @@ def resolve_config(
     conf.task = task
     if task_defaults:
         explicit = set(vars(args)) | set(from_file)
-        own = {f.name for f in dataclasses.fields(task_module(task).Config)}
+        own = {
+            f.name for f in dataclasses.fields(task_module(task).Config) if for_command(f, command)
+        }
         keep = {k: v for k, v in task_defaults.items() if k in own and k not in explicit}
         conf = dataclasses.replace(conf, **keep)
     return conf
@@ -262,20 +294,48 @@ def check_lengths(conf: Any, mc: Any) -> None:
 
 def auto_class(task: ModuleType) -> Any:
     """``AutoModelFor<Head>`` of the task's ``HEAD`` (``BertForQuestionAnswering`` ->
-    ``AutoModelForQuestionAnswering``), so non-BERT encoders load too."""
+    ``AutoModelForQuestionAnswering``), so non-BERT encoders load too; a task's own
+    ``MODEL_CLASS`` (translation: ``EncoderDecoderModel``) when it names one."""
     import transformers
 
+    if hasattr(task, "MODEL_CLASS"):
+        return getattr(transformers, task.MODEL_CLASS)
     return getattr(transformers, "AutoModel" + task.HEAD.removeprefix("Bert"))
 
 
-def load_model(task: ModuleType, path: str, labels: LabelVocab | None, *, fresh_head: bool) -> Any:
+def task_tokenizer(task: ModuleType, conf: Any, tok_dir: str, mc: Any, *, fine_tuned: bool) -> Any:
+    """What the task's ``features`` take as tokenizer, checked against the checkpoint (its
+    vocabulary size and positions): the folder's tokenizer, or the task's own
+    ``load_tokenizers`` (translation: source and target tokenizers). ``fine_tuned``: ``--model``
+    is a fine-tuned model (evaluation), not the pretrained one to start from."""
+    if hasattr(task, "load_tokenizers"):
+        return task.load_tokenizers(conf, tok_dir, fine_tuned=fine_tuned)
+    tokenizer = load_tokenizer(tok_dir)
+    check_vocab(mc, tokenizer, conf.model, tok_dir)
+    check_lengths(conf, mc)
+    return tokenizer
+
+
+def load_model(
+    task: ModuleType,
+    path: str,
+    labels: LabelVocab | None,
+    *,
+    fresh_head: bool,
+    conf: Any = None,
+    tokenizer: Any = None,
+) -> Any:
     """The task model of checkpoint ``path``.
 
     ``fresh_head``: fine-tuning; only the encoder must come from the checkpoint (the head, and
     the pooler of checkpoints without one, start from the seeded initialisation). Otherwise
-    (evaluation) every weight must come from it.
+    (evaluation) every weight must come from it. A task with its own ``load_model``
+    (translation's encoder-decoder) gets ``conf`` and ``tokenizer`` and builds the model itself.
     """
     from transformers.utils import logging as hf_logging
+
+    if hasattr(task, "load_model"):
+        return task.load_model(path, conf, tokenizer, fresh_head=fresh_head)
 
     kwargs = task.model_kwargs(labels)
     verbosity = hf_logging.get_verbosity()
@@ -443,6 +503,9 @@ class EvalResult:
     figures: dict[str, float]  # the task's metrics (and "loss"), without the eval_ prefix
     predictions: Any  # what the task's postprocess returned
     seconds: float
+    # False after a periodic evaluation that left out what the final one computes (translation's
+    # beam search): the final report evaluates again.
+    complete: bool = True
 
 
 class Evaluation:
@@ -463,18 +526,34 @@ class Evaluation:
         self.batch_size, self.pad_id, self.device = batch_size, pad_id, device
         self.last: EvalResult | None = None
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        """Figures of ``model`` (the engine has set eval mode, no_grad and autocast)."""
+    def __call__(self, model: nn.Module, final: bool = False) -> dict[str, float]:
+        """Figures of ``model`` (the engine has set eval mode, no_grad and autocast);
+        ``final``: the evaluation the report is made of (translation adds beam search)."""
         started = time.perf_counter()
-        outputs, loss = predict(model, self.feats, self.batch_size, self.pad_id, self.device)
-        preds = self.task.postprocess(outputs, self.feats, self.examples, self.conf)
+        if hasattr(self.task, "evaluate_model"):  # generation (sequence-to-sequence)
+            preds, loss = self.task.evaluate_model(
+                model,
+                self.feats,
+                self.examples,
+                self.conf,
+                batch_size=self.batch_size,
+                pad_id=self.pad_id,
+                device=self.device,
+                final=final,
+            )
+        else:
+            outputs, loss = predict(model, self.feats, self.batch_size, self.pad_id, self.device)
+            preds = self.task.postprocess(outputs, self.feats, self.examples, self.conf)
         figures = {
             k: float(v)
             for k, v in self.task.compute_metrics(preds, self.examples, self.conf).items()
         }
         if loss is not None:
             figures["loss"] = loss
-        self.last = EvalResult(figures, preds, time.perf_counter() - started)
+            if hasattr(self.task, "evaluate_model"):  # a per-token loss: its perplexity
+                figures["perplexity"] = engine.perplexity(loss)
+        complete = bool(getattr(preds, "complete", True))
+        self.last = EvalResult(figures, preds, time.perf_counter() - started, complete)
         return figures
 
     def run(self, model: nn.Module, rt: engine.Runtime) -> EvalResult:
@@ -482,7 +561,7 @@ class Evaluation:
         was_training = model.training
         model.eval()
         with torch.no_grad(), engine.autocast(rt):
-            self(model)
+            self(model, final=True)
         model.train(was_training)
         assert self.last is not None
         return self.last
@@ -543,9 +622,7 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
     rt = engine.setup_runtime(conf.precision, conf.threads)
     tok_dir = conf.tokenizer or conf.model
     mc = model_config(conf.model)
-    tokenizer = load_tokenizer(tok_dir)
-    check_vocab(mc, tokenizer, conf.model, tok_dir)
-    check_lengths(conf, mc)
+    tokenizer = task_tokenizer(task, conf, tok_dir, mc, fine_tuned=False)
     pad_id = tokenizer.pad_token_id or 0
 
     # --- data: labels come from the training file; eval labels must be among them
@@ -570,7 +647,7 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
         cfg.save(conf, out / "run_config.json")
 
     engine.seed_everything(conf.seed, rt.rank)  # the fresh head's initialisation
-    model = load_model(task, conf.model, labels, fresh_head=True)
+    model = load_model(task, conf.model, labels, fresh_head=True, conf=conf, tokenizer=tokenizer)
     if rt.is_main:
         log.info(
             "%s: %d training rows (%d batches of %d per epoch, %.2f epochs), %d eval rows; "
@@ -649,7 +726,7 @@ def finish(
     if best is not None and best[1] != result.step:
         engine.load_weights(model, best[0])
         final = None  # the last evaluation was of another step's weights
-    if final is None:
+    if final is None or not final.complete:
         final = evaluator.run(model, rt)
     model.save_pretrained(str(out))  # type: ignore[operator]
     tokenizer.save_pretrained(str(out))
@@ -674,6 +751,7 @@ def finish(
         "wall_seconds": round(time.time() - started, 2),
         "data": facts["data"],
         "prediction_files": [p.name for p in files],
+        **(task.report_extra(conf) if hasattr(task, "report_extra") else {}),
         **prefixed(final.figures),
     }
     (out / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -687,11 +765,11 @@ def finish(
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = command_parser(sub, "finetune", __doc__, run)
-    add_task_arguments(p, FinetuneConfig)
+    add_task_arguments(p, FinetuneConfig, "finetune")
 
 
 def run(args: argparse.Namespace) -> int:
-    conf = resolve_config(FinetuneConfig, args)
+    conf = resolve_config(FinetuneConfig, args, command="finetune")
     result = run_finetuning(conf)
     return 130 if result.train.interrupted else 0
 

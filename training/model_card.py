@@ -15,7 +15,10 @@ HEADLINE = {
     "classification": ("accuracy", "macro_f1", "mcc", "f1", "micro_f1", "exact_match"),
     "qa": ("exact", "f1", "HasAns_f1", "NoAns_f1"),
     "token-classification": ("precision", "recall", "f1", "accuracy"),
+    "translation": ("bleu_greedy", "bleu_beam", "bleu_beam_normalized", "perplexity"),
 }
+# Tasks the export command does not handle yet: their card shows no export line.
+NOT_EXPORTABLE = frozenset({"translation"})
 
 
 def _size(n: int) -> str:
@@ -50,6 +53,8 @@ def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) 
     ]
     if report.get("labels"):
         lines.append(f"- **Labels**: {', '.join(f'`{n}`' for n in report['labels'])}")
+    if report.get("bleu_signature"):
+        lines.append(f"- **BLEU**: sacreBLEU `{report['bleu_signature']}`")
     lines += [
         "",
         "## Data",
@@ -71,6 +76,13 @@ def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) 
             "| " + " | ".join(_fmt(figures[k]) for k in head) + " |",
             "",
         ]
+    if task == "translation":
+        lines += [
+            "BLEU of greedy decoding and of beam search "
+            f"({run_config.get('num_beams')} beams) on the evaluation set; "
+            "`predictions.txt` holds the beam hypotheses.",
+            "",
+        ]
     lines += [
         "<details><summary>All figures</summary>",
         "",
@@ -87,14 +99,22 @@ def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) 
         "",
         'tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")',
         f'model = {auto_class}.from_pretrained("PATH/TO/THIS/FOLDER")',
+        *_generate_lines(task, run_config),
         "```",
         "",
-        "Evaluate on another file, or export for serving:",
+        "Evaluate on another file"
+        + ("" if task in NOT_EXPORTABLE else ", or export for serving")
+        + ":",
         "",
         "```bash",
         f"python -m training evaluate --task {task} --model THIS_FOLDER --data FILE "
-        "--out report.json",
-        "python -m training export --checkpoint THIS_FOLDER --out models/NAME",
+        + ("--data-target TARGET_FILE " if task == "translation" else "")
+        + "--out report.json",
+        *(
+            []
+            if task in NOT_EXPORTABLE
+            else ["python -m training export --checkpoint THIS_FOLDER --out models/NAME"]
+        ),
         "```",
         "",
         "## Training configuration",
@@ -105,6 +125,20 @@ def render(report: dict[str, Any], run_config: dict[str, Any], auto_class: str) 
         "",
     ]
     return "\n".join(lines)
+
+
+def _generate_lines(task: str, run_config: dict[str, Any]) -> list[str]:
+    """Translation: how to translate a sentence as the report's beam search did."""
+    if task != "translation":
+        return []
+    beams = run_config.get("num_beams") or 1
+    new = run_config.get("max_new_tokens") or run_config.get("max_target_len")
+    return [
+        "",
+        'inputs = tokenizer(["A man is riding a bike."], return_tensors="pt")',
+        f"ids = model.generate(**inputs, num_beams={beams}, max_new_tokens={new})",
+        "print(tokenizer.batch_decode(ids, skip_special_tokens=True))",
+    ]
 
 
 def write_model_card(

@@ -1,9 +1,9 @@
-"""Fine-tuning tasks: what differs between classification, QA, token classification and
-extractive summarisation.
+"""Fine-tuning tasks: what differs between classification, QA, token classification,
+extractive summarisation and translation.
 
 The fine-tuning engine (``training/finetune.py``) is task-agnostic: it takes a task module by
 name and calls the same functions on each (``task`` below is ``classification``, ``qa``,
-``token_classification`` or ``summarization``)::
+``token_classification``, ``summarization`` or ``translation``)::
 
     conf = task.Config(...)                                   # task options = CLI flags
     train = task.load_examples(train_path, conf)              # -> list[task.Example]
@@ -29,6 +29,16 @@ name and calls the same functions on each (``task`` below is ``classification``,
 * ``Features.stats`` and the loaders' ``stats`` hold counts worth reporting (rows truncated,
   labels lost, answers repaired or dropped); bad data raises :class:`training.errors.DataError`
   naming the file and line.
+* A sequence-to-sequence task (``translation``) replaces three steps with its own, optional
+  functions: ``load_tokenizers(conf, tok_dir, fine_tuned=...)`` (source and target tokenizers,
+  one object standing where the others take a tokenizer), ``load_model(path, conf, tokenizer,
+  fresh_head=...)`` (``EncoderDecoderModel``, named by ``MODEL_CLASS``) and
+  ``evaluate_model(model, feats, examples, conf, ..., final=...)`` (generation instead of
+  ``logits`` + ``postprocess``; its predictions may carry ``complete = False`` when a periodic
+  evaluation skipped what only the final one computes, beam search). ``report_extra(conf)`` adds
+  facts to the report (the BLEU signature). Its rows carry ``decoder_input_ids``,
+  ``decoder_attention_mask`` and ``labels`` of the target length: :func:`collate` pads them to
+  the longest target of the batch.
 
 Labels are built from the training data (:class:`LabelVocab`) and kept with the checkpoint;
 evaluation data with a label the vocabulary lacks is an error, never a silent new class.
@@ -53,8 +63,13 @@ PAD_VALUES: dict[str, int] = {
     "token_type_ids": 0,
     "attention_mask": 0,
     "labels": IGNORE_INDEX,
+    "decoder_input_ids": 0,  # overridden by the tokenizer's pad id in collate()
+    "decoder_attention_mask": 0,
 }
 TOKEN_COLUMNS = frozenset(("input_ids", "token_type_ids", "attention_mask"))
+# Token columns of a decoder (sequence-to-sequence tasks): as long as the target, not the source;
+# a batch that has them pads ``labels`` to the target length too.
+DECODER_COLUMNS = frozenset(("decoder_input_ids", "decoder_attention_mask"))
 
 
 @dataclass
@@ -89,28 +104,37 @@ class Features:
 def collate(rows: Sequence[Mapping[str, Any]], pad_token_id: int = 0) -> dict[str, NDArray[Any]]:
     """Pad a batch of :class:`Features` rows to its longest row: ``{name: (batch, ...)}``.
 
-    Token-level columns are right-padded (``input_ids`` with ``pad_token_id``, ``labels`` with
-    -100, masks with 0); scalars and fixed-length vectors are stacked. ``torch.from_numpy``
-    turns the result into tensors without a copy.
+    Token-level columns are right-padded (``input_ids`` and ``decoder_input_ids`` with
+    ``pad_token_id``, ``labels`` with -100, masks with 0) to the longest source, or, for decoder
+    columns and the labels beside them, to the longest target; scalars and fixed-length vectors
+    are stacked. ``torch.from_numpy`` turns the result into tensors without a copy.
     """
     if not rows:
         return {}
     out: dict[str, NDArray[Any]] = {}
     seq_len = max(len(r["input_ids"]) for r in rows)
+    seq2seq = "decoder_input_ids" in rows[0]
+    target_len = max(len(r["decoder_input_ids"]) for r in rows) if seq2seq else seq_len
     for key in rows[0]:
         values = [r[key] for r in rows]
         first = values[0]
         # Token-classification labels are int lists (one per token); multi-hot labels are float
         # lists of fixed length and are stacked like any other row-level value.
-        token_level = key in TOKEN_COLUMNS or (
-            key == "labels"
-            and isinstance(first, list)
-            and bool(first)
-            and isinstance(first[0], int)
+        token_level = (
+            key in TOKEN_COLUMNS
+            or key in DECODER_COLUMNS
+            or (
+                key == "labels"
+                and isinstance(first, list)
+                and bool(first)
+                and isinstance(first[0], int)
+            )
         )
         if token_level:
-            pad = pad_token_id if key == "input_ids" else PAD_VALUES[key]
-            arr = np.full((len(rows), seq_len), pad, dtype=np.int64)
+            pad = pad_token_id if key in ("input_ids", "decoder_input_ids") else PAD_VALUES[key]
+            decoder_side = key in DECODER_COLUMNS or (seq2seq and key == "labels")
+            length = target_len if decoder_side else seq_len
+            arr = np.full((len(rows), length), pad, dtype=np.int64)
             for i, v in enumerate(values):
                 arr[i, : len(v)] = v
             out[key] = arr
