@@ -10,6 +10,11 @@ A bundle is a folder::
         model.int8.onnx        dynamically quantised for the CPU provider
         model.fp16.onnx        for the CUDA provider
 
+A translation bundle holds two graphs per variant instead, ``encoder.<variant>.onnx`` and
+``decoder.<variant>.onnx`` (``VariantSpec.file`` and ``VariantSpec.decoder``; see
+``app/generation.py``), a ``generation`` section, and ``target_tokenizer.json`` when the target
+side has its own vocabulary.
+
 Every file is listed in the manifest with its size and sha256, and :func:`load_bundle` refuses a
 bundle whose files are missing or do not match. This module imports pydantic and the standard
 library only (no numpy, no onnxruntime, no torch), so both sides can use it: ``training.export``
@@ -34,7 +39,12 @@ SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_FILE = "manifest.json"
 
 Task = Literal[
-    "classification", "qa", "fill-mask", "token-classification", "extractive-summarization"
+    "classification",
+    "qa",
+    "fill-mask",
+    "token-classification",
+    "extractive-summarization",
+    "translation",
 ]
 TASKS: tuple[Task, ...] = (
     "classification",
@@ -42,10 +52,13 @@ TASKS: tuple[Task, ...] = (
     "fill-mask",
     "token-classification",
     "extractive-summarization",
+    "translation",
 )
 VariantName = Literal["fp32", "int8", "fp16"]
 Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# translation: the encoder graph takes no segments; the decoder graph is described separately
+ENCODER_INPUT_NAMES = ("input_ids", "attention_mask")
 
 # Which variant a provider prefers, best first; only variants whose parity gate passed are picked
 # automatically (an fp16 graph exported on a machine without a GPU was never checked).
@@ -145,8 +158,40 @@ class ParityReport(_Strict):
     note: str | None = None
 
 
+class GraphSpec(_Strict):
+    """A second graph of a variant (translation: the decoder step with its key/value cache)."""
+
+    file: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def file_entry(self) -> FileEntry:
+        return FileEntry(path=self.file, size_bytes=self.size_bytes, sha256=self.sha256)
+
+
+class GenerationSpec(_Strict):
+    """How a translation bundle generates (app/generation.py): ids of the decoder's start, stop
+    and pad tokens, defaults and limits of a request, and the cache's shape."""
+
+    decoder_start_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+    max_new_tokens: int = Field(gt=0, description="default per request")
+    max_new_tokens_limit: int = Field(gt=0, description="the decoder's positions allow no more")
+    num_beams: int = Field(ge=1, description="default beam size (1: greedy)")
+    max_beams: int = Field(ge=1)
+    length_penalty: float = 1.0
+    early_stopping: Literal[False] = False
+    join_punctuation: bool = True
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+
+
 class VariantSpec(_Strict):
-    """One ONNX graph of the bundle."""
+    """One ONNX graph of the bundle (translation: the encoder, and ``decoder``)."""
 
     file: str
     size_bytes: int = Field(ge=0)
@@ -159,9 +204,15 @@ class VariantSpec(_Strict):
     fused_ops: dict[str, int] = {}  # e.g. {"Attention": 12, "SkipLayerNormalization": 24}
     quantization: dict[str, str | bool] | None = None
     parity: ParityReport
+    decoder: GraphSpec | None = None  # translation only
 
     def file_entry(self) -> FileEntry:
         return FileEntry(path=self.file, size_bytes=self.size_bytes, sha256=self.sha256)
+
+    def file_entries(self) -> list[FileEntry]:
+        """The variant's graph files (one, or encoder and decoder for translation)."""
+        extra = [self.decoder.file_entry()] if self.decoder is not None else []
+        return [self.file_entry(), *extra]
 
 
 class SourceInfo(_Strict):
@@ -187,6 +238,10 @@ class Manifest(_Strict):
     max_seq_length: int = Field(gt=0)
     tokenizer: TokenizerSpec
     fill_mask: FillMaskSpec | None = None
+    # translation: the target side's tokenizer when it differs from the source's (else None),
+    # and the generation settings
+    target_tokenizer: TokenizerSpec | None = None
+    generation: GenerationSpec | None = None
     variants: dict[VariantName, VariantSpec]
     default_variant: VariantName
     files: list[FileEntry]  # tokenizer and other non-graph files
@@ -204,22 +259,34 @@ class Manifest(_Strict):
         for key, spec in self.variants.items():
             if spec.precision != key:
                 raise ValueError(f"variant {key!r} says precision {spec.precision!r}")
-            if [t.name for t in spec.inputs] != list(INPUT_NAMES):
-                raise ValueError(f"variant {key!r} inputs must be {', '.join(INPUT_NAMES)}")
+            names = ENCODER_INPUT_NAMES if self.task == "translation" else INPUT_NAMES
+            if [t.name for t in spec.inputs] != list(names):
+                raise ValueError(f"variant {key!r} inputs must be {', '.join(names)}")
+            if (self.task == "translation") != (spec.decoder is not None):
+                raise ValueError(
+                    f"variant {key!r}: a decoder graph is for, and only for, translation"
+                )
+        if (self.task == "translation") != (self.generation is not None):
+            raise ValueError("generation is required for, and only for, the translation task")
+        if self.target_tokenizer is not None and self.task != "translation":
+            raise ValueError("target_tokenizer applies to translation only")
         if self.task in ("classification", "token-classification") and not self.labels:
             raise ValueError(f"a {self.task} bundle needs labels")
         if (self.task == "fill-mask") != (self.fill_mask is not None):
             raise ValueError("fill_mask is required for, and only for, the fill-mask task")
         if self.multi_label and self.task != "classification":
             raise ValueError("multi_label applies to classification only")
-        listed = {f.path for f in self.files} | {v.file for v in self.variants.values()}
+        listed = {f.path for f in self.all_files()}
         if self.tokenizer.file not in listed:
             raise ValueError(f"tokenizer file {self.tokenizer.file!r} is not listed in files")
+        target = self.target_tokenizer
+        if target is not None and target.file not in listed:
+            raise ValueError(f"target tokenizer file {target.file!r} is not listed in files")
         return self
 
     def all_files(self) -> list[FileEntry]:
         """Every file the bundle holds besides the manifest."""
-        return [*self.files, *(v.file_entry() for v in self.variants.values())]
+        return [*self.files, *(f for v in self.variants.values() for f in v.file_entries())]
 
 
 @dataclass(frozen=True)
@@ -245,6 +312,18 @@ class Bundle:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / self.manifest.tokenizer.file
+
+    @property
+    def decoder_file(self) -> Path | None:
+        """Translation: the variant's decoder graph."""
+        dec = self.variant.decoder
+        return None if dec is None else self.path / dec.file
+
+    @property
+    def target_tokenizer_file(self) -> Path:
+        """Translation: the tokenizer of generated ids (the source's when shared)."""
+        spec = self.manifest.target_tokenizer or self.manifest.tokenizer
+        return self.path / spec.file
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -36,6 +36,7 @@ from app.schemas import (
     SummarizeResponse,
     TokenClassifyResponse,
     TokenizeResponse,
+    TranslateResponse,
 )
 
 __all__ = [
@@ -431,6 +432,23 @@ class _Calls:
         return _Call("POST", "/v1/summarize", SummarizeResponse, body)
 
     @staticmethod
+    def translate(
+        inputs: Texts,
+        model: str | None,
+        beam_size: int | None,
+        max_new_tokens: int | None,
+        truncate: bool | None,
+    ) -> _Call[TranslateResponse]:
+        body = _body(
+            model=model,
+            inputs=_listed(inputs),
+            beam_size=beam_size,
+            max_new_tokens=max_new_tokens,
+            truncate=truncate,
+        )
+        return _Call("POST", "/v1/translate", TranslateResponse, body)
+
+    @staticmethod
     def tokenize(inputs: Inputs, model: str | None) -> _Call[TokenizeResponse]:
         body = _body(model=model, inputs=_listed(inputs))
         return _Call("POST", "/v1/tokenize", TokenizeResponse, body)
@@ -566,6 +584,18 @@ class Client:
         """Extractive summaries: chosen sentences (document order) with offsets and scores."""
         return self._run(_Calls.summarize(inputs, model, max_sentences, truncate))
 
+    def translate(
+        self,
+        inputs: Texts,
+        *,
+        model: str | None = None,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        truncate: bool | None = None,
+    ) -> TranslateResponse:
+        """Translations (BERT2BERT): greedy with beam_size 1, else beam search."""
+        return self._run(_Calls.translate(inputs, model, beam_size, max_new_tokens, truncate))
+
     def tokenize(self, inputs: Inputs, *, model: str | None = None) -> TokenizeResponse:
         """Tokens with ids and character offsets, as the model sees them."""
         return self._run(_Calls.tokenize(inputs, model))
@@ -694,6 +724,17 @@ class AsyncClient:
         truncate: bool | None = None,
     ) -> SummarizeResponse:
         return await self._run(_Calls.summarize(inputs, model, max_sentences, truncate))
+
+    async def translate(
+        self,
+        inputs: Texts,
+        *,
+        model: str | None = None,
+        beam_size: int | None = None,
+        max_new_tokens: int | None = None,
+        truncate: bool | None = None,
+    ) -> TranslateResponse:
+        return await self._run(_Calls.translate(inputs, model, beam_size, max_new_tokens, truncate))
 
     async def tokenize(self, inputs: Inputs, *, model: str | None = None) -> TokenizeResponse:
         return await self._run(_Calls.tokenize(inputs, model))

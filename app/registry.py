@@ -18,6 +18,7 @@ from typing import Any
 from app.backend import CPU, CUDA, OnnxBackend, RowOutput, cuda_device_present, pad_batch
 from app.batching import Batcher
 from app.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle, read_manifest
+from app.generation import Seq2Seq, Seq2SeqBackend
 from app.settings import Settings
 
 __all__ = ["Failure", "LoadedModel", "Registry", "choose_provider", "warm_up"]
@@ -31,7 +32,7 @@ class LoadedModel:
 
     bundle: Bundle
     task_model: Any  # app.tasks.TaskModel subclass
-    backend: OnnxBackend
+    backend: OnnxBackend | Seq2SeqBackend  # translation: encoder + decoder sessions
     load_seconds: float
     batcher: Batcher[RowOutput] | None = None
 
@@ -169,7 +170,24 @@ class Registry:
             warm_up(model, s)
         return model
 
-    def _session(self, bundle: Bundle, provider: str | None = None) -> OnnxBackend:
+    def _session(self, bundle: Bundle, provider: str | None = None) -> OnnxBackend | Seq2SeqBackend:
+        gen = bundle.manifest.generation
+        if gen is not None and bundle.decoder_file is not None:  # translation
+            model = Seq2Seq(
+                bundle.model_file,
+                bundle.decoder_file,
+                layers=gen.num_layers,
+                heads=gen.num_heads,
+                head_dim=gen.head_dim,
+                provider=provider or self.provider,
+                intra_op_threads=self.settings.intra_op_threads,
+            )
+            return Seq2SeqBackend(
+                model,
+                start=gen.decoder_start_token_id,
+                eos=gen.eos_token_id,
+                length_penalty=gen.length_penalty,
+            )
         return OnnxBackend(
             bundle.model_file,
             provider or self.provider,

@@ -29,6 +29,8 @@ from app.schemas import (
     TokenClassifyResponse,
     TokenizeRequest,
     TokenizeResponse,
+    TranslateRequest,
+    TranslateResponse,
     Usage,
 )
 from app.service import Service
@@ -69,7 +71,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "Unknown model.",
         413: "Body too large, or more inputs than the queue holds.",
         422: "Invalid request (empty text, too many inputs, too long with truncate=false, "
-        "no mask, no readable sentence, wrong types).",
+        "no mask, no readable sentence, beam_size or max_new_tokens out of range, wrong types).",
         429: "Overloaded: the model's queue is full; see Retry-After.",
         500: "Inference failed for the batch holding this request.",
         503: "Not ready: starting, draining, or the model failed to load.",
@@ -104,6 +106,11 @@ async def list_models(service: ServiceDep) -> ModelsResponse:
             max_length=m.task_model.max_length,
             parity=m.bundle.variant.parity.model_dump(exclude_none=True),
             evaluation=m.bundle.manifest.evaluation,
+            generation=(
+                None
+                if m.bundle.manifest.generation is None
+                else m.bundle.manifest.generation.model_dump()
+            ),
             load_seconds=round(m.load_seconds, 3),
         )
         for m in service.models
@@ -209,6 +216,29 @@ async def summarize(
     results = await service.offload(tm.finish, prepared, rows, body.max_sentences, inline=small)
     usage = Usage(inputs=len(texts), tokens=prepared.tokens)
     return SummarizeResponse(model=model.name, results=results, usage=usage)
+
+
+@v1.post("/translate", responses=TASK_ERRORS)
+async def translate(
+    body: TranslateRequest, request: Request, service: ServiceDep
+) -> TranslateResponse:
+    """Translation per input (BERT2BERT): greedy decoding (beam_size 1) or beam search. Inputs
+    of concurrent requests are batched; a batch's whole generation runs in one backend call."""
+    texts = _as_list(body.inputs)
+    model = service.resolve("translation", body.model)
+    service.check_count(len(texts))
+    tm = model.task_model
+    small = service.is_small(texts)
+    prepared, rows = await service.infer(
+        request,
+        model,
+        lambda: tm.prepare(texts, body.beam_size, body.max_new_tokens, body.truncate),
+        inline=small,
+    )
+    results = await service.offload(tm.finish, prepared, rows, inline=small)
+    generated = sum(r.tokens for r in results)
+    usage = Usage(inputs=len(texts), tokens=prepared.tokens + generated)
+    return TranslateResponse(model=model.name, results=results, usage=usage)
 
 
 @v1.post("/tokenize", responses=_errors(400, 401, 404, 413, 422, 503))

@@ -26,6 +26,8 @@ __all__ = [
     "TokenClassifyResponse",
     "TokenizeRequest",
     "TokenizeResponse",
+    "TranslateRequest",
+    "TranslateResponse",
 ]
 
 
@@ -258,6 +260,41 @@ class SummarizeResponse(_Response):
     results: list[SummarizeResult]
 
 
+# --- translation ---------------------------------------------------------------------------------
+
+
+class TranslateRequest(_Request):
+    model: ModelName = None
+    inputs: Text | TextList = Field(
+        description="A source text, or a list of them.", examples=["A dog runs in the park."]
+    )
+    beam_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Beams (1: greedy decoding; default: the bundle's); at most the bundle's "
+        "max_beams (GET /v1/models), else 422.",
+    )
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens generated per input at most (default: the bundle's); at most the "
+        "decoder's positions, else 422.",
+    )
+    truncate: bool = Field(
+        default=True,
+        description="Cut sources longer than the model's max length; false refuses them (422).",
+    )
+
+
+class TranslateResult(BaseModel):
+    translation: str = Field(description="The generated text (special tokens removed).")
+    tokens: int = Field(description="Tokens generated (the end token not counted).")
+
+
+class TranslateResponse(_Response):
+    results: list[TranslateResult]
+
+
 # --- tokenize ------------------------------------------------------------------------------------
 
 
@@ -298,6 +335,10 @@ class ModelInfo(BaseModel):
     max_length: int = Field(description="Longest input in tokens, special tokens included.")
     parity: dict[str, Any] = Field(description="The variant's parity figures from export.")
     evaluation: dict[str, Any] = Field(description="Evaluation figures from the manifest.")
+    generation: dict[str, Any] | None = Field(
+        default=None,
+        description="Translation: generation settings (default and max beams, max_new_tokens).",
+    )
     load_seconds: float
 
 

@@ -36,6 +36,7 @@ from app import qa as qa_decode
 from app.backend import Batch, Outputs, RowOutput, WorkItem
 from app.bundle import Bundle, Task
 from app.errors import ValidationFailedError
+from app.generation import detokenize
 from app.schemas import (
     ClassifyResult,
     Entity,
@@ -51,6 +52,7 @@ from app.schemas import (
     TokenClassifyResult,
     TokenizeResult,
     TokenScore,
+    TranslateResult,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "QuestionAnswering",
     "TaskModel",
     "TokenClassification",
+    "Translation",
     "group_entities",
     "make_task_model",
 ]
@@ -580,12 +583,67 @@ class ExtractiveSummarization(TaskModel):
         return results
 
 
+class Translation(TaskModel):
+    """Source text -> one work item (``[CLS] x [SEP]``) whose payload is ``(beam size, max new
+    tokens)``; the backend (`app.generation.Seq2SeqBackend`) generates the ids, `finish`
+    detokenizes them with the target tokenizer exactly as offline evaluation does."""
+
+    task = "translation"
+
+    def __init__(self, bundle: Bundle) -> None:
+        super().__init__(bundle)
+        gen = bundle.manifest.generation
+        assert gen is not None  # the manifest validator guarantees it for translation
+        self.generation = gen
+        self.target_tokenizer = Tokenizer.from_file(str(bundle.target_tokenizer_file))
+
+    def prepare(
+        self,
+        texts: Sequence[str],
+        beam_size: int | None,
+        max_new_tokens: int | None,
+        truncate: bool,
+    ) -> Prepared:
+        gen = self.generation
+        beams = gen.num_beams if beam_size is None else beam_size
+        if not 1 <= beams <= gen.max_beams:
+            raise ValidationFailedError(
+                f"beam_size {beams} is out of range for model {self.name!r}: 1..{gen.max_beams}",
+                details={"max_beams": gen.max_beams},
+            )
+        new = gen.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if not 1 <= new <= gen.max_new_tokens_limit:
+            raise ValidationFailedError(
+                f"max_new_tokens {new} is out of range for model {self.name!r}: "
+                f"1..{gen.max_new_tokens_limit}",
+                details={"max_new_tokens_limit": gen.max_new_tokens_limit},
+            )
+        encodings = self.encode(texts)
+        self.check_length(encodings, truncate)
+        items = [WorkItem.of(e.ids, payload=(beams, new)) for e in encodings]
+        return Prepared(items, sum(it.length for it in items))
+
+    def warmup_items(self, size: int, length: int) -> list[WorkItem]:
+        """Greedy, two tokens: the encoder at this shape and both decoder steps (past 0, 1)."""
+        return [WorkItem(it.input_ids, payload=(1, 2)) for it in super().warmup_items(size, length)]
+
+    def finish(self, prepared: Prepared, rows: Sequence[RowOutput]) -> list[TranslateResult]:
+        join = self.generation.join_punctuation
+        out = []
+        for row in rows:
+            ids = row.arrays["ids"].tolist()
+            text = detokenize(self.target_tokenizer, ids, join)
+            out.append(TranslateResult(translation=text, tokens=len(ids)))
+        return out
+
+
 TASK_MODELS: dict[str, type[TaskModel]] = {
     "classification": Classification,
     "qa": QuestionAnswering,
     "fill-mask": FillMask,
     "token-classification": TokenClassification,
     "extractive-summarization": ExtractiveSummarization,
+    "translation": Translation,
 }
 
 

@@ -82,3 +82,42 @@ def export(*args: str | Path) -> int:
     from training import cli
 
     return cli.main(["export", *map(str, args)])
+
+
+# A tiny BERT2BERT, trained a little on these pairs so that greedy and beam outputs are not
+# trivial (not memorised either: beam search and greedy decoding still differ on some inputs).
+PAIRS = [
+    ("the cat sat on the mat", "a dog ran to paris"),
+    ("he was big", "she is small and red"),
+    ("we run in london", "they walk"),
+    ("john and mary jump", "the blue car of the house is green"),
+]
+
+
+def build_translation_checkpoint(folder: Path, steps: int = 40) -> Path:
+    """A BERT2BERT (hidden 32, 2 layers, one shared vocabulary) warm-started from a random tiny
+    BERT and trained ``steps`` Adam steps on :data:`PAIRS`, saved as ``finetune`` leaves it."""
+    import torch
+
+    from training.finetune import load_tokenizer
+    from training.tasks import collate
+    from training.tasks import translation as tr
+
+    base = build_checkpoint(folder.parent / f"{folder.name}-base", "pretraining")
+    tokenizer = load_tokenizer(base)
+    torch.manual_seed(0)
+    conf = tr.Config(max_new_tokens=12, num_beams=3)
+    model = tr.load_model(str(base), conf, tokenizer, fresh_head=True)
+    examples = [tr.Example(s, t, "pairs") for s, t in PAIRS]
+    feats = tr.features(examples, tokenizer, conf)
+    batch = {k: torch.from_numpy(v) for k, v in collate([feats[i] for i in range(4)]).items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -24,6 +24,13 @@ tables for extractive-summarization (metric: agreement of the top-3 sentences wi
 oracle's), or plain text (one example per line, no labels). A label the checkpoint's
 ``id2label`` lacks is an error; with the default names ``LABEL_i`` the file's labels are the
 class indices.
+
+A translation checkpoint (BERT2BERT, an ``EncoderDecoderModel`` folder) is exported as
+``encoder.<v>.onnx`` and ``decoder.<v>.onnx`` per variant (fp32, int8; see app/generation.py),
+with the generation settings in the manifest; its gate compares onnxruntime greedy decoding with
+PyTorch's ``generate`` on ``--eval`` sources (a line-aligned pair with ``--eval-target``, JSON(L)
+records, or one source per line) or generated text: ``--fp32-min-equal`` (1.0) /
+``--int8-min-equal`` (0.5) of the outputs must be identical.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ TASK_OF_ARCHITECTURE: dict[str, bundle_schema.Task] = {
     "BertForPreTraining": "fill-mask",  # exported with its MLM head only
 }
 HEADLESS = {"BertModel"}
+TRANSLATION_ARCH = "EncoderDecoderModel"  # BERT2BERT (training/tasks/translation.py)
 # A BertForTokenClassification whose config.json says ``finetuning_task:
 # extractive-summarization`` scores sentences at their [CLS] (training/tasks/summarization.py).
 SUMMARIZATION: bundle_schema.Task = "extractive-summarization"
@@ -110,7 +118,12 @@ class ExportConfig:
     name: str | None = cfg.field(None, help="bundle name (default: the --out folder's name)")
     task: (
         Literal[
-            "classification", "qa", "fill-mask", "token-classification", "extractive-summarization"
+            "classification",
+            "qa",
+            "fill-mask",
+            "token-classification",
+            "extractive-summarization",
+            "translation",
         ]
         | None
     ) = cfg.field(
@@ -150,6 +163,26 @@ class ExportConfig:
     int8_min_batch_agreement: float = cfg.field(
         1.0, help="gate: int8 top-label agreement of batched with one-by-one runs"
     )
+    eval_target: str | None = cfg.field(
+        None,
+        help="translation: target side of a line-aligned --eval file (only its sources are "
+        "used; without it a text --eval is one source per line)",
+    )
+    max_new_tokens: int | None = cfg.field(
+        None,
+        help="translation: default tokens generated per input (default: the checkpoint's "
+        "generation config)",
+    )
+    num_beams: int | None = cfg.field(
+        None, help="translation: default beam size (default: the checkpoint's generation config)"
+    )
+    max_beams: int = cfg.field(8, help="translation: the largest beam size a request may ask")
+    fp32_min_equal: float = cfg.field(
+        1.0, help="gate (translation): share of greedy outputs equal to PyTorch's, fp32"
+    )
+    int8_min_equal: float = cfg.field(
+        0.5, help="gate (translation): share of greedy outputs equal to PyTorch's, int8"
+    )
     report: str | None = cfg.field(
         None, help="evaluation report to carry into the manifest (default: the checkpoint's)"
     )
@@ -180,6 +213,14 @@ def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
         raise UsageError(f"unknown task {task!r}; known: {', '.join(bundle_schema.TASKS)}")
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
+    if arch == TRANSLATION_ARCH or config.get("model_type") == "encoder-decoder":
+        if task not in (None, "translation"):
+            raise UsageError(f"--task {task} does not match {p}: it is a translation model")
+        for side in ("encoder", "decoder"):
+            kind = (config.get(side) or {}).get("model_type")
+            if kind != "bert":
+                raise UsageError(f"{p}: the {side} is a {kind!r} model; export handles BERT only")
+        return Checkpoint(p, config, TRANSLATION_ARCH, "translation")
     if config.get("model_type", "bert") != "bert":
         raise UsageError(f"{p} is a {config.get('model_type')!r} model; export handles BERT only")
     if arch in HEADLESS:
@@ -1339,6 +1380,8 @@ def make_manifest(
 
 def export(conf: ExportConfig) -> Manifest:
     """Export ``conf.checkpoint`` to ``conf.out`` behind the parity gate; returns the manifest."""
+    if _is_translation(conf):
+        return export_translation(conf)
     plan = make_plan(conf)
     ckpt = plan.ckpt
     log.info(
@@ -1441,6 +1484,502 @@ def _log_report(variant: str, r: ParityReport) -> None:
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+# ----------------------------------------------------------------------------- translation
+#
+# A BERT2BERT checkpoint (EncoderDecoderModel folder) becomes two graphs per variant
+# (app/generation.py describes them): encoder.<v>.onnx, which also computes every decoder
+# layer's cross-attention keys/values from the encoder states (they depend on the source
+# only), and decoder.<v>.onnx, one decoding step with the self-attention key/value cache (past
+# length 0 at the first step). The decoder step is written out from the BERT modules' own
+# sub-layers (embeddings at position = past length, self-attention over past + new, cross-
+# attention, feed-forward, LM head), so the legacy TorchScript exporter traces flat tensors
+# with no cache objects. No onnxruntime BERT fusion here (its Attention op takes no cache).
+# Parity gate: greedy ids of onnxruntime decoding == PyTorch's generate (num_beams=1) on the
+# held-out sources (share equal >= fp32_min_equal / int8_min_equal), and the max |logit
+# difference| of teacher-forced steps along PyTorch's outputs (reported).
+
+
+def _is_translation(conf: ExportConfig) -> bool:
+    if not conf.checkpoint:
+        return False
+    try:
+        return inspect_checkpoint(conf.checkpoint, conf.task).task == "translation"
+    except UsageError:
+        return False  # make_plan reports it, in its order
+
+
+def _heads(x: Any, heads: int) -> Any:
+    """(batch, length, hidden) -> (batch, heads, length, head_dim)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def translation_graphs(model: Any) -> tuple[Any, Any]:
+    """(encoder module, decoder-step module) over flat tensors, for the TorchScript exporter."""
+    import torch
+    from torch.onnx import operators
+
+    dec_bert = model.decoder.bert
+    layers = list(dec_bert.encoder.layer)
+    heads = int(model.config.decoder.num_attention_heads)
+    head_dim = int(model.config.decoder.hidden_size) // heads
+    scale = head_dim**-0.5
+    proj = getattr(model, "enc_to_dec_proj", None)
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.model.encoder(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).last_hidden_state
+            h = proj(hidden) if proj is not None else hidden
+            outs = [hidden]
+            for layer in layers:
+                att = layer.crossattention.self
+                outs += [_heads(att.key(h), heads), _heads(att.value(h), heads)]
+            return tuple(outs)
+
+    def attend(q: Any, k: Any, v: Any, mask: Any) -> Any:
+        w = torch.matmul(q, k.transpose(2, 3)) * scale
+        if mask is not None:
+            w = w + mask
+        ctx = torch.matmul(w.softmax(-1), v)  # (B, heads, 1, head_dim)
+        return ctx.transpose(1, 2).flatten(2)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, encoder_attention_mask: Any, *flat: Any) -> Any:
+            n = 2 * len(layers)
+            past, cross = flat[:n], flat[n:]
+            past_len = operators.shape_as_tensor(past[0])[2]
+            positions = torch.zeros_like(input_ids) + past_len
+            emb = dec_bert.embeddings
+            x = (
+                emb.word_embeddings(input_ids)
+                + emb.token_type_embeddings(torch.zeros_like(input_ids))
+                + emb.position_embeddings(positions)
+            )
+            x = emb.LayerNorm(x)
+            mask = (1.0 - encoder_attention_mask[:, None, None, :].to(x.dtype)) * -1.0e9
+            presents = []
+            for i, layer in enumerate(layers):
+                sa = layer.attention.self
+                k = torch.cat([past[2 * i], _heads(sa.key(x), heads)], dim=2)
+                v = torch.cat([past[2 * i + 1], _heads(sa.value(x), heads)], dim=2)
+                presents += [k, v]
+                x = layer.attention.output(attend(_heads(sa.query(x), heads), k, v, None), x)
+                ca = layer.crossattention.self
+                ctx = attend(_heads(ca.query(x), heads), cross[2 * i], cross[2 * i + 1], mask)
+                x = layer.crossattention.output(ctx, x)
+                x = layer.output(layer.intermediate(x), x)
+            return (self.model.decoder.cls(x), *presents)
+
+    return Encoder().eval(), Decoder().eval()
+
+
+def _kv_names(kind: str, layers: int) -> list[str]:
+    return [f"{kind}_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
+
+
+def translation_specs(
+    layers: int, vocab: int
+) -> tuple[list[TensorSpec], list[TensorSpec], list[TensorSpec], list[TensorSpec]]:
+    """(encoder inputs, encoder outputs, decoder inputs, decoder outputs)."""
+
+    def kv(kind: str, length: str) -> list[TensorSpec]:
+        shape: list[int | str] = ["batch", "heads", length, "head_dim"]
+        return [TensorSpec(name=n, dtype="float32", shape=shape) for n in _kv_names(kind, layers)]
+
+    enc_in = [
+        TensorSpec(name=n, dtype="int64", shape=["batch", "source"])
+        for n in bundle_schema.ENCODER_INPUT_NAMES
+    ]
+    enc_out = [
+        TensorSpec(name="last_hidden_state", dtype="float32", shape=["batch", "source", "hidden"]),
+        *kv("cross", "source"),
+    ]
+    dec_in = [
+        TensorSpec(name="input_ids", dtype="int64", shape=["batch", 1]),
+        TensorSpec(name="encoder_attention_mask", dtype="int64", shape=["batch", "source"]),
+        *kv("past", "past"),
+        *kv("cross", "source"),
+    ]
+    dec_out = [
+        TensorSpec(name="logits", dtype="float32", shape=["batch", 1, vocab]),
+        *kv("present", "total"),
+    ]
+    return enc_in, enc_out, dec_in, dec_out
+
+
+def _onnx_export(
+    module: Any, args: tuple[Any, ...], path: Path, ins: list[TensorSpec], outs: list[TensorSpec]
+) -> None:
+    import torch
+
+    axes = {
+        t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in [*ins, *outs]
+    }
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=[t.name for t in ins],
+            output_names=[t.name for t in outs],
+            dynamic_axes=axes,
+            opset_version=int(module.opset),
+            do_constant_folding=True,
+        )
+    module.eval()
+
+
+def export_translation_graphs(
+    model: Any, enc_path: Path, dec_path: Path, opset: int, specs: tuple[Any, ...]
+) -> None:
+    import torch
+
+    enc_in, enc_out, dec_in, dec_out = specs
+    encoder, decoder = translation_graphs(model)
+    encoder.opset = decoder.opset = opset
+    cfg_dec = model.config.decoder
+    vocab_src = int(model.config.encoder.vocab_size)
+    vocab_tgt = int(cfg_dec.vocab_size)
+    heads = int(cfg_dec.num_attention_heads)
+    head_dim = int(cfg_dec.hidden_size) // heads
+    layers = int(cfg_dec.num_hidden_layers)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab_src, (2, 7), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0  # padding in the example, else the mask is traced away
+    _onnx_export(encoder, (ids, mask), enc_path, enc_in, enc_out)
+    with torch.no_grad():
+        cross = list(encoder(ids, mask)[1:])
+    past = [torch.randn(2, heads, 3, head_dim, generator=gen) for _ in range(2 * layers)]
+    tok = torch.randint(5, vocab_tgt, (2, 1), generator=gen)
+    _onnx_export(decoder, (tok, mask, *past, *cross), dec_path, dec_in, dec_out)
+
+
+@dataclass
+class TranslationParity:
+    equal: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    batch_equal: float
+    examples: int
+
+
+def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def torch_translations(
+    model: Any, sources: Sequence[Sequence[int]], pad: int, batch: int, max_new: int, beams: int = 1
+) -> list[list[int]]:
+    import torch
+
+    from training.tasks import translation as tr
+
+    out: list[list[int]] = []
+    with torch.no_grad():
+        for lo in range(0, len(sources), batch):
+            ids, mask = _padded(sources[lo : lo + batch], pad)
+            out += tr.generate(
+                model,
+                torch.from_numpy(ids),
+                torch.from_numpy(mask),
+                num_beams=beams,
+                max_new_tokens=max_new,
+            )
+    return out
+
+
+def ort_translations(
+    s2s: Any,
+    sources: Sequence[Sequence[int]],
+    pad: int,
+    batch: int,
+    max_new: int,
+    start: int,
+    eos: int,
+    beams: int = 1,
+) -> list[list[int]]:
+    from app import generation
+
+    out: list[list[int]] = []
+    for lo in range(0, len(sources), batch):
+        ids, mask = _padded(sources[lo : lo + batch], pad)
+        state = s2s.encode(ids, mask)
+        limits = [max_new] * len(ids)
+        if beams == 1:
+            out += generation.greedy(s2s, state, limits, start, eos)
+        else:
+            out += generation.beam_search(s2s, state, beams, limits, start, eos)
+    return out
+
+
+def translation_parity(
+    model: Any,
+    s2s: Any,
+    sources: Sequence[Sequence[int]],
+    reference: Sequence[Sequence[int]],
+    pad: int,
+    batch: int,
+    max_new: int,
+    start: int,
+    eos: int,
+) -> TranslationParity:
+    """Greedy agreement with PyTorch (``reference``), batched-vs-single agreement, and the logit
+    differences of teacher-forced steps along PyTorch's outputs."""
+    import torch
+
+    got = ort_translations(s2s, sources, pad, batch, max_new, start, eos)
+    equal = sum(a == b for a, b in zip(got, reference, strict=True)) / len(sources)
+    check = list(range(min(BATCH_CHECK_EXAMPLES, len(sources))))
+    single = [ort_translations(s2s, [sources[i]], pad, 1, max_new, start, eos)[0] for i in check]
+    batch_equal = sum(single[j] == got[i] for j, i in enumerate(check)) / max(len(check), 1)
+    diffs: list[np.ndarray] = []
+    for i in check:
+        forced = [start, *reference[i]]
+        ids = torch.tensor([list(sources[i])])
+        with torch.no_grad():
+            ref = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                decoder_input_ids=torch.tensor([forced]),
+            ).logits[0]
+        state = s2s.encode(ids.numpy(), np.ones_like(ids.numpy()))
+        for t, tok in enumerate(forced):
+            logits, state = s2s.step(state, np.array([tok], dtype=np.int64))
+            diffs.append(np.abs(logits[0] - ref[t].numpy()))
+    flat = np.concatenate(diffs) if diffs else np.zeros(1)
+    return TranslationParity(
+        equal, float(flat.max()), float(flat.mean()), batch_equal, len(sources)
+    )
+
+
+def translation_sources(conf: ExportConfig, tok: Any) -> tuple[list[list[int]], str]:
+    """Token ids of the parity sources (tokenized as serving will), and the data's name."""
+    from training.tasks import translation as tr
+
+    if not conf.eval:
+        examples = generated_examples("translation", tok, conf.max_steps, conf.seed)
+        return [e.ids for e in examples], "generated"
+    path = Path(conf.eval)
+    if not path.is_file():
+        raise UsageError(f"--eval {path} does not exist")
+    if conf.eval_target or tr.is_json(path):
+        pairs = tr.load_examples(path, tr.Config(eval_target=conf.eval_target), part="eval")
+        texts = [p.source for p in pairs]
+    else:
+        texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+    texts = _sample(texts, conf.max_steps, conf.seed)
+    if not texts:
+        raise DataError(f"no parity examples from {path.name}")
+    return [e.ids for e in tok.encode_batch(texts)], path.name
+
+
+def export_translation(conf: ExportConfig) -> Manifest:
+    """Export a BERT2BERT checkpoint: encoder and decoder graphs per variant, the tokenizer(s),
+    the generation settings, behind the greedy-decoding parity gate."""
+    from app import generation
+    from training.tasks import translation as tr
+
+    if not conf.out:
+        raise UsageError("--out DIR is required (e.g. models/NAME)")
+    if conf.max_steps < 1 or conf.batch_size < 1 or conf.max_beams < 1:
+        raise UsageError("--max-steps, --batch-size and --max-beams must be positive")
+    out = Path(conf.out)
+    ckpt = inspect_checkpoint(conf.checkpoint, "translation")
+    check_out(out, conf.overwrite)
+    check_opset(conf.opset)
+    variants = parse_variants(conf.variants or "fp32,int8", False)
+    if "fp16" in variants:
+        raise UsageError("--variants: translation bundles have fp32 and int8 variants only")
+    enc_conf, dec_conf = ckpt.config["encoder"], ckpt.config["decoder"]
+    vocab, dec_vocab = int(enc_conf["vocab_size"]), int(dec_conf["vocab_size"])
+    max_pos = int(enc_conf.get("max_position_embeddings", 512))
+    if conf.max_length is not None and not 1 < conf.max_length <= max_pos:
+        raise UsageError(f"--max-length must be in 2..{max_pos} (the model's max positions)")
+    tok, tspec = read_tokenizer(ckpt.path, "translation", conf.max_length, vocab)
+    if tspec.max_length > max_pos:
+        tspec = tspec.model_copy(update={"max_length": max_pos})
+        tok.enable_truncation(max_pos, strategy=tspec.truncation)
+    target_dir = ckpt.path / tr.TARGET_TOKENIZER
+    target_tok, target_spec = None, None
+    if (target_dir / "tokenizer.json").is_file():
+        target_tok, target_spec = read_tokenizer(target_dir, "translation", None, dec_vocab)
+        target_spec = target_spec.model_copy(
+            update={"file": "target_tokenizer.json", "config_file": None}
+        )
+    sources, data = translation_sources(conf, tok)
+
+    log.info("export %s (BERT2BERT, translation) -> %s: variants %s", ckpt.path, out, variants)
+    t0 = time.perf_counter()
+    from transformers import EncoderDecoderModel
+
+    tr._silence_loss_notice()
+    try:
+        model = tr._quiet_load(EncoderDecoderModel.from_pretrained, str(ckpt.path)).eval()
+    except UsageError as exc:
+        raise DataError(f"--checkpoint {ckpt.path} could not be loaded: {exc}") from exc
+    gen_conf = model.generation_config
+    start = int(model.config.decoder_start_token_id)
+    eos = int(gen_conf.eos_token_id)
+    pad = int(model.config.pad_token_id if model.config.pad_token_id is not None else 0)
+    dec_pos = int(dec_conf.get("max_position_embeddings", 512))
+    max_new = int(conf.max_new_tokens or gen_conf.max_new_tokens or 64)
+    beams = int(conf.num_beams or gen_conf.num_beams or 1)
+    if not 1 <= max_new <= dec_pos:
+        raise UsageError(f"--max-new-tokens must be in 1..{dec_pos} (the decoder's positions)")
+    if not 1 <= beams <= conf.max_beams:
+        raise UsageError(f"--num-beams must be in 1..{conf.max_beams} (--max-beams)")
+    layers = int(dec_conf["num_hidden_layers"])
+    heads = int(dec_conf["num_attention_heads"])
+    head_dim = int(dec_conf["hidden_size"]) // heads
+    specs = translation_specs(layers, dec_vocab)
+    reference = torch_translations(model, sources, pad, conf.batch_size, max_new)
+
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        enc32, dec32 = staging / "encoder.fp32.onnx", staging / "decoder.fp32.onnx"
+        export_translation_graphs(model, enc32, dec32, conf.opset, specs)
+        vspecs: dict[bundle_schema.VariantName, VariantSpec] = {}
+        for v in variants:
+            enc, dec = staging / f"encoder.{v}.onnx", staging / f"decoder.{v}.onnx"
+            quant = None
+            if v == "int8":
+                quant = quantize_int8(enc32, enc, conf.int8_per_channel, conf.int8_reduce_range)
+                quantize_int8(dec32, dec, conf.int8_per_channel, conf.int8_reduce_range)
+            try:
+                s2s = generation.Seq2Seq(enc, dec, layers=layers, heads=heads, head_dim=head_dim)
+            except Exception as exc:
+                raise TrainingError(
+                    f"onnxruntime cannot load the {v} graphs: {_one_line(exc)[:200]}"
+                ) from exc
+            fig = translation_parity(
+                model, s2s, sources, reference, pad, conf.batch_size, max_new, start, eos
+            )
+            need = conf.fp32_min_equal if v == "fp32" else conf.int8_min_equal
+            failures = []
+            if fig.equal < need:
+                failures.append(f"greedy outputs equal to PyTorch's {fig.equal:.4g} < {need:.4g}")
+            report = ParityReport(
+                status="failed" if failures else "passed",
+                provider=s2s.provider,
+                examples=fig.examples,
+                data=data,
+                max_abs_diff=fig.max_abs_diff,
+                mean_abs_diff=fig.mean_abs_diff,
+                agreement=fig.equal,
+                metric_name="greedy_equal",
+                metric=100.0 * fig.equal,
+                reference_metric=100.0,
+                batch_agreement=fig.batch_equal,
+                thresholds={"min_equal": need},
+                failures=failures,
+            )
+            _log_report(v, report)
+            enc_in, enc_out, dec_in, dec_out = specs
+            vspecs[v] = VariantSpec(
+                file=enc.name,
+                size_bytes=enc.stat().st_size,
+                sha256=bundle_schema.sha256_file(enc),
+                precision=v,
+                provider=PROVIDER_OF_VARIANT[v],
+                opset=conf.opset,
+                inputs=enc_in,
+                outputs=enc_out,
+                quantization=quant,
+                parity=report,
+                decoder=bundle_schema.GraphSpec(
+                    file=dec.name,
+                    size_bytes=dec.stat().st_size,
+                    sha256=bundle_schema.sha256_file(dec),
+                    inputs=dec_in,
+                    outputs=dec_out,
+                ),
+            )
+        if "fp32" not in vspecs:
+            enc32.unlink()
+            dec32.unlink()
+        failed = {v: s.parity for v, s in vspecs.items() if s.parity.status == "failed"}
+        if failed:
+            summary = "; ".join(f"{v}: {', '.join(r.failures)}" for v, r in failed.items())
+            raise ParityError(
+                f"parity gate failed, bundle not written ({summary}); relax the threshold or "
+                "ask for fewer --variants"
+            )
+        tok.save(str(staging / "tokenizer.json"))
+        files = [bundle_schema.file_entry(staging, "tokenizer.json")]
+        if tspec.config_file:
+            shutil.copyfile(ckpt.path / tspec.config_file, staging / tspec.config_file)
+            files.append(bundle_schema.file_entry(staging, tspec.config_file))
+        if target_tok is not None and target_spec is not None:
+            target_tok.save(str(staging / target_spec.file))
+            files.append(bundle_schema.file_entry(staging, target_spec.file))
+        manifest = Manifest(
+            name=conf.name or out.resolve().name,
+            task="translation",
+            max_seq_length=tspec.max_length,
+            tokenizer=tspec,
+            target_tokenizer=target_spec,
+            generation=bundle_schema.GenerationSpec(
+                decoder_start_token_id=start,
+                eos_token_id=eos,
+                pad_token_id=pad,
+                max_new_tokens=max_new,
+                max_new_tokens_limit=dec_pos,
+                num_beams=beams,
+                max_beams=conf.max_beams,
+                num_layers=layers,
+                num_heads=heads,
+                head_dim=head_dim,
+            ),
+            variants=vspecs,
+            default_variant="fp32" if "fp32" in vspecs else next(iter(vspecs)),
+            files=files,
+            evaluation=read_report(ckpt.path, conf.report),
+            source=SourceInfo(
+                checkpoint=str(ckpt.path.resolve()),
+                architecture=ckpt.architecture,
+                model_type="encoder-decoder",
+                hidden_size=int(enc_conf["hidden_size"]),
+                num_layers=int(enc_conf["num_hidden_layers"]),
+                num_heads=int(enc_conf["num_attention_heads"]),
+                config_sha256=bundle_schema.sha256_file(ckpt.path / "config.json"),
+            ),
+            versions=versions(),
+            created_at=datetime.now(UTC),
+        )
+        bundle_schema.write_manifest(manifest, staging)
+        try:
+            bundle_schema.load_bundle(staging, variant=manifest.default_variant)
+        except bundle_schema.BundleError as exc:
+            raise TrainingError(f"the written bundle does not load: {exc}") from exc
+        _move_into_place(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("bundle %s written in %.1f s", out, time.perf_counter() - t0)
+    return manifest
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -50,7 +50,8 @@ MODELS_OF: dict[str, tuple[str, ...]] = {
     "/v1/fill-mask": ("fill-mask",),
     "/v1/token-classify": ("token-classification",),
     "/v1/summarize": ("summarization",),
-    "/v1/tokenize": KINDS,
+    "/v1/translate": ("translation",),
+    "/v1/tokenize": (*KINDS, "translation"),
 }
 MAX_INPUTS = 8  # the `limited` server's max_inputs_per_request
 MAX_LENGTH = 64  # the tiny bundles' max sequence length (tests.helpers.build_checkpoint)
@@ -60,19 +61,36 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def limited(bundles: Path) -> Iterator[Live]:
+def served(bundles: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared bundles plus a translation bundle ("translation"; built here, so the shared
+    `bundles` fixture and the tests over it are unchanged)."""
+    import shutil
+
+    from tests.helpers import build_translation_checkpoint, export
+
+    root = tmp_path_factory.mktemp("fuzz")
+    models = root / "models"
+    shutil.copytree(bundles, models)
+    ckpt = build_translation_checkpoint(root / "ckpt", steps=10)
+    args = ["--checkpoint", ckpt, "--out", models / "translation", "--max-steps", "4"]
+    assert export(*args, "--variants", "fp32") == 0
+    return models
+
+
+@pytest.fixture(scope="module")
+def limited(served: Path) -> Iterator[Live]:
     """Every bundle (fp32), at most 8 inputs per request, bodies up to 4 KiB, queue of 16."""
     with serve(
-        bundles, variant="fp32", max_inputs_per_request=MAX_INPUTS, max_body_bytes=4096,
+        served, variant="fp32", max_inputs_per_request=MAX_INPUTS, max_body_bytes=4096,
         queue_size=16, max_batch_size=4,
     ) as live:  # fmt: skip
         yield live
 
 
 @pytest.fixture(scope="module")
-def roomy(bundles: Path) -> Iterator[Live]:
+def roomy(served: Path) -> Iterator[Live]:
     """Every bundle (fp32), bodies up to 2 MiB, the default 256 inputs per request."""
-    with serve(bundles, variant="fp32", max_body_bytes=2 * 1024 * 1024) as live:
+    with serve(served, variant="fp32", max_body_bytes=2 * 1024 * 1024) as live:
         yield live
 
 
@@ -159,6 +177,10 @@ def check_task(path: str, body: dict[str, Any], out: dict[str, Any]) -> None:
             for c in chosen:
                 assert text[c["start"] : c["end"]] == c["text"] and c["text"].strip(), c
             assert res["summary"] == "\n".join(c["text"] for c in chosen)
+    elif path == "/v1/translate":
+        most = body.get("max_new_tokens") or 12  # the tiny bundle's default
+        for res in results:
+            assert isinstance(res["translation"], str) and 0 <= res["tokens"] <= most, res
     elif path == "/v1/tokenize":
         for given_input, res in zip(texts_of(body), results, strict=True):
             parts = [given_input] if isinstance(given_input, str) else list(given_input)
@@ -294,6 +316,16 @@ def valid(path: str) -> st.SearchStrategy[dict[str, Any]]:
         return st.fixed_dictionaries(
             {"inputs": documents},
             optional={**model_opt, "max_sentences": st.integers(1, 64), "truncate": st.booleans()},
+        )
+    if path == "/v1/translate":
+        return st.fixed_dictionaries(
+            {"inputs": texts},
+            optional={
+                **model_opt,
+                "beam_size": st.none() | st.integers(1, 4),
+                "max_new_tokens": st.none() | st.integers(1, 12),
+                "truncate": st.booleans(),
+            },
         )
     assert path == "/v1/tokenize"
     return st.fixed_dictionaries({**model_field, "inputs": texts | pairs})

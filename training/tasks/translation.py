@@ -33,7 +33,8 @@ evaluation of the chosen checkpoint and in ``python -m training evaluate`` (and 
 evaluation when ``--best-metric eval_bleu_beam``). Hypotheses are the decoded ids without special
 tokens (the tokenizer's WordPiece decoder joins ``##`` pieces and cleans the space before
 punctuation) and, with ``join_punctuation``, without the spaces BERT's pre-tokenizer put around a
-hyphen, apostrophe or slash inside a word (``T - Shirt`` -> ``T-Shirt``): :func:`detokenize`.
+hyphen, apostrophe or slash inside a word (``T - Shirt`` -> ``T-Shirt``): :func:`detokenize`
+(``app/generation.py``, shared with serving).
 An uncased target tokenizer cannot produce case or accents: BLEU against the raw references is
 then also reported against references normalised the same way (``*_normalized``).
 ``predictions.txt`` holds the beam hypotheses (one line per source line), ``predictions_greedy.txt``
@@ -45,7 +46,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# ids -> text, shared with serving (app/generation.py): offline BLEU scores the served string
+from app.generation import detokenize
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, collate, hf_source
@@ -84,9 +86,6 @@ def _silence_loss_notice() -> None:
 
 
 JSON_SUFFIXES = (".jsonl", ".json")
-# BERT's pre-tokenizer splits every punctuation character off; decoding joins word pieces but
-# leaves "T - Shirt", "man ' s", "and / or". Rejoined only between two word characters.
-_SPLIT_JOINERS = re.compile(r"(?<=\w) ([-'’/]) (?=\w)")
 _PROBE = "Ab Äö"  # a normaliser that changes this lower-cases or strips accents
 
 Tokenizer = Any  # a fast (Rust-backed) transformers tokenizer
@@ -655,16 +654,6 @@ def generate(
             ids = ids[: ids.index(eos)]
         rows.append(ids)
     return rows
-
-
-def detokenize(tokenizer: Tokenizer, ids: Sequence[int], join_punctuation: bool = True) -> str:
-    """Text of generated ids: the tokenizer's decoder without special tokens (WordPiece ``##``
-    joins, no space before ``.,?!``), then, with ``join_punctuation``, ``A - B`` -> ``A-B`` (also
-    ``'``, ``’``, ``/``) between word characters. Uses ``tokenizers`` directly, as serving would
-    (``Tokenizer.from_file("tokenizer.json").decode``)."""
-    text = tokenizer.backend_tokenizer.decode(list(ids), skip_special_tokens=True)
-    text = " ".join(str(text).split())  # one line, single spaces
-    return _SPLIT_JOINERS.sub(r"\1", text) if join_punctuation else text
 
 
 def lossy_normalizer(tokenizer: Tokenizer) -> Any:

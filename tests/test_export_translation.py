@@ -1,0 +1,251 @@
+"""Export of a BERT2BERT translation checkpoint: encoder and decoder (key/value cache) graphs per
+variant behind the greedy-decoding parity gate, and the torch-free decoding of app/generation.py
+against transformers' ``generate``: greedy token for token, beam search (3 beams) too.
+
+The checkpoint is a hidden-32, 2-layer BERT2BERT trained 40 steps on four hand-made pairs
+(``tests.helpers.build_translation_checkpoint``): its outputs are non-trivial, and beam search
+and greedy decoding differ on some inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import PAIRS, WORDS, build_translation_checkpoint, export
+
+torch = pytest.importorskip("torch")
+
+SOURCES = [s for s, _ in PAIRS] + [
+    "the dog",
+    "a big red car and a small blue house",
+    "she ran to the tree",
+    "mary",
+    "they walk in paris and john was small",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, bundle) with fp32 and int8, parity checked on SOURCES (line-aligned file)."""
+    root = tmp_path_factory.mktemp("translation")
+    ckpt = build_translation_checkpoint(root / "ckpt")
+    src, tgt = root / "eval.src", root / "eval.tgt"
+    src.write_text("".join(s + "\n" for s in SOURCES))
+    tgt.write_text("".join("x\n" for _ in SOURCES))
+    out = root / "bundle"
+    args = ["--checkpoint", ckpt, "--out", out, "--eval", src, "--eval-target", tgt]
+    assert export(*args, "--variants", "fp32,int8") == 0
+    return ckpt, out
+
+
+def _model(ckpt: Path) -> Any:
+    from transformers import EncoderDecoderModel
+
+    return EncoderDecoderModel.from_pretrained(str(ckpt)).eval()
+
+
+def _runner(bundle: Path, variant: str = "fp32") -> tuple[Any, Any, Any]:
+    from tokenizers import Tokenizer
+
+    from app import generation
+    from app.bundle import load_bundle
+
+    b = load_bundle(bundle, variant=variant)
+    gen = b.manifest.generation
+    assert gen is not None and b.decoder_file is not None
+    s2s = generation.Seq2Seq(
+        b.model_file,
+        b.decoder_file,
+        layers=gen.num_layers,
+        heads=gen.num_heads,
+        head_dim=gen.head_dim,
+    )
+    return s2s, gen, Tokenizer.from_file(str(b.tokenizer_file))
+
+
+def test_manifest_graphs_and_gate(exported: tuple[Path, Path]) -> None:
+    _, bundle = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["task"] == "translation"
+    assert manifest["target_tokenizer"] is None  # one shared vocabulary
+    gen = manifest["generation"]
+    assert gen["decoder_start_token_id"] == 2 and gen["eos_token_id"] == 3  # [CLS], [SEP]
+    assert gen["max_new_tokens"] == 12 and gen["num_beams"] == 3 and gen["num_layers"] == 2
+    files = sorted(p.name for p in bundle.iterdir())
+    assert files == sorted(
+        [
+            "decoder.fp32.onnx",
+            "decoder.int8.onnx",
+            "encoder.fp32.onnx",
+            "encoder.int8.onnx",
+            "manifest.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    )  # one file per graph per variant: no external-data sidecars
+    for v in ("fp32", "int8"):
+        spec = manifest["variants"][v]
+        assert spec["file"] == f"encoder.{v}.onnx"
+        assert spec["decoder"]["file"] == f"decoder.{v}.onnx"
+        names = [t["name"] for t in spec["decoder"]["inputs"]]
+        assert names[:4] == ["input_ids", "encoder_attention_mask", "past_key.0", "past_value.0"]
+        assert names[-1] == "cross_value.1"
+        parity = spec["parity"]
+        assert parity["status"] == "passed" and parity["examples"] == len(SOURCES)
+        assert parity["data"] == "eval.src" and parity["batch_agreement"] == 1.0
+    fp32 = manifest["variants"]["fp32"]["parity"]
+    assert fp32["agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-4
+    assert fp32["thresholds"] == {"min_equal": 1.0}
+
+
+def test_broken_comparison_fails_the_gate(
+    exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import export as export_mod
+
+    ckpt, _ = exported
+    real = export_mod.torch_translations
+
+    def broken(*args: Any, **kwargs: Any) -> list[list[int]]:
+        out = real(*args, **kwargs)
+        out[0] = [*out[0], 5]  # one reference output off by a token
+        return out
+
+    monkeypatch.setattr(export_mod, "torch_translations", broken)
+    out = tmp_path / "refused"
+    args = ["--checkpoint", ckpt, "--out", out, "--max-steps", "4", "--variants", "fp32"]
+    assert export(*args) == 4  # ParityError
+    assert not out.exists() and not list(tmp_path.glob(".refused*"))
+    # 3 of 4 equal passes a 0.75 threshold
+    assert export(*args, "--fp32-min-equal", "0.75") == 0
+
+
+def test_onnx_greedy_and_beam_equal_transformers(exported: tuple[Path, Path]) -> None:
+    from training.export import ort_translations, torch_translations
+
+    ckpt, bundle = exported
+    model = _model(ckpt)
+    s2s, gen, tok = _runner(bundle)
+    rng = random.Random(0)
+    texts = SOURCES + [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 14))) for _ in range(8)
+    ]
+    src = [e.ids for e in tok.encode_batch(texts)]
+    start, eos = gen.decoder_start_token_id, gen.eos_token_id
+    outputs = {}
+    for beams, max_new in ((1, 12), (3, 12), (3, 4), (2, 12)):
+        want = torch_translations(model, src, 0, 8, max_new, beams)
+        got = ort_translations(s2s, src, 0, 8, max_new, start, eos, beams)
+        assert got == want, (beams, max_new)
+        outputs[beams, max_new] = want
+    greedy, beam = outputs[1, 12], outputs[3, 12]
+    assert len({tuple(x) for x in greedy}) > 1  # not one answer for everything
+    assert greedy != beam  # beam search finds other outputs on some inputs
+    assert all(len(x) <= 4 for x in outputs[3, 4])
+
+
+def test_decoder_cache_rows_follow_take(exported: tuple[Path, Path]) -> None:
+    """Dropping and reordering cache rows (finished rows, beams) keeps each row's own cache:
+    a row decoded inside a batch equals it decoded alone."""
+    from app import generation
+
+    _, bundle = exported
+    s2s, gen, tok = _runner(bundle)
+    src = [e.ids for e in tok.encode_batch(SOURCES[:3])]
+    width = max(map(len, src))
+    ids = np.zeros((3, width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(src):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    start, eos = gen.decoder_start_token_id, gen.eos_token_id
+    state = s2s.encode(ids, mask)
+    together = generation.greedy(s2s, state, [12, 2, 12], start, eos)
+    alone = [
+        generation.greedy(
+            s2s, s2s.encode(ids[i : i + 1, : len(r)], mask[i : i + 1, : len(r)]), [lim], start, eos
+        )[0]
+        for i, (r, lim) in enumerate(zip(src, [12, 2, 12], strict=True))
+    ]
+    assert together == alone and len(together[1]) <= 2
+
+
+def test_int8_bundle_decodes_as_fp32(exported: tuple[Path, Path]) -> None:
+    from app import generation
+
+    _, bundle = exported
+    texts = []
+    for variant in ("fp32", "int8"):
+        s2s, gen, tok = _runner(bundle, variant)
+        ids = np.array([tok.encode(SOURCES[3]).ids])
+        state = s2s.encode(ids, np.ones_like(ids))
+        (out,) = generation.greedy(s2s, state, [12], gen.decoder_start_token_id, gen.eos_token_id)
+        texts.append(generation.detokenize(tok, out))
+    assert texts[0] == texts[1] == PAIRS[3][1]
+
+
+def test_target_vocabulary_of_its_own(tmp_path: Path) -> None:
+    """A decoder with another vocabulary: the bundle carries target_tokenizer.json, served
+    translations are decoded with it, and the gate passes on generated sources."""
+    from transformers import BertConfig, BertForPreTraining
+
+    from app.backend import RowOutput
+    from app.bundle import load_bundle
+    from app.tasks import Translation
+    from tests.helpers import build_checkpoint
+    from training import tokenizer as tok_mod
+    from training.finetune import FinetuneConfig, config_class
+    from training.tasks import translation as tr
+    from training.tokenizer import SPECIAL_TOKENS
+
+    enc = build_checkpoint(tmp_path / "enc", "pretraining")
+    german = ["ein", "hund", "eine", "katze", "läuft", "##t", "."]
+    dec_vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *german])}
+    dec = tmp_path / "dec"
+    tok_mod.save(dec_vocab, dec, cased=True, max_length=32)
+    torch.manual_seed(0)
+    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    BertForPreTraining(
+        BertConfig(
+            vocab_size=len(dec_vocab), intermediate_size=64, max_position_embeddings=32, **small
+        )
+    ).save_pretrained(str(dec))
+    conf = config_class(FinetuneConfig, "translation")(
+        model=str(enc), decoder_model=str(dec), max_target_len=16, num_beams=1
+    )
+    toks = tr.load_tokenizers(conf, str(enc), fine_tuned=False)
+    model = tr.load_model(str(enc), conf, toks, fresh_head=True)
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    toks.save_pretrained(ckpt)
+    out = tmp_path / "bundle"
+    args = ["--checkpoint", ckpt, "--out", out, "--max-steps", "6", "--variants", "fp32"]
+    assert export(*args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target_tokenizer"]["file"] == "target_tokenizer.json"
+    assert manifest["target_tokenizer"]["vocab_size"] == len(dec_vocab)
+    assert manifest["generation"]["max_new_tokens"] == 16
+    assert manifest["generation"]["max_new_tokens_limit"] == 32
+    assert manifest["variants"]["fp32"]["parity"]["data"] == "generated"
+    bundle = load_bundle(out)
+    assert bundle.target_tokenizer_file == out / "target_tokenizer.json"
+    task = Translation(bundle)
+    assert task.target_tokenizer.get_vocab() == dec_vocab
+    prepared = task.prepare(["the dog"], 1, 4, True)
+    assert prepared.items[0].payload == (1, 4)
+    ids = np.array([dec_vocab["ein"], dec_vocab["hund"], dec_vocab["läuft"]])
+    (res,) = task.finish(prepared, [RowOutput({"ids": ids}, 0.0, 0.0, 1)])
+    assert (res.translation, res.tokens) == ("ein hund läuft", 3)
