@@ -121,3 +121,28 @@ def build_translation_checkpoint(folder: Path, steps: int = 40) -> Path:
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+GERMAN = ["ein", "hund", "eine", "katze", "läuft", "##t", "."]
+
+
+def build_german_decoder(folder: Path) -> dict[str, int]:
+    """A random (seed 0) hidden-32 BERT over a small cased German vocabulary of its own (not
+    ``VOCAB``), saved with its tokenizer: a ``--decoder-model`` whose targets need their own
+    tokenizer. Returns the vocabulary."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    vocab = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *GERMAN])}
+    tok_mod.save(vocab, folder, cased=True, max_length=32)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    BertForPreTraining(config).save_pretrained(str(folder))
+    return vocab

@@ -200,29 +200,16 @@ def test_int8_bundle_decodes_as_fp32(exported: tuple[Path, Path]) -> None:
 def test_target_vocabulary_of_its_own(tmp_path: Path) -> None:
     """A decoder with another vocabulary: the bundle carries target_tokenizer.json, served
     translations are decoded with it, and the gate passes on generated sources."""
-    from transformers import BertConfig, BertForPreTraining
-
     from app.backend import RowOutput
     from app.bundle import load_bundle
     from app.tasks import Translation
-    from tests.helpers import build_checkpoint
-    from training import tokenizer as tok_mod
+    from tests.helpers import build_checkpoint, build_german_decoder
     from training.finetune import FinetuneConfig, config_class
     from training.tasks import translation as tr
-    from training.tokenizer import SPECIAL_TOKENS
 
     enc = build_checkpoint(tmp_path / "enc", "pretraining")
-    german = ["ein", "hund", "eine", "katze", "läuft", "##t", "."]
-    dec_vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *german])}
     dec = tmp_path / "dec"
-    tok_mod.save(dec_vocab, dec, cased=True, max_length=32)
-    torch.manual_seed(0)
-    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-    BertForPreTraining(
-        BertConfig(
-            vocab_size=len(dec_vocab), intermediate_size=64, max_position_embeddings=32, **small
-        )
-    ).save_pretrained(str(dec))
+    dec_vocab = build_german_decoder(dec)
     conf = config_class(FinetuneConfig, "translation")(
         model=str(enc), decoder_model=str(dec), max_target_len=16, num_beams=1
     )

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import VOCAB, build_checkpoint
+from tests.helpers import VOCAB, build_checkpoint, build_german_decoder
 from training import tokenizer as tok_mod
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, collate
@@ -302,22 +302,10 @@ def test_decoder_with_its_own_vocabulary(tmp_path: Path) -> None:
     """--decoder-model with another vocabulary: the targets use its tokenizer, the embeddings stay
     separate, and the target tokenizer is saved as target_tokenizer/ and found again."""
     from training.finetune import FinetuneConfig, config_class
-    from training.tokenizer import SPECIAL_TOKENS
 
     enc = build_checkpoint(tmp_path / "enc", "pretraining")
-    german = ["ein", "hund", "eine", "katze", "läuft", "##t", "."]
-    dec_vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *german])}
     dec = tmp_path / "dec"
-    tok_mod.save(dec_vocab, dec, cased=True, max_length=32)
-    from transformers import BertConfig, BertForPreTraining
-
-    torch.manual_seed(0)
-    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
-    BertForPreTraining(
-        BertConfig(
-            vocab_size=len(dec_vocab), intermediate_size=64, max_position_embeddings=32, **small
-        )
-    ).save_pretrained(str(dec))
+    dec_vocab = build_german_decoder(dec)
     conf = config_class(FinetuneConfig, "translation")(
         model=str(enc), decoder_model=str(dec), max_target_len=16
     )
