@@ -195,9 +195,7 @@ def real_recipe_zh(data_dir: Path) -> Recipe:
         "cmrc dev": zh / "cmrc2018" / "cmrc2018_dev.json",
         "msra train": zh / "msra-ner" / "train.txt",
     }
-    missing = [f"{what} ({p})" for what, p in paths.items() if not p.exists()]
-    if missing:
-        raise DataError(f"--data-dir {data_dir} lacks: {', '.join(missing)}")
+    _require(data_dir, paths)
     msra = str(paths["msra train"])
     return Recipe(
         corpus=[str(paths["classics"]), str(paths["zhwiki"]), str(paths["clue"])],
@@ -243,6 +241,13 @@ def embedded_recipe(work: Path, limit_modules: int | None) -> Recipe:
     )
 
 
+def _require(data_dir: Path, paths: dict[str, Path]) -> None:
+    """A DataError naming every file of a recipe that ``data_dir`` lacks."""
+    missing = [f"{what} ({p})" for what, p in paths.items() if not p.exists()]
+    if missing:
+        raise DataError(f"--data-dir {data_dir} lacks: {', '.join(missing)}")
+
+
 def real_recipe(data_dir: Path) -> Recipe:
     paths = {
         "corpus": data_dir / "gutenberg_english_subset" / "books",
@@ -250,9 +255,7 @@ def real_recipe(data_dir: Path) -> Recipe:
         "sst2 dev": data_dir / "sst2" / "dev.tsv",
         "squad": data_dir / "squad_v1.1" / "dev-v1.1.json",
     }
-    missing = [f"{what} ({p})" for what, p in paths.items() if not p.exists()]
-    if missing:
-        raise DataError(f"--data-dir {data_dir} lacks: {', '.join(missing)}")
+    _require(data_dir, paths)
     squad = str(paths["squad"])
     return Recipe(
         corpus=[str(paths["corpus"])],
