@@ -77,6 +77,10 @@ class BatcherConfig:
         idle_dispatch: when no batch is running, send what is queued at once instead of waiting
             up to max_wait for more (waiting only pays while the backend is busy; a lone
             request then pays no batching delay). Off: always wait as described above.
+        concurrent: the backend runs the batches it is handed together (continuous batching
+            of generation: ``app.generation.ContinuousDecoder``): each of the max_in_flight
+            batches gets its own worker thread, and a batch is handed over once it is due,
+            not held back while others run.
     """
 
     max_batch_tokens: int = 8192
@@ -87,6 +91,7 @@ class BatcherConfig:
     group_by_length: bool = True
     max_padding_ratio: float = 1.0
     idle_dispatch: bool = False
+    concurrent: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight"):
@@ -204,10 +209,10 @@ class Batcher(Generic[R]):
         model: model name, used as the metrics label and in messages.
         metrics: where to record queue depth, batch shapes, timings, drops, rejections and
             timeouts; None records nothing.
-        executor: where predict runs; by default a dedicated single-thread pool. One thread
-            because onnxruntime already parallelises inside a run (intra_op_threads): two
-            concurrent runs on the same cores would only contend. Pass a wider pool for
-            backends that gain from concurrent runs.
+        executor: where predict runs; by default a dedicated single-thread pool (one thread
+            per in-flight batch with config.concurrent). One thread because onnxruntime
+            already parallelises inside a run (intra_op_threads): two concurrent runs on the
+            same cores would only contend.
 
     Use `async with Batcher(...) as b:` (start, then drain on exit), or start()/drain().
     """
@@ -227,7 +232,8 @@ class Batcher(Generic[R]):
         self.metrics = metrics
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"infer-{model}"
+            max_workers=self.config.max_in_flight if self.config.concurrent else 1,
+            thread_name_prefix=f"infer-{model}",
         )
         self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
         self._queued_tokens = 0
@@ -409,7 +415,7 @@ class Batcher(Generic[R]):
                 return
             oldest = next(iter(self._queue.values()))
             due = oldest.enqueued_at + self.config.max_wait_s
-            busy = self._busy_until()
+            busy = None if self.config.concurrent else self._busy_until()
             if busy is not None:
                 due = max(due, busy - _HANDOVER_S)
             delay = due - time.monotonic()

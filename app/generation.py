@@ -7,26 +7,31 @@ Graphs (written by ``training/export.py``, one file per graph per variant):
   encoder states ``cross_key.i`` / ``cross_value.i`` (batch, heads, source, head_dim). They depend
   on the source only, so they are computed once per input, in the encoder's batched call, and the
   decoder never recomputes them (no separate "decoder-init" graph, no duplicated weights).
-- ``decoder.<variant>.onnx``: ``input_ids`` (batch, 1) the last token, ``encoder_attention_mask``
-  (batch, source), ``past_key.i`` / ``past_value.i`` (batch, heads, past, head_dim; past 0 at the
-  first step), ``cross_key.i`` / ``cross_value.i`` -> ``logits`` (batch, 1, vocab) and
-  ``present_key.i`` / ``present_value.i`` (batch, heads, past + 1, head_dim).
+- ``decoder.<variant>.onnx``: ``input_ids`` (batch, 1) the last token, ``position_ids`` (batch,
+  1) its position, ``decoder_attention_mask`` (batch, past + 1) which cache positions (and the
+  new token) belong to the row, ``encoder_attention_mask`` (batch, source), ``past_key.i`` /
+  ``past_value.i`` (batch, heads, past, head_dim; past 0 at the first step), ``cross_key.i`` /
+  ``cross_value.i`` -> ``logits`` (batch, 1, vocab) and ``present_key.i`` / ``present_value.i``
+  (batch, heads, past + 1, head_dim). Positions and the mask let rows that started at different
+  steps share one call.
 
-Decoding (:func:`greedy`, :func:`beam_search`) reproduces ``transformers``' ``generate`` (greedy;
-beam search with ``length_penalty`` 1.0 = summed log-probabilities over the generated length,
-eos included, ``early_stopping`` False, the hypotheses of the final step kept at
-``max_new_tokens``): the export's parity gate and the tests compare them token for token.
+Decoding (:class:`Greedy`, :class:`Beam`; :func:`greedy`, :func:`beam_search` over a batch)
+reproduces ``transformers``' ``generate`` (greedy; beam search with ``length_penalty`` 1.0 =
+summed log-probabilities over the generated length, eos included, ``early_stopping`` False, the
+hypotheses of the final step kept at ``max_new_tokens``): the export's parity gate and the tests
+compare them token for token.
 
-Batching: :class:`Seq2SeqBackend` is a ``Backend`` for ``app.batching``. One batch of the dynamic
-batcher (several requests' inputs) runs the encoder once, then decodes all of its rows together:
-one decoder call per step for every sequence of the batch (beams are rows too), each keeping its
-own cache rows, finished rows dropped from the cache (``DecoderState.take``). The batch is the
-unit: requests arriving while it decodes wait for the next batch (static batching per batch,
-not continuous batching). The cost vs continuous batching: a short translation batched with a
-long one waits for the long one, and new requests do not join decoder steps in flight, so under
-load decoder calls carry fewer rows than they could. Continuous batching would need a decode
-loop owning the caches of all in-flight requests, admitting new rows between steps (padded or
-ragged past lengths, since rows would start at different steps).
+Batching (continuous): a :class:`DecodeLoop` advances every sequence in flight with one decoder
+call per step (beams are rows too). Each search owns its rows; a finished one leaves at once
+and its cache rows are dropped; new ones join between steps, their caches left-padded to the
+longest past and their encoder outputs right-padded to the longest source, both masked
+(``DecoderState.concat``), and cache positions no row uses any more are cut off
+(``DecoderState.take``). In the service, :class:`ContinuousDecoder` runs that loop on its own
+thread; the dynamic batcher hands it each batch as soon as the batch forms (up to
+``max_generation_batches`` batches at once), the encoder runs for the batch between two steps,
+and its rows join the next step. With ``max_generation_batches`` 1 a batch's generation runs
+alone (static batching): a short translation waits for the longest in its batch and new
+requests wait for the whole batch (``benchmarks/serve_translate.py`` measures both).
 
 ``detokenize`` (ids -> text) is shared with the training side (``training/tasks/translation.py``
 imports it), so offline BLEU and the served text are the same string.
@@ -35,8 +40,10 @@ imports it), so offline BLEU and the served text are the same string.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +54,16 @@ import numpy.typing as npt
 from app.backend import CPU, CUDA, Batch, RowOutput
 
 __all__ = [
+    "Beam",
+    "ContinuousDecoder",
+    "DecodeLoop",
     "DecoderState",
+    "Greedy",
+    "Search",
     "Seq2Seq",
     "Seq2SeqBackend",
     "beam_search",
+    "decode",
     "detokenize",
     "greedy",
 ]
@@ -92,22 +105,67 @@ def _session(path: str | Path, provider: str, threads: int) -> Any:
 class DecoderState:
     """The decoder's inputs besides the next token, one row per sequence being decoded.
 
-    ``cross`` and ``past``: per layer (key, value) pairs flattened ([k0, v0, k1, v1, ...]).
+    Rows may have started decoding at different steps (continuous batching): a row's cache is
+    left-padded to the longest one, ``past_mask`` marks its real positions and ``positions``
+    counts them (its next position id). Encoder outputs of rows from different batches are
+    right-padded to the longest source, ``mask`` marks the real ones. ``cross`` and ``past``:
+    per layer (key, value) pairs flattened ([k0, v0, k1, v1, ...]).
     """
 
     mask: IntArray  # (rows, source) encoder attention mask
     cross: list[FloatArray]  # (rows, heads, source, head_dim)
     past: list[FloatArray]  # (rows, heads, past, head_dim)
+    past_mask: IntArray  # (rows, past) 1 where the cache holds one of the row's tokens
+    positions: IntArray  # (rows,) tokens the row has fed so far
 
     @property
     def rows(self) -> int:
         return int(self.mask.shape[0])
 
     def take(self, rows: npt.ArrayLike) -> DecoderState:
-        """The state of ``rows`` (in that order; repeats allowed: beams, reordering)."""
+        """The state of ``rows`` (in that order; repeats allowed: beams, reordering), without
+        cache positions that no remaining row uses."""
         idx = np.asarray(rows, dtype=np.int64)
+        past_mask = self.past_mask[idx]
+        used = np.flatnonzero(past_mask.any(axis=0))
+        cut = int(used[0]) if len(used) else past_mask.shape[1]
         return DecoderState(
-            self.mask[idx], [c[idx] for c in self.cross], [p[idx] for p in self.past]
+            self.mask[idx],
+            [c[idx] for c in self.cross],
+            [p[idx, :, cut:] for p in self.past],
+            past_mask[:, cut:],
+            self.positions[idx],
+        )
+
+    @staticmethod
+    def concat(states: Sequence[DecoderState]) -> DecoderState:
+        """One state of all rows of ``states``: caches left-padded to the longest past, encoder
+        outputs right-padded to the longest source (both masked)."""
+        if len(states) == 1:
+            return states[0]
+        source = max(s.mask.shape[1] for s in states)
+        past = max(s.past_mask.shape[1] for s in states)
+
+        def pad(x: Any, axis: int, width: int, left: bool) -> Any:
+            missing = width - x.shape[axis]
+            if not missing:
+                return x
+            spec = [(0, 0)] * x.ndim
+            spec[axis] = (missing, 0) if left else (0, missing)
+            return np.pad(x, spec)
+
+        return DecoderState(
+            np.concatenate([pad(s.mask, 1, source, False) for s in states]),
+            [
+                np.concatenate([pad(s.cross[i], 2, source, False) for s in states])
+                for i in range(len(states[0].cross))
+            ],
+            [
+                np.concatenate([pad(s.past[i], 2, past, True) for s in states])
+                for i in range(len(states[0].past))
+            ],
+            np.concatenate([pad(s.past_mask, 1, past, True) for s in states]),
+            np.concatenate([s.positions for s in states]),
         )
 
 
@@ -128,6 +186,14 @@ class Seq2Seq:
         self.encoder = _session(encoder_file, provider, intra_op_threads)
         self.decoder = _session(decoder_file, provider, intra_op_threads)
         self.provider: str = self.encoder.get_providers()[0]
+        missing = {"position_ids", "decoder_attention_mask"} - {
+            i.name for i in self.decoder.get_inputs()
+        }
+        if missing:
+            raise ValueError(
+                f"the decoder graph has no {' / '.join(sorted(missing))} input (exported by an "
+                "older version): export the checkpoint again"
+            )
         self.layers, self.heads, self.head_dim = layers, heads, head_dim
         self.cross_names = [f"cross_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
         self.past_names = [f"past_{kv}.{i}" for i in range(layers) for kv in ("key", "value")]
@@ -138,14 +204,24 @@ class Seq2Seq:
         ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.asarray(attention_mask, dtype=np.int64)
         cross = self.encoder.run(self.cross_names, {"input_ids": ids, "attention_mask": mask})
-        empty = np.zeros((ids.shape[0], self.heads, 0, self.head_dim), dtype=np.float32)
-        past = [empty] * (2 * self.layers)
-        return DecoderState(mask, [np.asarray(c, dtype=np.float32) for c in cross], past)
+        rows = ids.shape[0]
+        empty = np.zeros((rows, self.heads, 0, self.head_dim), dtype=np.float32)
+        return DecoderState(
+            mask,
+            [np.asarray(c, dtype=np.float32) for c in cross],
+            [empty] * (2 * self.layers),
+            np.zeros((rows, 0), dtype=np.int64),
+            np.zeros(rows, dtype=np.int64),
+        )
 
     def step(self, state: DecoderState, tokens: IntArray) -> tuple[FloatArray, DecoderState]:
         """(next-token logits (rows, vocab) float32, the state with this token in the cache)."""
+        rows = state.rows
+        past_mask = np.concatenate([state.past_mask, np.ones((rows, 1), dtype=np.int64)], axis=1)
         feed: dict[str, Any] = {
             "input_ids": np.asarray(tokens, dtype=np.int64).reshape(-1, 1),
+            "position_ids": state.positions.reshape(-1, 1),
+            "decoder_attention_mask": past_mask,
             "encoder_attention_mask": state.mask,
         }
         feed.update(zip(self.past_names, state.past, strict=True))
@@ -153,7 +229,9 @@ class Seq2Seq:
         out = self.decoder.run(["logits", *self.present_names], feed)
         logits = np.asarray(out[0], dtype=np.float32)[:, -1, :]
         present = [np.asarray(p, dtype=np.float32) for p in out[1:]]
-        return logits, DecoderState(state.mask, state.cross, present)
+        return logits, DecoderState(
+            state.mask, state.cross, present, past_mask, state.positions + 1
+        )
 
 
 def _log_softmax(x: FloatArray) -> FloatArray:
@@ -171,33 +249,194 @@ def _topk(x: FloatArray, k: int) -> IntArray:
     return out
 
 
+class Search:
+    """How one input is decoded: it holds ``rows`` decoder rows (1 greedy, k beams); given their
+    next-token logits, :meth:`advance` picks the next tokens and which of its rows carry on."""
+
+    rows: int
+    max_new: int
+
+    def first(self) -> IntArray:
+        """The tokens of its first step (the decoder's start token on every row)."""
+        raise NotImplementedError
+
+    def advance(self, logits: FloatArray) -> tuple[IntArray, IntArray] | None:
+        """(source rows among its own, next tokens) for the next step, or None when done."""
+        raise NotImplementedError
+
+    def result(self) -> list[int]:
+        """The generated ids, without the start token, cut before eos."""
+        raise NotImplementedError
+
+
+class Greedy(Search):
+    """The most likely token at each step; at most ``max_new`` tokens."""
+
+    rows = 1
+
+    def __init__(self, max_new: int, start: int, eos: int) -> None:
+        self.max_new, self.start, self.eos = max_new, start, eos
+        self.ids: list[int] = []
+
+    def first(self) -> IntArray:
+        return np.full(1, self.start, dtype=np.int64)
+
+    def advance(self, logits: FloatArray) -> tuple[IntArray, IntArray] | None:
+        tok = int(logits[0].argmax())
+        if tok == self.eos:
+            return None
+        self.ids.append(tok)
+        if len(self.ids) >= self.max_new:
+            return None
+        return np.zeros(1, dtype=np.int64), np.full(1, tok, dtype=np.int64)
+
+    def result(self) -> list[int]:
+        return self.ids
+
+
+class Beam(Search):
+    """Beam search over one input as ``transformers`` runs it (``early_stopping`` False): per
+    step the best ``2 * k`` continuations, those ending in eos (among the first ``k``) scored
+    ``sum log p / generated length ** length_penalty`` into the finished hypotheses, the best
+    ``k`` others carried on; done when the best running beam cannot beat the worst finished
+    hypothesis, or at ``max_new`` (the step's candidates then count as finished), or when every
+    candidate ends in eos (transformers ends the whole batch only then: reachable only with
+    degenerate models). Ties between equal scores may be ordered differently by ``torch.topk``."""
+
+    def __init__(
+        self, num_beams: int, max_new: int, start: int, eos: int, length_penalty: float = 1.0
+    ) -> None:
+        k = self.rows = num_beams
+        self.max_new, self.start, self.eos, self.length_penalty = (
+            max_new,
+            start,
+            eos,
+            length_penalty,
+        )
+        self.running = np.zeros(k, dtype=np.float32)
+        self.running[1:] = NEG
+        self.seqs = np.zeros((k, 0), dtype=np.int64)
+        self.fin_scores = np.full(k, NEG, dtype=np.float32)
+        self.fin_done = np.zeros(k, dtype=bool)
+        self.fin_seqs: list[list[int]] = [[] for _ in range(k)]
+        self.open = True  # transformers' is_early_stop_heuristic_unsatisfied
+        self.step = 0
+
+    def first(self) -> IntArray:
+        return np.full(self.rows, self.start, dtype=np.int64)
+
+    def advance(self, logits: FloatArray) -> tuple[IntArray, IntArray] | None:
+        k, keep2, lp = self.rows, 2 * self.rows, self.length_penalty
+        vocab = logits.shape[-1]
+        flat = (_log_softmax(logits) + self.running[:, None]).reshape(1, k * vocab)
+        idx = _topk(flat, keep2)[0]
+        top = flat[0, idx]
+        beam, tok = idx // vocab, idx % vocab
+        cand = np.concatenate([self.seqs[beam], tok[:, None]], axis=1)
+        hits = (tok == self.eos) | (self.step + 1 >= self.max_new)
+        run_scores = (top + hits.astype(np.float32) * NEG).astype(np.float32)
+        nxt = _topk(run_scores[None], k)[0]
+        # finished hypotheses: candidates among the first k that hit a stop
+        just = hits & (np.arange(keep2) < k)
+        norm = (top / np.float32((self.step + 1) ** lp)).astype(np.float32)
+        if not self.open:
+            norm = norm + NEG
+        norm = norm + (~just).astype(np.float32) * NEG
+        merged = np.concatenate([self.fin_scores, norm])
+        best = _topk(merged[None], k)[0]
+        old = self.fin_seqs
+        self.fin_seqs = [old[m] if m < k else cand[m - k].tolist() for m in best.tolist()]
+        self.fin_scores = merged[best]
+        self.fin_done = np.concatenate([self.fin_done, just])[best]
+        self.running, self.seqs = run_scores[nxt], cand[nxt]
+        self.step += 1
+        # early-stop heuristic with the current generated length
+        best_running = self.running[0] / np.float32(self.step**lp)
+        worst = np.where(self.fin_done, self.fin_scores.min(), NEG).astype(np.float32)
+        self.open = self.open and bool(np.any(best_running > worst))
+        if not self.open or self.step >= self.max_new or hits.all():
+            return None
+        return beam[nxt], self.seqs[:, -1].copy()
+
+    def result(self) -> list[int]:
+        ids = self.fin_seqs[0]
+        return ids[: ids.index(self.eos)] if self.eos in ids else ids
+
+
+class DecodeLoop:
+    """Every sequence being decoded, advanced together: one decoder call per step for all of
+    their rows. Searches may join between steps (:meth:`add`); a finished one leaves at once,
+    its cache rows dropped."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        self.model = model
+        self.state: DecoderState | None = None
+        self.searches: list[Search] = []
+        self.tokens = np.zeros(0, dtype=np.int64)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.state is None else self.state.rows
+
+    def add(self, state: DecoderState, searches: Sequence[Search]) -> list[Search]:
+        """Join the searches (``state``: one row per search, as ``Seq2Seq.encode`` returns);
+        returns those with nothing to generate (``max_new`` below 1), which do not join."""
+        go = [i for i, s in enumerate(searches) if s.max_new >= 1]
+        if go:
+            rows = np.repeat(np.asarray(go), [searches[i].rows for i in go])
+            if len(rows) != state.rows or np.any(rows != np.arange(state.rows)):
+                state = state.take(rows)
+            self.state = state if self.state is None else DecoderState.concat([self.state, state])
+            self.searches += [searches[i] for i in go]
+            self.tokens = np.concatenate([self.tokens, *(searches[i].first() for i in go)])
+        joined = set(go)
+        return [s for i, s in enumerate(searches) if i not in joined]
+
+    def step(self) -> list[Search]:
+        """One decoder call for every row; returns the searches that finished."""
+        assert self.state is not None and self.searches
+        logits, state = self.model.step(self.state, self.tokens)
+        rows: list[IntArray] = []
+        tokens: list[IntArray] = []
+        live: list[Search] = []
+        done: list[Search] = []
+        offset = 0
+        for search in self.searches:
+            n = search.rows
+            nxt = search.advance(logits[offset : offset + n])
+            if nxt is None:
+                done.append(search)
+            else:
+                rows.append(nxt[0] + offset)
+                tokens.append(nxt[1])
+                live.append(search)
+            offset += n
+        self.searches = live
+        if not live:
+            self.state, self.tokens = None, np.zeros(0, dtype=np.int64)
+            return done
+        keep = np.concatenate(rows)
+        same = len(keep) == state.rows and bool(np.all(keep == np.arange(state.rows)))
+        self.state = state if same else state.take(keep)
+        self.tokens = np.concatenate(tokens)
+        return done
+
+
+def decode(model: Seq2Seq, state: DecoderState, searches: Sequence[Search]) -> list[list[int]]:
+    """Run ``searches`` (one per row of ``state``) to the end; their results in order."""
+    loop = DecodeLoop(model)
+    loop.add(state, searches)
+    while loop.searches:
+        loop.step()
+    return [s.result() for s in searches]
+
+
 def greedy(
     model: Seq2Seq, state: DecoderState, max_new: Sequence[int], start: int, eos: int
 ) -> list[list[int]]:
     """Greedy decoding of every row of ``state`` (row ``i`` at most ``max_new[i]`` tokens); ids
     without the start token, cut before eos. Finished rows leave the decoder batch."""
-    n = state.rows
-    out: list[list[int]] = [[] for _ in range(n)]
-    alive = np.arange(n)
-    tokens = np.full(n, start, dtype=np.int64)
-    limit = max(max_new, default=0)
-    for _ in range(limit):
-        logits, state = model.step(state, tokens)
-        nxt = logits.argmax(axis=-1)
-        keep = []
-        for j, row in enumerate(alive.tolist()):
-            tok = int(nxt[j])
-            if tok == eos:
-                continue
-            out[row].append(tok)
-            if len(out[row]) < max_new[row]:
-                keep.append(j)
-        if not keep:
-            break
-        if len(keep) < len(alive):
-            state = state.take(keep)
-        alive, tokens = alive[keep], nxt[keep].astype(np.int64)
-    return out
+    return decode(model, state, [Greedy(m, start, eos) for m in max_new])
 
 
 def beam_search(
@@ -209,98 +448,107 @@ def beam_search(
     eos: int,
     length_penalty: float = 1.0,
 ) -> list[list[int]]:
-    """Beam search as ``transformers`` runs it (``early_stopping`` False), for every row of
-    ``state`` at once: ``num_beams`` decoder rows per input; per step the best ``2 * num_beams``
-    continuations of each input, those ending in eos (among the first ``num_beams``) scored
-    ``sum log p / generated length ** length_penalty`` into the finished hypotheses, the best
-    ``num_beams`` others carried on; an input stops when its best running beam cannot beat its
-    worst finished hypothesis (or at its ``max_new``, where the step's candidates count as
-    finished). Returns the best hypothesis per row, without the start token, cut before eos.
+    """Beam search (:class:`Beam`) for every row of ``state`` at once: ``num_beams`` decoder rows
+    per input, all in one decoder call per step; an input that is done leaves the batch
+    (transformers keeps decoding it, adding nothing to its hypotheses)."""
+    searches = [Beam(num_beams, m, start, eos, length_penalty) for m in max_new]
+    return decode(model, state, searches)
 
-    An input that is done leaves the decoder batch (transformers keeps decoding it, adding
-    nothing to its hypotheses). Differences: transformers ends the whole batch when every
-    candidate of every input ends in eos, this ends each such input alone (only reachable with
-    degenerate models); ties between equal scores may be ordered differently by ``torch.topk``."""
-    b, k = state.rows, num_beams
-    keep2 = 2 * k
-    limits = np.asarray(max_new, dtype=np.int64)
-    state = state.take(np.repeat(np.arange(b), k))
-    running = np.zeros((b, k), dtype=np.float32)
-    running[:, 1:] = NEG
-    seqs = np.zeros((b, k, 0), dtype=np.int64)
-    fin_scores = np.full((b, k), NEG, dtype=np.float32)
-    fin_done = np.zeros((b, k), dtype=bool)
-    fin_seqs: list[list[list[int]]] = [[[] for _ in range(k)] for _ in range(b)]
-    open_rows = np.ones(b, dtype=bool)  # transformers' is_early_stop_heuristic_unsatisfied
-    active = np.arange(b)
-    tokens = np.full(b * k, start, dtype=np.int64)
-    step = 0
-    while len(active):
-        logits, state = model.step(state, tokens)
-        a = len(active)
-        vocab = logits.shape[-1]
-        scores = _log_softmax(logits).reshape(a, k, vocab) + running[active][:, :, None]
-        flat = scores.reshape(a, k * vocab)
-        idx = _topk(flat, keep2)
-        top = np.take_along_axis(flat, idx, axis=-1)  # (a, 2k)
-        beam, tok = idx // vocab, idx % vocab
-        cand = np.concatenate(
-            [np.take_along_axis(seqs[active], beam[:, :, None], axis=1), tok[:, :, None]], axis=2
-        )
-        at_limit = (step + 1 >= limits[active])[:, None]
-        hits = (tok == eos) | at_limit
-        run_scores = (top + hits.astype(np.float32) * NEG).astype(np.float32)
-        nxt = _topk(run_scores, k)
-        new_running = np.take_along_axis(run_scores, nxt, axis=-1)
-        new_seqs = np.take_along_axis(cand, nxt[:, :, None], axis=1)
-        src_beam = np.take_along_axis(beam, nxt, axis=-1)
-        # finished hypotheses: candidates among the first k that hit a stop
-        just = hits & (np.arange(keep2) < k)[None, :]
-        norm = (top / np.float32((step + 1) ** length_penalty)).astype(np.float32)
-        norm = norm + (~open_rows[active]).astype(np.float32)[:, None] * NEG
-        norm = norm + (~just).astype(np.float32) * NEG
-        merged = np.concatenate([fin_scores[active], norm], axis=1)  # (a, 3k)
-        best = _topk(merged, k)
-        done_merged = np.concatenate([fin_done[active], just], axis=1)
-        for j, row in enumerate(active.tolist()):
-            old = fin_seqs[row]
-            fin_seqs[row] = [old[m] if m < k else cand[j, m - k].tolist() for m in best[j].tolist()]
-        fin_scores[active] = np.take_along_axis(merged, best, axis=-1)
-        fin_done[active] = np.take_along_axis(done_merged, best, axis=-1)
-        running = running.copy()
-        running[active] = new_running
-        full = np.zeros((b, k, step + 1), dtype=np.int64)
-        full[active] = new_seqs
-        seqs = full
-        step += 1
-        # early-stop heuristic with the current generated length
-        best_running = running[active][:, :1] / np.float32(step**length_penalty)
-        worst = np.where(
-            fin_done[active], fin_scores[active].min(axis=1, keepdims=True), NEG
-        ).astype(np.float32)
-        open_rows[active] &= np.any(best_running > worst, axis=-1)
-        go = open_rows[active] & (step < limits[active]) & ~hits.all(axis=-1)
-        if not go.any():
-            break
-        keep = np.flatnonzero(go)
-        rows = (keep[:, None] * k + src_beam[keep]).reshape(-1)
-        state = state.take(rows)
-        tokens = new_seqs[keep, :, -1].reshape(-1)
-        active = active[keep]
-    out = []
-    for row in range(b):
-        ids = fin_seqs[row][0]
-        out.append(ids[: ids.index(eos)] if eos in ids else ids)
-    return out
+
+class _Job:
+    """One batch handed to the decoding thread: its searches and who waits for them."""
+
+    def __init__(self, batch: Batch, searches: list[Search]) -> None:
+        self.batch, self.searches = batch, searches
+        self.remaining = len(searches)
+        self.future: Future[list[list[int]]] = Future()
+        self.error: BaseException | None = None
+
+
+class ContinuousDecoder:
+    """Continuous batching for generation: one thread owns a :class:`DecodeLoop`; batches
+    submitted from any thread are encoded between two decoder steps and join the very next one,
+    so a new request never waits for the sequences in flight to finish, and a finished one
+    leaves at once. The thread runs while there is work and exits when idle (the next
+    :meth:`submit` starts another). Every onnxruntime call of the model runs on it, so they never
+    contend for the cores. A failing encoder call fails its own batch; a failing decoder step
+    fails every sequence in that step (they share the call)."""
+
+    def __init__(self, model: Seq2Seq, name: str = "decode") -> None:
+        self.model = model
+        self.name = name
+        self._lock = threading.Lock()
+        self._inbox: list[_Job] = []
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # decoder calls made, for stats
+        self.row_steps = 0  # rows those calls carried
+        self.peak_rows = 0  # most rows in one call
+
+    def submit(self, batch: Batch, searches: list[Search]) -> Future[list[list[int]]]:
+        """Decode ``searches`` (one per row of ``batch``); a future of their results."""
+        job = _Job(batch, searches)
+        with self._lock:
+            self._inbox.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        return job.future
+
+    def _run(self) -> None:
+        loop = DecodeLoop(self.model)
+        owner: dict[int, _Job] = {}
+        while True:
+            with self._lock:
+                jobs, self._inbox = self._inbox, []
+                if not jobs and not loop.searches:
+                    self._thread = None
+                    return
+            for job in jobs:
+                try:
+                    state = self.model.encode(job.batch.input_ids, job.batch.attention_mask)
+                except BaseException as exc:
+                    job.future.set_exception(exc)
+                    continue
+                for search in job.searches:
+                    owner[id(search)] = job
+                self._finished(loop.add(state, job.searches), owner)
+            if not loop.searches:
+                continue
+            rows = loop.rows
+            try:
+                done = loop.step()
+            except BaseException as exc:
+                for job in {id(j): j for j in owner.values()}.values():
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                owner.clear()
+                loop = DecodeLoop(self.model)
+                continue
+            self.steps += 1
+            self.row_steps += rows
+            self.peak_rows = max(self.peak_rows, rows)
+            self._finished(done, owner)
+
+    @staticmethod
+    def _finished(done: list[Search], owner: dict[int, _Job]) -> None:
+        for search in done:
+            job = owner.pop(id(search))
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result([s.result() for s in job.searches])
 
 
 class Seq2SeqBackend:
-    """A ``Backend`` for translation bundles: ``predict`` runs the whole generation of a batch.
+    """A ``Backend`` for translation bundles: ``predict`` generates for a whole batch.
 
-    Each ``WorkItem``'s ``payload`` is ``(num_beams, max_new_tokens)``. The encoder runs once for
-    the batch; greedy rows decode together, beam rows of the same beam size together (one
-    decoder call per step for all of their beams). Row output: ``{"ids": (n,) int64}``.
+    Each ``WorkItem``'s ``payload`` is ``(num_beams, max_new_tokens)``: greedy (1) or beam
+    search per row. ``predict`` hands the batch to the :class:`ContinuousDecoder` and waits, so
+    several batches (``app.batching`` runs up to ``max_generation_batches`` at once for this
+    backend: ``continuous``) decode together, each joining at the next decoder step. Row output:
+    ``{"ids": (n,) int64}``.
     """
+
+    continuous = True  # app.batching: hand batches over concurrently, do not hold them back
 
     def __init__(
         self,
@@ -313,32 +561,30 @@ class Seq2SeqBackend:
         self.model = model
         self.provider = model.provider
         self.start, self.eos, self.length_penalty = start, eos, length_penalty
+        self.decoder = ContinuousDecoder(model)
 
     def set_split(self, split: Any) -> None:
         """Unused: rows are whole sequences (kept for the registry's uniform setup)."""
         del split
 
-    def generate(self, batch: Batch) -> list[list[int]]:
-        state = self.model.encode(batch.input_ids, batch.attention_mask)
-        settings = [tuple(item.payload or (1, 1)) for item in batch.items]
-        out: list[list[int]] = [[] for _ in settings]
-        for beams in sorted({int(s[0]) for s in settings}):
-            rows = [i for i, s in enumerate(settings) if int(s[0]) == beams]
-            sub = state.take(rows) if len(rows) < len(settings) else state
-            limits = [int(settings[i][1]) for i in rows]
+    def searches(self, batch: Batch) -> list[Search]:
+        out: list[Search] = []
+        for item in batch.items:
+            beams, max_new = (int(v) for v in (item.payload or (1, 1)))
             if beams == 1:
-                found = greedy(self.model, sub, limits, self.start, self.eos)
+                out.append(Greedy(max_new, self.start, self.eos))
             else:
-                found = beam_search(
-                    self.model, sub, beams, limits, self.start, self.eos, self.length_penalty
-                )
-            for i, ids in zip(rows, found, strict=True):
-                out[i] = ids
+                out.append(Beam(beams, max_new, self.start, self.eos, self.length_penalty))
         return out
+
+    def generate(self, batch: Batch) -> list[list[int]]:
+        """The batch's generation on the calling thread, alone (no continuous batching)."""
+        state = self.model.encode(batch.input_ids, batch.attention_mask)
+        return decode(self.model, state, self.searches(batch))
 
     def predict(self, batch: Batch) -> list[RowOutput]:
         started = time.monotonic()
-        found = self.generate(batch)
+        found = self.decoder.submit(batch, self.searches(batch)).result()
         seconds = time.monotonic() - started
         return [
             RowOutput({"ids": np.asarray(ids, dtype=np.int64)}, started, seconds, batch.size)

@@ -223,7 +223,8 @@ async def translate(
     body: TranslateRequest, request: Request, service: ServiceDep
 ) -> TranslateResponse:
     """Translation per input (BERT2BERT): greedy decoding (beam_size 1) or beam search. Inputs
-    of concurrent requests are batched; a batch's whole generation runs in one backend call."""
+    of concurrent requests are batched, and generation is batched continuously: a new input
+    joins the decoder steps in flight at the next step."""
     texts = _as_list(body.inputs)
     model = service.resolve("translation", body.model)
     service.check_count(len(texts))

@@ -14,6 +14,7 @@ finish what it queued, and only then lets the server exit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -111,11 +112,15 @@ class Service:
                     reg.models.pop(model.name)
                     reg._fail(folder, path, "BERT_PROVIDER=cuda but onnxruntime could not use CUDA")
                     continue
+                config = BatcherConfig.from_settings(self.settings)
+                if getattr(model.backend, "continuous", False):
+                    config = dataclasses.replace(
+                        config,
+                        max_in_flight=self.settings.max_generation_batches,
+                        concurrent=True,
+                    )
                 model.batcher = Batcher(
-                    model.backend,
-                    BatcherConfig.from_settings(self.settings),
-                    model=model.name,
-                    metrics=self.metrics,
+                    model.backend, config, model=model.name, metrics=self.metrics
                 )
                 model.batcher.start()
                 self.metrics.set_model_load_time(model.name, model.load_seconds)

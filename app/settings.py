@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         description="Batches handed to the backend at once per model: one runs while the next "
         "is prepared.",
     )
+    max_generation_batches: int = Field(
+        default=8,
+        description="Translation: batches generating at once per model. Their sequences share "
+        "every decoder step, and a new batch joins at the next step (continuous batching); 1 "
+        "runs one batch's whole generation at a time (static batching).",
+    )
     max_wait_ms: float = Field(
         default=5.0,
         description="Longest time the oldest queued input waits for its batch to fill before "
@@ -202,6 +208,11 @@ class Settings(BaseSettings):
                 self.max_batch_in_flight >= 1,
                 f"max_batch_in_flight is {self.max_batch_in_flight}; set "
                 "BERT_MAX_BATCH_IN_FLIGHT to 1 or more (2 overlaps preparation and inference).",
+            ),
+            (
+                self.max_generation_batches >= 1,
+                f"max_generation_batches is {self.max_generation_batches}; set "
+                "BERT_MAX_GENERATION_BATCHES to 1 or more (1 = static batching).",
             ),
             (
                 self.max_wait_ms >= 0,

@@ -102,7 +102,14 @@ def test_manifest_graphs_and_gate(exported: tuple[Path, Path]) -> None:
         assert spec["file"] == f"encoder.{v}.onnx"
         assert spec["decoder"]["file"] == f"decoder.{v}.onnx"
         names = [t["name"] for t in spec["decoder"]["inputs"]]
-        assert names[:4] == ["input_ids", "encoder_attention_mask", "past_key.0", "past_value.0"]
+        assert names[:6] == [
+            "input_ids",
+            "position_ids",
+            "decoder_attention_mask",
+            "encoder_attention_mask",
+            "past_key.0",
+            "past_value.0",
+        ]
         assert names[-1] == "cross_value.1"
         parity = spec["parity"]
         assert parity["status"] == "passed" and parity["examples"] == len(SOURCES)
@@ -181,6 +188,84 @@ def test_decoder_cache_rows_follow_take(exported: tuple[Path, Path]) -> None:
         for i, (r, lim) in enumerate(zip(src, [12, 2, 12], strict=True))
     ]
     assert together == alone and len(together[1]) <= 2
+
+
+def _encoded(s2s: Any, tok: Any, texts: list[str]) -> Any:
+    rows = [e.ids for e in tok.encode_batch(texts)]
+    width = max(map(len, rows))
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return s2s.encode(ids, mask)
+
+
+def test_sequences_joining_mid_decoding_equal_decoded_alone(exported: tuple[Path, Path]) -> None:
+    """Continuous batching: searches that join the decode loop steps later, from batches of
+    other source lengths (caches left-padded, encoder outputs right-padded, positions per row),
+    produce what each produces alone; cache positions no live row uses are cut off."""
+    from app import generation
+
+    _, bundle = exported
+    s2s, gen, tok = _runner(bundle)
+    start, eos = gen.decoder_start_token_id, gen.eos_token_id
+
+    def searches() -> list[Any]:
+        return [
+            generation.Greedy(12, start, eos),
+            generation.Beam(3, 12, start, eos),
+            generation.Greedy(3, start, eos),
+            generation.Beam(2, 5, start, eos),
+        ]
+
+    alone = [
+        generation.decode(s2s, _encoded(s2s, tok, [SOURCES[i]]), [search])[0]
+        for i, search in enumerate(searches())
+    ]
+    loop = generation.DecodeLoop(s2s)
+    joined = searches()
+    loop.add(_encoded(s2s, tok, [SOURCES[0]]), joined[:1])
+    for _ in range(2):
+        loop.step()
+    loop.add(_encoded(s2s, tok, SOURCES[1:3]), joined[1:3])  # another source length
+    assert loop.state is not None and loop.state.past_mask.shape == (1 + 3 + 1, 2)
+    loop.step()
+    loop.add(_encoded(s2s, tok, [SOURCES[3]]), joined[3:])
+    widths = []
+    while loop.searches:
+        loop.step()
+        if loop.state is not None:
+            widths.append((loop.state.past_mask.shape[1], int(loop.state.positions.max())))
+    assert [s.result() for s in joined] == alone
+    # once the first search is done, the positions only it used are cut from the cache
+    assert all(width <= longest + 1 for width, longest in widths[-3:])
+
+
+def test_continuous_decoder_serves_concurrent_batches(exported: tuple[Path, Path]) -> None:
+    """Batches submitted from several threads decode together and each gets its own answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app import generation
+    from app.backend import WorkItem, pad_batch
+
+    _, bundle = exported
+    s2s, gen, tok = _runner(bundle)
+    backend = generation.Seq2SeqBackend(s2s, start=gen.decoder_start_token_id, eos=gen.eos_token_id)
+    batches = [
+        pad_batch(
+            [
+                WorkItem(tuple(tok.encode(text).ids), payload=(beams, 12))
+                for text, beams in zip(SOURCES[lo : lo + 2], (1, 3), strict=False)
+            ]
+        )
+        for lo in range(0, len(SOURCES), 2)
+    ]
+    alone = [backend.generate(b) for b in batches]
+    with ThreadPoolExecutor(len(batches)) as pool:
+        together = list(pool.map(backend.predict, batches))
+    assert [[r.arrays["ids"].tolist() for r in rows] for rows in together] == alone
+    # rows of several batches shared decoder calls (one batch has at most 1 + 3 rows)
+    assert backend.decoder.peak_rows > 4
 
 
 def test_int8_bundle_decodes_as_fp32(exported: tuple[Path, Path]) -> None:

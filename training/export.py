@@ -1518,7 +1518,6 @@ def _heads(x: Any, heads: int) -> Any:
 def translation_graphs(model: Any) -> tuple[Any, Any]:
     """(encoder module, decoder-step module) over flat tensors, for the TorchScript exporter."""
     import torch
-    from torch.onnx import operators
 
     dec_bert = model.decoder.bert
     layers = list(dec_bert.encoder.layer)
@@ -1555,18 +1554,24 @@ def translation_graphs(model: Any) -> tuple[Any, Any]:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, encoder_attention_mask: Any, *flat: Any) -> Any:
+        def forward(
+            self,
+            input_ids: Any,
+            position_ids: Any,
+            decoder_attention_mask: Any,
+            encoder_attention_mask: Any,
+            *flat: Any,
+        ) -> Any:
             n = 2 * len(layers)
             past, cross = flat[:n], flat[n:]
-            past_len = operators.shape_as_tensor(past[0])[2]
-            positions = torch.zeros_like(input_ids) + past_len
             emb = dec_bert.embeddings
             x = (
                 emb.word_embeddings(input_ids)
                 + emb.token_type_embeddings(torch.zeros_like(input_ids))
-                + emb.position_embeddings(positions)
+                + emb.position_embeddings(position_ids)
             )
             x = emb.LayerNorm(x)
+            self_mask = (1.0 - decoder_attention_mask[:, None, None, :].to(x.dtype)) * -1.0e9
             mask = (1.0 - encoder_attention_mask[:, None, None, :].to(x.dtype)) * -1.0e9
             presents = []
             for i, layer in enumerate(layers):
@@ -1574,7 +1579,7 @@ def translation_graphs(model: Any) -> tuple[Any, Any]:
                 k = torch.cat([past[2 * i], _heads(sa.key(x), heads)], dim=2)
                 v = torch.cat([past[2 * i + 1], _heads(sa.value(x), heads)], dim=2)
                 presents += [k, v]
-                x = layer.attention.output(attend(_heads(sa.query(x), heads), k, v, None), x)
+                x = layer.attention.output(attend(_heads(sa.query(x), heads), k, v, self_mask), x)
                 ca = layer.crossattention.self
                 ctx = attend(_heads(ca.query(x), heads), cross[2 * i], cross[2 * i + 1], mask)
                 x = layer.crossattention.output(ctx, x)
@@ -1607,6 +1612,8 @@ def translation_specs(
     ]
     dec_in = [
         TensorSpec(name="input_ids", dtype="int64", shape=["batch", 1]),
+        TensorSpec(name="position_ids", dtype="int64", shape=["batch", 1]),
+        TensorSpec(name="decoder_attention_mask", dtype="int64", shape=["batch", "total"]),
         TensorSpec(name="encoder_attention_mask", dtype="int64", shape=["batch", "source"]),
         *kv("past", "past"),
         *kv("cross", "source"),
@@ -1665,7 +1672,10 @@ def export_translation_graphs(
         cross = list(encoder(ids, mask)[1:])
     past = [torch.randn(2, heads, 3, head_dim, generator=gen) for _ in range(2 * layers)]
     tok = torch.randint(5, vocab_tgt, (2, 1), generator=gen)
-    _onnx_export(decoder, (tok, mask, *past, *cross), dec_path, dec_in, dec_out)
+    positions = torch.tensor([[3], [1]])
+    self_mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])  # row 1 joined two steps later
+    args = (tok, positions, self_mask, mask, *past, *cross)
+    _onnx_export(decoder, args, dec_path, dec_in, dec_out)
 
 
 @dataclass
