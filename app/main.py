@@ -23,7 +23,7 @@ from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.metrics import Metrics
 from app.middleware import TIMING_HEADERS, ServiceMiddleware
-from app.routes import require_api_key, router
+from app.routes import install_routes, require_api_key
 from app.service import Service
 from app.settings import Settings
 
@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None, *, setup_logging: bool = True) 
         openapi_url=None if keyed else "/openapi.json",
         docs_url=None if keyed else "/docs",
         redoc_url=None if keyed else "/redoc",
+        # FastAPI's OpenTelemetry bridge looks up the global providers on every request; this
+        # service reports through Prometheus (app/metrics.py) and request-id logs instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if keyed:
         guard = [Depends(require_api_key)]
@@ -91,7 +94,7 @@ def create_app(settings: Settings | None = None, *, setup_logging: bool = True) 
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(router)
+    install_routes(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

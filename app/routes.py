@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from app.errors import NotReadyError, UnauthorizedError, error_response
@@ -35,7 +35,7 @@ from app.schemas import (
 )
 from app.service import Service
 
-__all__ = ["router"]
+__all__ = ["install_routes", "require_api_key"]
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker
@@ -83,14 +83,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 TASK_ERRORS = _errors(400, 401, 404, 413, 422, 429, 500, 503, 504)
 
 router = APIRouter()
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+v1 = APIRouter(dependencies=[Depends(require_api_key)])  # full paths: see install_routes
 
 
 def _as_list(inputs: Any) -> list[Any]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
-@v1.get("/models", responses=_errors(401))
+@v1.get("/v1/models", responses=_errors(401))
 async def list_models(service: ServiceDep) -> ModelsResponse:
     """Every loaded bundle (task, labels, variant and provider in use, evaluation figures) and
     every bundle refused at start-up with its reason."""
@@ -122,7 +122,7 @@ async def list_models(service: ServiceDep) -> ModelsResponse:
     return ModelsResponse(models=models, failed=failed, loading=service.loading)
 
 
-@v1.post("/classify", responses=TASK_ERRORS)
+@v1.post("/v1/classify", responses=TASK_ERRORS)
 async def classify(
     body: ClassifyRequest, request: Request, service: ServiceDep
 ) -> ClassifyResponse:
@@ -140,7 +140,7 @@ async def classify(
     return ClassifyResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/qa", responses=TASK_ERRORS)
+@v1.post("/v1/qa", responses=TASK_ERRORS)
 async def question_answering(body: QARequest, request: Request, service: ServiceDep) -> QAResponse:
     """Answer spans with character offsets into each context; long contexts are read in
     overlapping windows."""
@@ -163,7 +163,7 @@ async def question_answering(body: QARequest, request: Request, service: Service
     return QAResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/fill-mask", responses=TASK_ERRORS)
+@v1.post("/v1/fill-mask", responses=TASK_ERRORS)
 async def fill_mask(
     body: FillMaskRequest, request: Request, service: ServiceDep
 ) -> FillMaskResponse:
@@ -181,7 +181,7 @@ async def fill_mask(
     return FillMaskResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/token-classify", responses=TASK_ERRORS)
+@v1.post("/v1/token-classify", responses=TASK_ERRORS)
 async def token_classify(
     body: TokenClassifyRequest, request: Request, service: ServiceDep
 ) -> TokenClassifyResponse:
@@ -199,7 +199,7 @@ async def token_classify(
     return TokenClassifyResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/summarize", responses=TASK_ERRORS)
+@v1.post("/v1/summarize", responses=TASK_ERRORS)
 async def summarize(
     body: SummarizeRequest, request: Request, service: ServiceDep
 ) -> SummarizeResponse:
@@ -218,7 +218,7 @@ async def summarize(
     return SummarizeResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/translate", responses=TASK_ERRORS)
+@v1.post("/v1/translate", responses=TASK_ERRORS)
 async def translate(
     body: TranslateRequest, request: Request, service: ServiceDep
 ) -> TranslateResponse:
@@ -242,7 +242,7 @@ async def translate(
     return TranslateResponse(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/tokenize", responses=_errors(400, 401, 404, 413, 422, 503))
+@v1.post("/v1/tokenize", responses=_errors(400, 401, 404, 413, 422, 503))
 async def tokenize(body: TokenizeRequest, service: ServiceDep) -> TokenizeResponse:
     """Tokens with ids and character offsets, as the model would see them (debugging aid)."""
     inputs = _as_list(body.inputs)
@@ -291,4 +291,8 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(content=body, media_type=content_type)
 
 
-router.include_router(v1)
+def install_routes(app: FastAPI) -> None:
+    """Add every route to ``app`` itself. Not ``include_router``: FastAPI resolves an included
+    router's routes on each request (``_IncludedRouter``), measurable in a profile under load;
+    the routes here carry their full paths and dependencies instead."""
+    app.router.routes.extend([*router.routes, *v1.routes])
