@@ -340,6 +340,25 @@ def test_at_most_max_in_flight_batches_are_handed_over() -> None:
     assert run(main()) == [FakeResult(2, i) for i in range(4)]
 
 
+def test_a_concurrent_backend_runs_its_batches_together() -> None:
+    """config.concurrent (continuous batching of generation): every in-flight batch is inside
+    predict at once, each on its own worker, none held back behind the running ones."""
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> list[FakeResult]:
+        config = {"max_batch_size": 1, "max_in_flight": 3, "max_wait_s": 0, "concurrent": True}
+        async with make(backend, **config) as b:
+            pending = b.submit([item(i, 2) for i in range(4)])
+            await until(lambda: backend.calls == 3)  # three batches running at once
+            await asyncio.sleep(0.02)
+            assert backend.calls == 3 and b.queue_depth == 1  # at most max_in_flight
+            gate.set()
+            return await pending
+
+    assert run(main()) == [FakeResult(2, i) for i in range(4)]
+
+
 def test_drain_finishes_queued_work_and_refuses_new_work() -> None:
     gate = threading.Event()
     backend = FakeBackend(gate=gate)
