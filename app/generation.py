@@ -491,7 +491,6 @@ class _Job:
         self.batch, self.searches = batch, searches
         self.remaining = len(searches)
         self.future: Future[list[list[int]]] = Future()
-        self.error: BaseException | None = None
 
 
 # A search joins the decode loop only while its longest-running row holds at most this many cache
