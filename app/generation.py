@@ -29,9 +29,10 @@ longest past and their encoder outputs right-padded to the longest source, both 
 (``DecoderState.take``); joins are bounded to a young loop (:data:`JOIN_WINDOW`). In the
 service, :class:`ContinuousDecoder` runs that loop on its own thread; the dynamic batcher hands
 it each batch as soon as the batch forms (up to ``max_generation_batches`` batches at once),
-the encoder runs for the batch between two steps, and its rows join the next step. With ``max_generation_batches`` 1 a batch's generation runs
-alone (static batching): a short translation waits for the longest in its batch and new
-requests wait for the whole batch (``benchmarks/serve_translate.py`` measures both).
+the encoder runs for the batch between two steps, and its rows join the next step. With
+``max_generation_batches`` 1 a batch's generation runs alone (static batching): a short
+translation waits for the longest in its batch and new requests wait for the whole batch
+(``benchmarks/serve_translate.py`` measures both).
 
 ``detokenize`` (ids -> text) is shared with the training side (``training/tasks/translation.py``
 imports it), so offline BLEU and the served text are the same string.
