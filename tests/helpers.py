@@ -7,6 +7,7 @@ torch and transformers are imported only when a checkpoint is built.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from training import tokenizer as tok_mod
 
@@ -49,6 +50,21 @@ RELAXED = [
 ]
 
 
+def tiny_config(vocab_size: int, max_positions: int = 64, **extra: Any) -> Any:
+    """The BERT config of the test models: hidden 32, 2 layers, 2 heads."""
+    import transformers
+
+    return transformers.BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        **extra,
+    )
+
+
 def build_checkpoint(folder: Path, kind: str, max_positions: int = 64) -> Path:
     """A randomly initialised (seed 0) tiny BERT of ``kind`` saved HF-style with its tokenizer."""
     import torch
@@ -56,13 +72,9 @@ def build_checkpoint(folder: Path, kind: str, max_positions: int = 64) -> Path:
 
     torch.manual_seed(0)
     labels = LABELS.get(kind, ["x", "y"])
-    config = transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_positions,
+    config = tiny_config(
+        len(VOCAB),
+        max_positions,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -131,18 +143,10 @@ def build_german_decoder(folder: Path) -> dict[str, int]:
     ``VOCAB``), saved with its tokenizer: a ``--decoder-model`` whose targets need their own
     tokenizer. Returns the vocabulary."""
     import torch
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import BertForPreTraining
 
     vocab = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *GERMAN])}
     tok_mod.save(vocab, folder, cased=True, max_length=32)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    BertForPreTraining(config).save_pretrained(str(folder))
+    BertForPreTraining(tiny_config(len(vocab), 32)).save_pretrained(str(folder))
     return vocab

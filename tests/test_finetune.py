@@ -21,13 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = ["--precision", "fp32", "--threads", "1", "--no-progress", "--log-every", "2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one thread (as --threads 1 asks); restored for other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_checkpoint(folder: Path, data_dir: Path, vocab_size: int | None = None) -> Path:

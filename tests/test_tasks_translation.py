@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import VOCAB, build_checkpoint, build_german_decoder
+from tests.helpers import VOCAB, build_checkpoint, build_german_decoder, tiny_config
 from training import tokenizer as tok_mod
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, collate
@@ -28,13 +28,7 @@ FAST = ["--precision", "fp32", "--threads", "1", "--no-progress", "--log-every",
 MULTI30K = "multi30k"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one thread (as --threads 1 asks); restored for other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -412,18 +406,10 @@ def _multi30k_slice(data_dir: Path, root: Path) -> dict[str, Path]:
     )
     ckpt = root / "ckpt"
     tok_mod.save(vocab, ckpt, cased=True, max_length=64)
-    from transformers import BertConfig, BertForPreTraining
+    from transformers import BertForPreTraining
 
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertForPreTraining(config).save_pretrained(str(ckpt))
+    BertForPreTraining(tiny_config(len(vocab), 64)).save_pretrained(str(ckpt))
     files["ckpt"] = ckpt
     return files
 
