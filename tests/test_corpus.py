@@ -34,6 +34,22 @@ def test_paths_files_folders_globs(tmp_path: Path) -> None:
         resolve_paths([str(tmp_path / "missing*.txt")])
 
 
+def test_hold_out_groups_do_not_depend_on_where_the_corpus_is(tmp_path: Path) -> None:
+    """The same corpus in two folders (given as a folder or as files) has the same groups, so a
+    run elsewhere holds out the same documents; files in subfolders stay apart."""
+    groups = []
+    for where in ("here", "elsewhere/deeper"):
+        root = tmp_path / where / "corpus"
+        (root / "sub").mkdir(parents=True)
+        (root / "a.txt").write_text("First paragraph of a.\n\nSecond paragraph of a.\n")
+        (root / "sub" / "a.txt").write_text("Another file with the same name.\n")
+        for kw in ({}, {"doc_boundary": "blank-line"}):
+            groups.append(sorted(d.group for d in docs([root], **kw)))
+        assert sorted(d.group for d in docs(sorted(root.rglob("*.txt")))) == groups[0]
+    assert groups[0] == groups[2] == ["a.txt", "sub/a.txt"]
+    assert groups[1] == groups[3] == ["a.txt#1", "a.txt#2", "sub/a.txt#1"]
+
+
 def test_document_boundaries(tmp_path: Path) -> None:
     f = tmp_path / "c.txt"
     f.write_text("First line of a\nwrapped paragraph.\n\nSecond paragraph.\n")

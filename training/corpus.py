@@ -195,7 +195,7 @@ _CHAPTER = re.compile(
 )
 
 
-def _wiki_documents(lines: list[str], path: Path) -> Iterator[Document]:
+def _wiki_documents(lines: list[str], path: Path, key: str) -> Iterator[Document]:
     """WikiExtractor output: ``<doc id= title=>`` blocks; the repeated title line is dropped."""
     title: str | None = None
     body: list[str] = []
@@ -209,37 +209,39 @@ def _wiki_documents(lines: list[str], path: Path) -> Iterator[Document]:
                 if paragraphs and paragraphs[0] == title:
                     paragraphs = paragraphs[1:]
                 if paragraphs:
-                    yield Document(paragraphs, f"{path}#{title}", f"{path}#{title}")
+                    yield Document(paragraphs, f"{path}#{title}", f"{key}#{title}")
             title = None
         elif title is not None:
             body.append(line)
 
 
-def _chapters(lines: list[str], path: Path, group: str) -> Iterator[Document]:
+def _chapters(lines: list[str], path: Path, key: str, group: str) -> Iterator[Document]:
     """A book cut at its chapter headings (the headings and any front matter are dropped)."""
     starts = [i for i, line in enumerate(lines) if _CHAPTER.match(line)]
     for n, (a, b) in enumerate(zip(starts, [*starts[1:], len(lines)], strict=True), 1):
         paragraphs = _paragraphs(lines[a + 1 : b])
         if paragraphs:
-            yield Document(paragraphs, f"{path}#ch{n}", group or f"{path}#ch{n}")
+            yield Document(paragraphs, f"{path}#ch{n}", group or f"{key}#ch{n}")
 
 
-def _auto_documents(lines: list[str], path: Path, group: str) -> Iterator[Document]:
+def _auto_documents(lines: list[str], path: Path, key: str, group: str) -> Iterator[Document]:
     head = [line for line in lines[:50] if line.strip()]
     if head and _WIKI_DOC.match(head[0]):
-        yield from _wiki_documents(lines, path)
+        yield from _wiki_documents(lines, path, key)
     elif sum(1 for line in lines if _CHAPTER.match(line)) >= 2:
-        yield from _chapters(lines, path, group)
+        yield from _chapters(lines, path, key, group)
     elif len(lines) > 1 and all(line.strip() for line in lines):
         for i, line in enumerate(lines):
-            yield Document([line.strip()], f"{path}:{i + 1}", f"{path}:{i + 1}")
+            yield Document([line.strip()], f"{path}:{i + 1}", f"{key}:{i + 1}")
     else:
         paragraphs = _paragraphs(lines)
         if paragraphs:
-            yield Document(paragraphs, str(path), group or str(path))
+            yield Document(paragraphs, str(path), group or key)
 
 
-def _jsonl_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+def _jsonl_documents(
+    path: Path, key: str, conf: CorpusConfig, stats: CorpusStats
+) -> Iterator[Document]:
     for i, line in enumerate(_open_text(path, stats)):
         if not line.strip():
             continue
@@ -252,26 +254,29 @@ def _jsonl_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iter
         if not isinstance(text, str) or not text.strip():
             continue
         paragraphs = [p for p in (s.strip() for s in text.split("\n")) if p]
-        yield Document(paragraphs, f"{path}:{i + 1}", f"{path}:{i + 1}")
+        yield Document(paragraphs, f"{path}:{i + 1}", f"{key}:{i + 1}")
 
 
-def _file_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Iterator[Document]:
+def _file_documents(
+    path: Path, key: str, conf: CorpusConfig, stats: CorpusStats
+) -> Iterator[Document]:
+    """The documents of one corpus file; ``key`` names the file in their hold-out groups."""
     if path.suffix == ".jsonl" or path.name.endswith(".jsonl.gz"):
-        yield from _jsonl_documents(path, conf, stats)
+        yield from _jsonl_documents(path, key, conf, stats)
         return
     if conf.doc_boundary == "line":
         for i, line in enumerate(_open_text(path, stats)):
             if line.strip():
-                yield Document([line.strip()], f"{path}:{i + 1}", f"{path}:{i + 1}")
+                yield Document([line.strip()], f"{path}:{i + 1}", f"{key}:{i + 1}")
         return
     lines = list(_open_text(path, stats))
-    group = str(path)
+    group = key
     if conf.strip_gutenberg:
         lines, title = strip_gutenberg(lines)
         group = title_key(title) if title else title_key(path.stem)
     if conf.doc_boundary == "auto":
         # chapters of a Gutenberg book keep its title as their hold-out group
-        yield from _auto_documents(lines, path, group if conf.strip_gutenberg else "")
+        yield from _auto_documents(lines, path, key, group if conf.strip_gutenberg else "")
         return
     if conf.doc_boundary == "file":
         paragraphs = _paragraphs(lines)
@@ -290,10 +295,21 @@ def _file_documents(path: Path, conf: CorpusConfig, stats: CorpusStats) -> Itera
             current = []
 
 
+def hold_out_keys(files: list[Path]) -> dict[Path, str]:
+    """Each file's path below the folder that holds them all: the hold-out groups of documents
+    (when nothing better, a book's title, names them) depend on the corpus, not on where it is
+    (the same corpus in another folder or on another machine is split the same way)."""
+    resolved = {f: f.resolve() for f in files}
+    root = Path(os.path.commonpath([r.parent for r in resolved.values()])) if files else Path()
+    return {f: r.relative_to(root).as_posix() for f, r in resolved.items()}
+
+
 def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iterator[Document]:
     """Stream the documents of a corpus, in a deterministic order."""
     stats = stats if stats is not None else CorpusStats()
-    for path in resolve_paths(conf.corpus):
+    files = resolve_paths(conf.corpus)
+    keys = hold_out_keys(files)
+    for path in files:
         if os.path.getsize(path) == 0:
             stats.skipped_empty.append(str(path))
             continue
@@ -302,7 +318,7 @@ def iter_documents(conf: CorpusConfig, stats: CorpusStats | None = None) -> Iter
             log.warning("skipping %s: it looks binary (NUL bytes), not text", path)
             continue
         produced = 0
-        for doc in _file_documents(path, conf, stats):
+        for doc in _file_documents(path, keys[path], conf, stats):
             produced += 1
             stats.documents += 1
             yield doc

@@ -43,7 +43,7 @@ from training.errors import DataError
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+STORE_VERSION = 2
 
 
 # --- stage 1: token store -------------------------------------------------------------------
