@@ -343,6 +343,7 @@ def test_clear_errors(
         (cls_args(slices, cls_out), "already holds a fine-tuning run"),
         (cls_args(slices, cls_out, "--resume", "--lr", "0.5"), "other settings (lr)"),
         (cls_args(slices, tmp_path / "d", "--doc-stride", "16"), "--doc-stride: not an option"),
+        (cls_args(slices, tmp_path / "e", "--dropout", "1.5"), "--dropout must be in [0, 1)"),
         (
             [
                 "evaluate",
@@ -366,6 +367,21 @@ def test_clear_errors(
         assert len(err.strip().splitlines()) == 1, err
     for name in "abcde":  # bad input never leaves a half-made output folder
         assert not (tmp_path / name).exists(), name
+
+
+def test_dropout_option(slices, tmp_path: Path) -> None:
+    """--dropout replaces the checkpoint's (0.1) in every layer, and config.json records it."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(slices["ckpt"]), num_labels=2)
+    model.train()
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    finetune.set_dropout(model, 0.0)
+    assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+    out = tmp_path / "run"
+    assert main(cls_args(slices, out, "--dropout", "0.25", "--max-steps", "2")) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.25
 
 
 def test_help_lists_every_task(capsys: pytest.CaptureFixture) -> None:

@@ -115,6 +115,11 @@ class FinetuneConfig(engine.LoopConfig, ModelOptions):
     save_every: int = cfg.field(
         0, help="steps between checkpoints (0 = at every --eval-every, or 500 without it)"
     )
+    dropout: float | None = cfg.field(
+        None,
+        help="dropout of every layer while fine-tuning (default: the checkpoint's; a model "
+        "pretrained without dropout usually wants 0.1 here)",
+    )
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -314,6 +319,27 @@ def task_tokenizer(task: ModuleType, conf: Any, tok_dir: str, mc: Any, *, fine_t
     check_vocab(mc, tokenizer, conf.model, tok_dir)
     check_lengths(conf, mc)
     return tokenizer
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout layer of ``model`` (encoder, decoder, head) to ``p``, recorded in its config
+    (the fine-tuned checkpoint then says what it was trained with)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+    for config in {id(c): c for c in _configs(model.config)}.values():
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(config, key):
+                setattr(config, key, p)
+
+
+def _configs(config: Any) -> Iterator[Any]:
+    """A model config and, for an encoder-decoder, the configs of its two halves."""
+    yield config
+    for half in ("encoder", "decoder"):
+        sub = getattr(config, half, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            yield sub
 
 
 def load_model(
@@ -593,6 +619,8 @@ def _validate(conf: FinetuneConfig) -> None:
         raise UsageError("--epochs must be positive")
     if conf.eval_batch_size < 1:
         raise UsageError("--eval-batch-size must be at least 1")
+    if conf.dropout is not None and not 0 <= conf.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), got {conf.dropout}")
     if conf.eval_every < 0 or conf.save_every < 0:
         raise UsageError("--eval-every and --save-every cannot be negative")
 
@@ -648,6 +676,8 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
 
     engine.seed_everything(conf.seed, rt.rank)  # the fresh head's initialisation
     model = load_model(task, conf.model, labels, fresh_head=True, conf=conf, tokenizer=tokenizer)
+    if conf.dropout is not None:
+        set_dropout(model, conf.dropout)
     if rt.is_main:
         log.info(
             "%s: %d training rows (%d batches of %d per epoch, %.2f epochs), %d eval rows; "
