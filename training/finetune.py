@@ -327,7 +327,7 @@ def set_dropout(model: nn.Module, p: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = p
-    for config in {id(c): c for c in _configs(model.config)}.values():
+    for config in _configs(model.config):
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             if hasattr(config, key):
                 setattr(config, key, p)
