@@ -10,8 +10,8 @@ Flow (as in text-embeddings-inference):
         │                      pick items by `plan_batch` (token budget, max size, similar
         │                      lengths); pad
         ▼
-    worker thread: backend.predict(batch) ── at most max_in_flight batches handed over at once
-        │                                      (one runs while the next is prepared)
+    worker thread(s): backend.predict(batch) ── `workers` batches run at once, and up to
+        │                                        max_in_flight - 1 more wait prepared
         ▼
     results scattered back to each request by (request, index): a request whose items were
     split over several batches still gets its answers in input order.
@@ -70,7 +70,13 @@ class BatcherConfig:
         max_batch_size: most items per batch.
         max_wait_s: longest the oldest queued item waits for its batch to fill.
         queue_size: most items queued (not yet dispatched); more are refused with 429.
-        max_in_flight: batches handed to the backend at once (running + prepared).
+        max_in_flight: batches handed to the backend and not finished, with one worker: 2 =
+            one runs while the next is prepared. With more workers: workers + max_in_flight - 1
+            (with concurrent: max_in_flight, all running).
+        workers: batches that run at the same time, each in its own worker thread (a shared
+            onnxruntime session runs concurrent calls). On a CPU with few cores, two
+            single-threaded runs side by side beat one two-threaded run for a small model: no
+            run waits at a thread barrier for a core the event loop holds.
         group_by_length: pick items of similar length (True) or strictly FIFO (False).
         max_padding_ratio: with group_by_length, an item that would make padding more than this
             share of the batch's tokens is left for a later batch (1.0: no limit).
@@ -88,13 +94,15 @@ class BatcherConfig:
     max_wait_s: float = 0.005
     queue_size: int = 1024
     max_in_flight: int = 2
+    workers: int = 1
     group_by_length: bool = True
     max_padding_ratio: float = 1.0
     idle_dispatch: bool = False
     concurrent: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight"):
+        limits = ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight", "workers")
+        for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_s < 0:
@@ -111,6 +119,7 @@ class BatcherConfig:
             max_wait_s=settings.max_wait_ms / 1000.0,
             queue_size=settings.queue_size,
             max_in_flight=settings.max_batch_in_flight,
+            workers=settings.inference_workers,
             max_padding_ratio=settings.max_padding_ratio,
             idle_dispatch=settings.idle_dispatch,
         )
@@ -209,10 +218,10 @@ class Batcher(Generic[R]):
         model: model name, used as the metrics label and in messages.
         metrics: where to record queue depth, batch shapes, timings, drops, rejections and
             timeouts; None records nothing.
-        executor: where predict runs; by default a dedicated single-thread pool (one thread
-            per in-flight batch with config.concurrent). One thread because onnxruntime
-            already parallelises inside a run (intra_op_threads): two concurrent runs on the
-            same cores would only contend.
+        executor: where predict runs; by default a dedicated pool of config.workers threads
+            (one per in-flight batch with config.concurrent). One worker by default because
+            onnxruntime already parallelises inside a run (intra_op_threads): concurrent runs
+            pay off only with fewer threads each (see BatcherConfig.workers).
 
     Use `async with Batcher(...) as b:` (start, then drain on exit), or start()/drain().
     """
@@ -231,8 +240,9 @@ class Batcher(Generic[R]):
         self.model = model
         self.metrics = metrics
         self._owns_executor = executor is None
+        cfg = self.config
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=self.config.max_in_flight if self.config.concurrent else 1,
+            max_workers=cfg.max_in_flight if cfg.concurrent else cfg.workers,
             thread_name_prefix=f"infer-{model}",
         )
         self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
@@ -240,11 +250,13 @@ class Batcher(Generic[R]):
         self._seq = itertools.count()
         self._accepting = True
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        self._slots = asyncio.Semaphore(
+            cfg.max_in_flight if cfg.concurrent else cfg.workers + cfg.max_in_flight - 1
+        )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._items_per_s: float | None = None  # smoothed backend throughput, for retry_after
-        self._running: tuple[float, int] | None = None  # (start, size) of the batch running now
+        self._items_per_s: float | None = None  # smoothed throughput of one worker
+        self._running: dict[int, tuple[float, int]] = {}  # (start, size) of each running batch
 
     # --- public API ---
 
@@ -394,24 +406,25 @@ class Batcher(Generic[R]):
         )
 
     def _busy_until(self) -> float | None:
-        """When (time.monotonic) the batch running now should end, by the smoothed throughput;
-        None when none runs or there is no estimate yet."""
-        running, rate = self._running, self._items_per_s
-        if running is None or not rate:
+        """When (time.monotonic) the first worker should come free, by the smoothed throughput;
+        None when a worker is free now or there is no estimate yet."""
+        running, rate = list(self._running.values()), self._items_per_s
+        if len(running) < self.config.workers or not rate:
             return None
-        started, size = running
-        return started + size / rate
+        return min(started + size / rate for started, size in running)
 
     async def _wait_until_due(self) -> None:
         """Return when a batch is full, the oldest item has waited max_wait, or draining (or,
-        with idle_dispatch, at once when no batch is running).
+        with idle_dispatch, at once when a worker is idle).
 
-        While a batch runs, a batch handed over would only wait behind it: the wait then lasts
-        until shortly before the running batch should end (when that is later than max_wait),
-        so requests arriving meanwhile still join. This is where batches grow under load, at no
-        cost in latency: the items could not have started earlier anyway."""
+        While every worker runs a batch, a batch handed over would only wait behind them: the
+        wait then lasts until shortly before the first running batch should end (when that is
+        later than max_wait), so requests arriving meanwhile still join. This is where batches
+        grow under load, at no cost in latency: the items could not have started earlier
+        anyway."""
+        idle_below = 1 if self.config.concurrent else self.config.workers
         while self._queue and self._accepting and not self._full():
-            if self.config.idle_dispatch and not self._in_flight:
+            if self.config.idle_dispatch and len(self._in_flight) < idle_below:
                 return
             oldest = next(iter(self._queue.values()))
             due = oldest.enqueued_at + self.config.max_wait_s
@@ -495,11 +508,11 @@ class Batcher(Generic[R]):
     def _timed_predict(self, batch: Batch) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
         started = time.monotonic()
-        self._running = (started, batch.size)
+        self._running[id(batch)] = (started, batch.size)
         try:
             results = self.backend.predict(batch)
         finally:
-            self._running = None
+            del self._running[id(batch)]
         if len(results) != batch.size:
             raise RuntimeError(f"backend returned {len(results)} results for {batch.size} inputs")
         return started, results, time.monotonic() - started
@@ -568,4 +581,5 @@ class Batcher(Generic[R]):
         excess = len(self._queue) + incoming - self.config.queue_size
         if not self._items_per_s:
             return _MIN_RETRY_S
-        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, excess / self._items_per_s))
+        rate = self._items_per_s * (1 if self.config.concurrent else self.config.workers)
+        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, excess / rate))

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +225,14 @@ def running_process(cmd: list[str], log: Path, timeout: float = 900) -> Iterator
             proc.wait()
 
 
-def ours(models: Path, name: str, variant: str, max_batch: int, threads: int) -> list[str]:
+def ours(
+    models: Path, name: str, variant: str, max_batch: int, threads: int, workers: int = 1
+) -> list[str]:
     return [
         sys.executable, "-m", "app", "--models-dir", str(models), "--models", name,
         "--variant", variant, "--provider", "cpu", "--max-batch-size", str(max_batch),
-        "--intra-op-threads", str(threads), "--log-level", "warning", "--queue-size", "4096",
-        "--max-inputs-per-request", "256",
+        "--intra-op-threads", str(threads), "--inference-workers", str(workers),
+        "--log-level", "warning", "--queue-size", "4096", "--max-inputs-per-request", "256",
     ]  # fmt: skip
 
 
@@ -449,10 +452,17 @@ def scrape(url: str, model: str) -> dict[str, float]:
 
 
 def offline_ort(
-    bundle: Path, variant: str, texts: list[str], batch: int, seconds: float, threads: int
+    bundle: Path,
+    variant: str,
+    texts: list[str],
+    batch: int,
+    seconds: float,
+    threads: int,
+    workers: int = 1,
 ) -> float:
-    """Inputs/s of onnxruntime alone on batches of `batch` SST-2 sentences (same graph and
-    threads as the server; tokenized and padded beforehand, so only inference is timed)."""
+    """Inputs/s of onnxruntime alone on batches of `batch` SST-2 sentences (same graph, threads
+    and concurrent runs as the server; tokenized and padded beforehand, so only inference is
+    timed)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -475,11 +485,18 @@ def offline_ort(
             feed["input_ids"][i, : len(e.ids)] = e.ids
             feed["attention_mask"][i, : len(e.ids)] = 1
         feeds.append(feed)
-    done, t0, k = 0, time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        session.run(None, feeds[k % len(feeds)])
-        done += batch
-        k += 1
+    t0 = time.perf_counter()
+
+    def loop(first: int) -> int:
+        done, k = 0, first
+        while time.perf_counter() - t0 < seconds:
+            session.run(None, feeds[k % len(feeds)])
+            done += batch
+            k += 1
+        return done
+
+    with ThreadPoolExecutor(workers) as pool:
+        done = sum(pool.map(loop, range(workers)))
     return done / (time.perf_counter() - t0)
 
 
@@ -508,7 +525,7 @@ def run_model(
         cmd = (
             naive(ckpt, task, args.threads)
             if system.startswith("(c)")
-            else ours(bundle.parent, name, variant, max_batch, args.threads)
+            else ours(bundle.parent, name, variant, max_batch, args.threads, args.workers)
         )
         log = logs / f"{name}-{system[1]}-{variant.replace(' ', '-')}.log"
         with running_process(cmd, log) as (url, pid):
@@ -544,7 +561,9 @@ def run_model(
                     mine = [r for r in rows if r["system"] == system and r["variant"] == variant]
                     top_row = next(r for r in mine if r["concurrency"] == top)
                     batch = max(1, round(top_row["mean_batch"]))
-                    offline = offline_ort(bundle, variant, texts, batch, args.seconds, args.threads)
+                    offline = offline_ort(
+                        bundle, variant, texts, batch, args.seconds, args.threads, args.workers
+                    )
                     extra["offline_ort"] = {
                         "batch": batch, "inputs_per_s": offline,
                         "served_over_offline": top_row["throughput"] / offline,
@@ -597,6 +616,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per level")
     p.add_argument("--max-batch", type=int, default=32, help="(a)'s max batch size")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="inference workers of (a) and (b) (BERT_INFERENCE_WORKERS), each --threads wide",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, default=None, help="first N sentences / questions")
     p.add_argument("--vocab", type=Path, help="bert-base-uncased vocab.txt")
     p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="load generator client")
@@ -674,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"p99 {q['p99_ms']:.1f} ms", f"p50 {q['p50_ms']:.1f} ms"])  # fmt: skip
     table += "\n\n" + markdown_table(["model", "what", "figure", "note"], side)
     table += (
-        f"\n\nData: {sst2_source}; {squad_source}. Threads: {args.threads}. "
+        f"\n\nData: {sst2_source}; {squad_source}. Threads: {args.threads}, inference workers: "
+        f"{args.workers}. "
         f"Load generator: {args.client}."
     )
     write_result(args.out, "serve_load", result, table)

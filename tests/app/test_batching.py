@@ -359,6 +359,53 @@ def test_a_concurrent_backend_runs_its_batches_together() -> None:
     assert run(main()) == [FakeResult(2, i) for i in range(4)]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_run_that_many_batches_at_once(workers: int) -> None:
+    """config.workers: up to `workers` batches inside predict at once, each on its own worker;
+    max_in_flight - 1 more wait prepared; the rest stays queued."""
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> list[FakeResult]:
+        config = {"max_batch_size": 1, "max_in_flight": 2, "max_wait_s": 0, "workers": workers}
+        async with make(backend, **config) as b:
+            pending = b.submit([item(i, 2) for i in range(6)])
+            await until(lambda: backend.calls == workers and b.in_flight == workers + 1)
+            await asyncio.sleep(0.02)  # room for a (wrong) extra run or hand-over to show up
+            assert backend.calls == workers
+            assert b.in_flight == workers + 1 and b.queue_depth == 6 - workers - 1
+            gate.set()
+            return await pending
+
+    assert run(main()) == [FakeResult(2, i) for i in range(6)]
+
+
+def test_idle_dispatch_uses_a_free_worker_while_another_runs() -> None:
+    """With two workers, an arrival while one batch runs goes at once to the idle worker;
+    with every worker busy, arrivals wait to be batched together."""
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> list[FakeResult]:
+        config = {"max_batch_size": 8, "max_wait_s": 60, "idle_dispatch": True, "workers": 2}
+        async with make(backend, **config) as b:
+            first = b.submit([item(1, 3)])
+            await until(lambda: backend.calls == 1)
+            second = b.submit([item(2, 3)])
+            await until(lambda: backend.calls == 2)  # the idle worker took it alone, at once
+            third, fourth = b.submit([item(3, 3)]), b.submit([item(4, 3)])
+            await asyncio.sleep(0.05)
+            assert backend.calls == 2 and b.queue_depth == 2  # both workers busy: they wait
+            gate.set()
+            results = []
+            for f in (first, second, third, fourth):
+                results += await f
+            return results
+
+    assert run(main()) == [FakeResult(3, i) for i in (1, 2, 3, 4)]
+    assert [b.size for b in backend.batches] == [1, 1, 2]
+
+
 def test_drain_finishes_queued_work_and_refuses_new_work() -> None:
     gate = threading.Event()
     backend = FakeBackend(gate=gate)

@@ -136,6 +136,40 @@ def test_batched_int8_gives_the_same_top_label_and_answer(bundles: Path) -> None
             assert (got["start"], got["end"]) == (ref["start"], ref["end"])
 
 
+def test_two_inference_workers_share_a_session_and_answer_as_one_by_one(bundles: Path) -> None:
+    """BERT_INFERENCE_WORKERS=2: batches of one model run side by side on one onnxruntime
+    session; every answer still equals the one-by-one answer (fp32 within 1e-4)."""
+    conf = {"variant": "fp32", "inference_workers": 2, "max_batch_size": 4, "max_wait_ms": 20}
+    with serve(bundles, models=("classification", "qa"), **conf) as live:
+        assert live.model("classification").batcher.config.workers == 2
+        bodies = [{"model": "classification", "inputs": SENTENCES[i % 8]} for i in range(32)]
+        qa_bodies = [{"question": q, "context": CONTEXT} for q in QUESTIONS] * 4
+
+        async def both() -> tuple[list[httpx.Response], list[httpx.Response]]:
+            return await asyncio.gather(
+                concurrently(live.url, "/v1/classify", bodies),
+                concurrently(live.url, "/v1/qa", qa_bodies),
+            )
+
+        together, qa_together = asyncio.run(both())
+        batches, inputs = batch_stats(live, "classification")
+        assert inputs == 32 and batches < 32
+        for r, b in zip(together[:8], bodies[:8], strict=True):
+            alone = live.post("/v1/classify", b).json()["results"][0]["labels"]
+            got = {x["label"]: x["score"] for x in r.json()["results"][0]["labels"]}
+            ref = {x["label"]: x["score"] for x in alone}
+            np.testing.assert_allclose([got[k] for k in ref], list(ref.values()), atol=1e-4)
+        for r, b in zip(qa_together[:4], qa_bodies[:4], strict=True):
+            got, ref = r.json()["results"][0], live.post("/v1/qa", b).json()["results"][0]
+            assert [(a["start"], a["end"]) for a in got["answers"]] == [
+                (a["start"], a["end"]) for a in ref["answers"]
+            ]
+            np.testing.assert_allclose(
+                [a["score"] for a in got["answers"]], [a["score"] for a in ref["answers"]],
+                atol=1e-4,
+            )  # fmt: skip
+
+
 def test_qa_answers_are_exact_substrings_of_long_and_chinese_contexts(fp32: Live) -> None:
     chinese = "约翰跑到巴黎，玛丽跑到伦敦。猫坐在垫子上。" * 4
     inputs = [{"question": q, "context": CONTEXT} for q in QUESTIONS]

@@ -97,6 +97,7 @@ def test_every_field_is_documented() -> None:
         ({"request_timeout_s": 0}, "BERT_REQUEST_TIMEOUT_S above 0"),
         ({"max_wait_ms": -1}, "BERT_MAX_WAIT_MS to 0 or more"),
         ({"max_batch_in_flight": 0}, "BERT_MAX_BATCH_IN_FLIGHT to 1 or more"),
+        ({"inference_workers": 0}, "BERT_INFERENCE_WORKERS to 1 or more"),
         ({"intra_op_threads": 0}, "BERT_INTRA_OP_THREADS to 1"),
         ({"max_body_bytes": 0}, "BERT_MAX_BODY_BYTES to 1 or more"),
         ({"port": 70000}, "BERT_PORT between 1 and 65535"),
