@@ -319,6 +319,27 @@ def test_classifier_without_label_names(names: str, ckpts: dict[str, Path], tmp_
     assert m.variants["fp32"].parity.metric is not None
 
 
+def test_label_names_are_served_while_the_gate_reads_the_checkpoints(
+    ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "dev.tsv"  # gold by the checkpoint's names (neg, pos)
+    data.write_text("sentence\tlabel\nthe cat sat\tpos\na big dog\tneg\n")
+    args = ["--checkpoint", ckpts["classification"], "--eval", data, "--variants", "fp32"]
+    assert export(*args, "--out", tmp_path / "b", "--label-names", "negative, positive") == 0
+    m = B.load_bundle(tmp_path / "b").manifest
+    assert m.labels == ["negative", "positive"]
+    assert m.variants["fp32"].parity.metric is not None  # gold labels were still understood
+    capsys.readouterr()
+    for names in ("negative", "a,a", "negative,,positive"):
+        assert export(*args, "--out", tmp_path / "c", "--label-names", names) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "needs 2 distinct non-empty names" in err[0], err
+    token = ["--checkpoint", ckpts["token-classification"], "--out", tmp_path / "d"]
+    assert export(*token, "--label-names", "a,b,c,d") == 2
+    assert "classification bundles only" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_failed_gate_writes_nothing(
     ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -92,6 +92,7 @@ class Recipe:
     token_classification: tuple[str, str] | None = None
     token_classification_args: tuple[str, ...] = ()
     tokenizer_args: tuple[str, ...] = ()
+    label_names: str | None = None  # the classifier's served names when the data's are ids
 
 
 EMBEDDED_EXAMPLES: dict[str, Any] = {
@@ -206,6 +207,7 @@ def real_recipe_zh(data_dir: Path) -> Recipe:
         corpus=[str(paths["classics"]), str(paths["zhwiki"]), str(paths["clue"])],
         corpus_args=["--doc-boundary", "auto"],
         classification=(str(paths["chnsenticorp train"]), str(paths["chnsenticorp dev"])),
+        label_names="negative,positive",  # ChnSentiCorp's 0 and 1
         qa=(str(paths["cmrc train"]), str(paths["cmrc dev"])),
         qa_args=["--max-seq-len", "256", "--doc-stride", "128"],
         names={
@@ -266,6 +268,7 @@ def real_recipe(data_dir: Path) -> Recipe:
         corpus=[str(paths["corpus"])],
         corpus_args=["--strip-gutenberg"],
         classification=(str(paths["sst2 train"]), str(paths["sst2 dev"])),
+        label_names="negative,positive",  # SST-2's 0 and 1
         qa=(squad, squad),
         qa_args=["--article-split", "squad-v1.1-dev", "--max-seq-len", "256"],
         names={
@@ -348,7 +351,8 @@ def build(conf: DemoConfig) -> Recipe:
     for task, checkpoint in checkpoints.items():
         bundle = models / recipe.names[task]
         if stage(f"ONNX export: {bundle}", (bundle / "manifest.json").is_file()):
-            export(checkpoint, bundle, parity[task], conf.variants, conf.seed)
+            names = recipe.label_names if task == "classification" else None
+            export(checkpoint, bundle, parity[task], conf.variants, conf.seed, names)
     return recipe
 
 
@@ -356,11 +360,20 @@ def _finished(run: Path) -> bool:
     return (run / "eval_report.json").is_file() and (run / "config.json").is_file()
 
 
-def export(checkpoint: Path, bundle: Path, parity_data: str, variants: str, seed: int) -> None:
+def export(
+    checkpoint: Path,
+    bundle: Path,
+    parity_data: str,
+    variants: str,
+    seed: int,
+    label_names: str | None = None,
+) -> None:
     """Export with the parity gate; an int8 variant that fails the gate is dropped (with the
     reason) rather than failing the demo, since fp32 serves the same answers."""
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(bundle), "--eval",
             parity_data, "--max-steps", "128", "--seed", str(seed), "--overwrite"]  # fmt: skip
+    if label_names:
+        argv += ["--label-names", label_names]
     code = command([*argv, "--variants", variants], check=False)
     if code == 0:
         return

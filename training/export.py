@@ -137,6 +137,11 @@ class ExportConfig:
     eval: str | None = cfg.field(
         None, help="held-out data for the parity gate (TSV/CSV, SQuAD JSON, CoNLL or text)"
     )
+    label_names: str | None = cfg.field(
+        None,
+        help="classification: comma-separated names the service answers with, one per output "
+        "in output order (e.g. SST-2's 0,1: negative,positive); default: the checkpoint's labels",
+    )
     max_steps: int = cfg.field(256, help="parity examples at most (qa: questions)")
     seed: int = cfg.field(0, help="seed for sampling and generating parity examples")
     batch_size: int = cfg.field(32, help="batch size of the parity runs")
@@ -1189,6 +1194,7 @@ class Plan:
     tokenizer: Any  # tokenizers.Tokenizer with the bundle's truncation
     tspec: TokenizerSpec
     labels: list[str]
+    served_labels: list[str]  # the manifest's: --label-names, else labels
     multi_label: bool
     mask_id: int  # -1 when the task needs no [MASK]
     outputs: list[TensorSpec]
@@ -1219,6 +1225,7 @@ def make_plan(conf: ExportConfig) -> Plan:
         tspec = tspec.model_copy(update={"max_length": max_pos})
         tok.enable_truncation(max_pos, strategy=tspec.truncation)
     has_labels = task in ("classification", "token-classification")
+    labels = label_names(config, str(ckpt.path / "config.json")) if has_labels else []
     return Plan(
         ckpt=ckpt,
         out=out,
@@ -1226,12 +1233,30 @@ def make_plan(conf: ExportConfig) -> Plan:
         gpu=gpu,
         tokenizer=tok,
         tspec=tspec,
-        labels=label_names(config, str(ckpt.path / "config.json")) if has_labels else [],
+        labels=labels,
+        served_labels=served_labels(conf.label_names, task, labels),
         multi_label=task == "classification"
         and config.get("problem_type") == "multi_label_classification",
         mask_id=tspec.special_token_ids.get("mask", -1),
         outputs=output_specs(task, config, conf.fill_mask_output, conf.top_k),
     )
+
+
+def served_labels(given: str | None, task: str, labels: list[str]) -> list[str]:
+    """The label names the bundle serves: ``--label-names`` (checked against the head), else the
+    checkpoint's. Only the manifest takes them; the parity gate still reads gold labels by the
+    checkpoint's names."""
+    if given is None:
+        return labels
+    if task != "classification":
+        raise UsageError("--label-names applies to classification bundles only")
+    names = [n.strip() for n in given.split(",")]
+    if len(names) != len(labels) or not all(names) or len(set(names)) != len(names):
+        raise UsageError(
+            f"--label-names needs {len(labels)} distinct non-empty names, one per output of the "
+            f"head (now {', '.join(labels)}); got {given!r}"
+        )
+    return names
 
 
 def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scorer | None, str]:
@@ -1356,7 +1381,7 @@ def make_manifest(
     return Manifest(
         name=conf.name or plan.out.resolve().name,
         task=plan.ckpt.task,
-        labels=plan.labels,
+        labels=plan.served_labels,
         multi_label=plan.multi_label,
         max_seq_length=plan.tspec.max_length,
         tokenizer=plan.tspec,
