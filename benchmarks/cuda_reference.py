@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import sys
 import time
 from collections.abc import Sequence
@@ -45,31 +44,9 @@ from app.backend import Batch, WorkItem, pad_batch
 from app.batching import Batcher, BatcherConfig
 from app.settings import Settings
 from benchmarks.common import data_dir, machine, markdown_table, write_result
+from benchmarks.serve_load import PRESETS, sst2_sentences
 
-PRESETS: dict[str, dict[str, int]] = {
-    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "intermediate_size": 3072},
-    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 512},
-}  # fmt: skip
 DTYPES = ("fp16", "bf16", "fp32")
-
-
-def sentences(file: Path | None, limit: int | None) -> tuple[list[str], str]:
-    """SST-2 dev sentences: --sentences, else BERT_DATA_DIR's; generated ones when neither."""
-    root = data_dir()
-    file = file or (root / "sst2" / "dev.tsv" if root else None)
-    if file and file.is_file():
-        with file.open(encoding="utf-8", newline="") as f:
-            rows = [
-                r["sentence"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            ]
-        return rows[:limit], str(file.name)
-    words = ["the", "film", "is", "a", "gripping", "and", "beautifully", "shot", "story", "of",
-             "love", "loss", "and", "hope"]  # fmt: skip
-    rng = np.random.default_rng(0)
-    rows = [" ".join(rng.choice(words, rng.integers(5, 30))) for _ in range(limit or 872)]
-    return rows, "generated (no SST-2: pass --sentences or set BERT_DATA_DIR)"
 
 
 def build(preset: str, vocab: Path | None, texts: list[str], folder: Path) -> tuple[Any, Any]:
@@ -248,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("torch sees no GPU: run on a GPU machine, or pass --device cpu")
     levels = [int(c) for c in args.concurrency.split(",")]
     top = max(levels)
-    texts, source = sentences(args.sentences, args.limit)
+    texts, source = sst2_sentences(args.limit, args.sentences)
     root = data_dir()
     vocab = args.vocab or (root / "bert_vocab/bert-base-uncased/vocab.txt" if root else None)
     vocab = vocab if vocab and vocab.is_file() else None

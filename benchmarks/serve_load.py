@@ -80,9 +80,10 @@ VARIANTS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 # --------------------------------------------------------------------------------------- data
 
 
-def sst2_sentences(limit: int | None) -> tuple[list[str], str]:
+def sst2_sentences(limit: int | None, file: Path | None = None) -> tuple[list[str], str]:
+    """SST-2 dev sentences (`file`, else BERT_DATA_DIR's), or generated ones without either."""
     root = data_dir()
-    file = root / "sst2" / "dev.tsv" if root else None
+    file = file or (root / "sst2" / "dev.tsv" if root else None)
     if file and file.is_file():
         with file.open(encoding="utf-8", newline="") as f:
             rows = [
