@@ -70,8 +70,9 @@ def build(preset: str, vocab: Path | None, texts: list[str], folder: Path) -> tu
         tokenizer_file=str(folder / "tokenizer.json"), model_max_length=128, **special
     )
     hf_tok.save_pretrained(str(folder))
+    labels = {0: "negative", 1: "positive"}
     config = transformers.BertConfig(
-        vocab_size=wordpiece.get_vocab_size(), num_labels=2, **PRESETS[preset]
+        vocab_size=wordpiece.get_vocab_size(), id2label=labels, **PRESETS[preset]
     )
     model = transformers.BertForSequenceClassification(config).eval()
     model.save_pretrained(str(folder))
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     a, b, c = at("(a)"), at("(b)"), at("(c)")
-    checks = [
+    checks: list[list[Any]] = [
         ["(a) / (b)", f"{a / b:.2f}x", ">= 1.5x", a / b >= 1.5],
         ["(a) / (c)", f"{a / c:.2f}x", ">= 6x", a / c >= 6],
         [f"(a) / offline sorted batches of {args.max_batch}", f"{a / ceiling:.2f}x", "-", "-"],

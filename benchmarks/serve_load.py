@@ -61,7 +61,7 @@ import numpy as np
 from benchmarks.common import data_dir, machine, markdown_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS: dict[str, dict[str, int]] = {
+PRESETS: dict[str, dict[str, Any]] = {  # name -> BertConfig overrides
     "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
              "intermediate_size": 3072},
     "mini": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -157,7 +157,6 @@ def random_checkpoint(folder: Path, preset: str, task: str, vocab: Path) -> Path
     labels = {"classification": ["negative", "positive"], "qa": ["start", "end"]}[task]
     config = transformers.BertConfig(
         vocab_size=len(words),
-        num_labels=2,
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
         **PRESETS[preset],
@@ -167,7 +166,9 @@ def random_checkpoint(folder: Path, preset: str, task: str, vocab: Path) -> Path
     return folder
 
 
-def export(ckpt: Path, out: Path, task: str, relaxed: bool, variants: tuple[str, ...]) -> None:
+def export(
+    ckpt: Path, out: Path, task: str, relaxed: bool, variants: tuple[str, ...] = ("fp32", "int8")
+) -> None:
     """The bundle, by the export command; windows of 384 tokens for QA (as training's default).
     A fine-tuned classifier is gated on SST-2 dev (256 sentences) where the data is present;
     without it the gate is relaxed, as for random weights (the gate's own generated sentences are
