@@ -44,7 +44,7 @@ from app.backend import Batch, WorkItem, pad_batch
 from app.batching import Batcher, BatcherConfig
 from app.settings import Settings
 from benchmarks.common import data_dir, machine, markdown_table, write_result
-from benchmarks.serve_load import PRESETS, sst2_sentences
+from benchmarks.serve_load import PRESETS, percentiles, sst2_sentences
 
 DTYPES = ("fp16", "bf16", "fp32")
 
@@ -106,13 +106,6 @@ class TorchClassifier:
 
     def health(self) -> None:
         return None
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
-    q = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99])
-    return {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2])}
 
 
 async def closed_loop(
