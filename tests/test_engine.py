@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
@@ -111,3 +113,34 @@ def test_output_folder_rules(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="holds no demo run"):
         engine.check_output_folder(other, {}, False, "demo", ignore=("cache",))
     assert engine.lower_is_better("eval_loss") and not engine.lower_is_better("eval_f1")
+
+
+def _lrs(conf: engine.LoopConfig, clock: list[float], steps: int) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = engine.budget_schedule(opt, conf, lambda: clock[0])
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        clock[0] += 10.0  # each step takes 10 s
+        sched.step()
+    return lrs
+
+
+def test_step_budget_schedule_warms_up_then_decays_to_zero() -> None:
+    conf = engine.LoopConfig(max_steps=10, warmup_steps=2, lr=1.0)
+    lrs = _lrs(conf, [0.0], 10)
+    assert lrs[:3] == [0.5, 1.0, 1.0]
+    assert lrs[-1] == pytest.approx(1 / 8)  # the last step still learns; the next would be 0
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+
+
+def test_time_budget_schedule_ends_at_zero_when_minutes_run_out_first() -> None:
+    """--max-minutes shorter than --max-steps: the decay follows the clock, not the steps."""
+    conf = engine.LoopConfig(max_steps=1000, max_minutes=1.0, warmup_fraction=0.25, lr=1.0)
+    lrs = _lrs(conf, [0.0], 7)  # 10 s a step: 6 steps fill the 60 s budget
+    assert lrs[0] < 0.01  # warm-up by time: 1/1000 of the steps at the start
+    assert lrs[1] == pytest.approx(10 / 60 / 0.25)
+    assert lrs[2] == pytest.approx((1 - 20 / 60) / 0.75)  # past 25 % of the minute: decay
+    assert lrs[3] == pytest.approx((1 - 30 / 60) / 0.75)
+    assert lrs[6] == 0.0  # the budget is spent

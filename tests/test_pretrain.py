@@ -97,8 +97,20 @@ def test_output_folder_is_a_hf_checkpoint(finished_run: Path) -> None:
         "eval_heldout_nsp_acc",
         "eval_heldout_perplexity",
         "eval_heldout_unigram_acc",
+        "eval_heldout_mlm_acc_nonfrequent",
+        "eval_heldout_predicted_frequent_share",
     ):
         assert key in report
+    # the plateau's yardsticks add up: correct predictions on non-frequent targets are a part
+    # of all correct predictions
+    nonfrequent = report["eval_heldout_mlm_acc_nonfrequent"]
+    share = report["eval_heldout_nonfrequent_target_share"]
+    assert 0 < share < 1 and 0 <= nonfrequent <= 1
+    assert nonfrequent * share <= report["eval_heldout_mlm_acc"] + 1e-9
+    # pretrained without dropout (the default); fine-tuning starts from BERT's 0.1
+    saved = json.loads((finished_run / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.1
+    assert json.loads((finished_run / "run_config.json").read_text())["dropout"] == 0.0
     rows = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == [4, 8, 12, 16, 20, 24]
@@ -317,3 +329,66 @@ def test_torchrun_two_cpu_processes(
     assert state["data"] == {"epoch": 0, "next": 6}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6
+
+
+def test_mlm_only_with_a_higher_masking_rate(
+    tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path
+) -> None:
+    """--no-nsp trains on contiguous text with the MLM loss alone; --masked-lm-prob 0.3 sizes
+    the prediction slots to it; held-out figures keep BERT's 15 % so runs compare."""
+    out = tmp_path / "mlm"
+    argv = args(small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3")
+    argv[argv.index("--max-steps") + 1] = "4"
+    assert main(argv) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert train_rows and all("nsp_loss" not in r for r in train_rows)
+    assert all(r["loss"] == pytest.approx(r["mlm_loss"]) for r in train_rows)
+    report = json.loads((out / "eval_report.json").read_text())
+    assert "eval_heldout_nsp_acc" not in report and "eval_heldout_mlm_acc" in report
+
+
+def test_masking_options_shape_the_instances(small_tokenizer: Path, embedded_corpus: Path) -> None:
+    from training.corpus import CorpusConfig
+    from training.pretrain import PretrainConfig, max_predictions
+    from training.pretraining_data import (
+        MaskingConfig,
+        PretrainingDataset,
+        build_token_store,
+        open_store,
+    )
+    from training.tokenizer import load
+
+    assert max_predictions(PretrainConfig(max_seq_len=128)) == 20  # BERT's 15 % of 128
+    assert max_predictions(PretrainConfig(max_seq_len=128, masked_lm_prob=0.3)) == 39
+    assert max_predictions(PretrainConfig(max_predictions_per_seq=7)) == 7
+    tok = load(small_tokenizer)
+    store = build_token_store(
+        CorpusConfig(corpus=[str(embedded_corpus)]), tok, embedded_corpus.parent / "store"
+    )
+    _, splits = open_store(store)
+    ids = {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]", "[PAD]")}
+    common = dict(
+        seed=0,
+        cls_id=ids["[CLS]"],
+        sep_id=ids["[SEP]"],
+        mask_id=ids["[MASK]"],
+        pad_id=ids["[PAD]"],
+        vocab_size=tok.get_vocab_size(),
+        special_ids=list(ids.values()),
+    )
+    mlm_only = PretrainingDataset(
+        splits["train"],
+        MaskingConfig(max_seq_len=64, masked_lm_prob=0.3, max_predictions_per_seq=20,
+                      nsp_random_prob=0.0),
+        **common,
+    )  # fmt: skip
+    with_nsp = PretrainingDataset(splits["train"], MaskingConfig(max_seq_len=64), **common)
+    n = 200
+    b = mlm_only.batch(0, range(n))
+    assert b["next_sentence_label"].sum() == 0  # B always continues A
+    assert 0.4 < with_nsp.batch(0, range(n))["next_sentence_label"].mean() < 0.6
+    lengths = b["attention_mask"].sum(1)
+    predicted = b["masked_lm_weights"].sum(1)
+    assert predicted.max() <= 20
+    assert abs((predicted / lengths).mean() - 0.3) < 0.03

@@ -77,7 +77,9 @@ class LoopConfig:
         0, help="stop after this many evaluations without improving --best-metric (0 = off)"
     )
     max_minutes: float | None = cfg.field(
-        None, help="stop (and save) after this much wall time, whatever --max-steps says"
+        None,
+        help="a wall-time budget: stop (and save) after it, whatever --max-steps says; the "
+        "learning rate decays to zero at whichever of the two budgets ends first",
     )
     resume: bool = cfg.field(False, help="continue the run in --out from its last checkpoint")
     threads: int | None = cfg.field(None, help="CPU threads for torch (default: all cores)")
@@ -186,15 +188,30 @@ def warmup_steps(conf: LoopConfig) -> int:
     return int(conf.max_steps * conf.warmup_fraction)
 
 
-def linear_schedule(
-    optimizer: torch.optim.Optimizer, conf: LoopConfig
+def budget_schedule(
+    optimizer: torch.optim.Optimizer, conf: LoopConfig, elapsed: Callable[[], float]
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then linear decay to zero at the end of the budget.
+
+    The budget is ``max_steps``, or ``max_minutes`` of training wall time (``elapsed()``
+    seconds) where that ends first: the schedule follows whichever is further along, so a
+    time-budgeted run ends at a learning rate of zero, as Cramming and 24hBERT train, instead of
+    being cut mid-schedule. Without ``max_minutes`` it is the step schedule exactly.
+    """
     warm, total = warmup_steps(conf), max(conf.max_steps, 1)
+    budget_s = conf.max_minutes * 60 if conf.max_minutes else None
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total - step) / max(1, total - warm))
+        done = step / total  # share of the budget spent before this step
+        if budget_s:
+            done = max(done, min(elapsed() / budget_s, 1.0))
+        if conf.warmup_steps is None and budget_s:
+            warm_share = max(conf.warmup_fraction, 1e-9)
+            warmed = max((step + 1) / total, done) / warm_share
+        else:
+            warm_share = warm / total
+            warmed = (step + 1) / max(warm, 1)
+        return max(0.0, min(1.0, warmed, (1 - done) / max(1 - warm_share, 1e-9)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -453,7 +470,8 @@ def train(
     objective.to(rt.device)
     model = cast(nn.Module, objective.model)  # the Hugging Face model that gets saved
     optimizer = build_optimizer(objective, conf)
-    scheduler = linear_schedule(optimizer, conf)
+    clock = [time.time()]  # when training started, as if the resumed parts ran back to back
+    scheduler = budget_schedule(optimizer, conf, lambda: time.time() - clock[0])
     scaler = torch.amp.GradScaler("cuda") if rt.dtype == torch.float16 else None
 
     step, data_state = 0, None
@@ -495,7 +513,7 @@ def train(
     last_eval_step = -1
     stopped_early = interrupted = False
     # wall time accumulates over resumes: metrics, --max-minutes and the result count it all
-    started = time.time() - float(extra.get("elapsed_s", 0.0))
+    started = clock[0] = time.time() - float(extra.get("elapsed_s", 0.0))
     bar = None
     if rt.is_main and conf.progress:
         from tqdm.auto import tqdm

@@ -39,6 +39,7 @@ def bert_config(
     intermediate_size: int | None = None,
     dropout: float = 0.1,
     pad_token_id: int = 0,
+    initializer_range: float = 0.02,
 ) -> BertConfig:
     """A BertConfig from a preset name (or ``custom``), with any size overridden."""
     if preset == "custom":
@@ -65,6 +66,7 @@ def bert_config(
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
         pad_token_id=pad_token_id,
+        initializer_range=initializer_range,
         architectures=["BertForPreTraining"],
     )
 
@@ -85,15 +87,17 @@ class PretrainingOutput:
     mlm_count: torch.Tensor
     nsp_correct: torch.Tensor
     nsp_count: torch.Tensor
+    mlm_predictions: torch.Tensor  # (B*P,) argmax ids of every prediction slot, padded ones too
 
 
 def pretraining_loss(
-    model: BertForPreTraining, batch: dict[str, torch.Tensor]
+    model: BertForPreTraining, batch: dict[str, torch.Tensor], *, nsp: bool = True
 ) -> PretrainingOutput:
     """MLM + NSP loss of a batch from :func:`training.pretraining_data.collate`.
 
     Shapes: input_ids/token_type_ids/attention_mask (B, T); masked_lm_* (B, P);
-    next_sentence_label (B,).
+    next_sentence_label (B,). With ``nsp=False`` the loss is the MLM loss alone (the NSP head
+    still runs, so its accuracy is reported, but it gets no gradient).
     """
     out = model.bert(
         input_ids=batch["input_ids"],
@@ -117,14 +121,16 @@ def pretraining_loss(
     nsp_labels = batch["next_sentence_label"]
     nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
     with torch.no_grad():
-        mlm_correct = ((logits.argmax(-1) == targets).float() * weights).sum()
+        predictions = logits.argmax(-1)
+        mlm_correct = ((predictions == targets).float() * weights).sum()
         nsp_correct = (nsp_logits.argmax(-1) == nsp_labels).sum()
     return PretrainingOutput(
-        loss=mlm_loss + nsp_loss,
+        loss=mlm_loss + nsp_loss if nsp else mlm_loss,
         mlm_loss=mlm_loss.detach(),
         nsp_loss=nsp_loss.detach(),
         mlm_correct=mlm_correct,
         mlm_count=count.detach(),
         nsp_correct=nsp_correct,
         nsp_count=torch.tensor(nsp_labels.numel()),
+        mlm_predictions=predictions,
     )

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from training.tokenizer import load as load_tokenizer
 log = logging.getLogger(__name__)
 
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"data_cache", "eval_batches"}
+RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"data_cache", "eval_batches", "eval_batch_size"}
 
 
 @dataclass
@@ -58,11 +59,25 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
     model_config: str | None = cfg.field(
         None, help="a BertConfig JSON to use instead of a preset (vocab size must match)"
     )
-    dropout: float = cfg.field(0.1, help="hidden and attention dropout")
+    dropout: float = cfg.field(
+        0.0,
+        help="hidden and attention dropout while pretraining (none: at CPU budgets the model "
+        "underfits)",
+    )
+    saved_dropout: float = cfg.field(
+        0.1, help="dropout written into the final config.json, where fine-tuning starts from"
+    )
+    init_range: float = cfg.field(0.02, help="standard deviation of the initial weights")
     max_seq_len: int = cfg.field(128, help="tokens per instance, [CLS] and [SEP]s included")
     short_seq_prob: float = cfg.field(0.1, help="share of instances with a random shorter target")
     masked_lm_prob: float = cfg.field(0.15, help="share of tokens to predict")
-    max_predictions_per_seq: int = cfg.field(20, help="cap on predicted tokens per instance")
+    max_predictions_per_seq: int | None = cfg.field(
+        None, help="cap on predicted tokens per instance (default: masked-lm-prob x max-seq-len)"
+    )
+    nsp: bool = cfg.field(
+        True,
+        help="next-sentence prediction (--no-nsp: MLM only; segment B always continues A)",
+    )
     whole_word_masking: bool = cfg.field(False, help="mask all pieces of a word together")
     holdout_fraction: float = cfg.field(
         0.01, help="share of document groups (book titles) held out for evaluation"
@@ -74,6 +89,9 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         None, help="document boundary of --eval-corpus (default: as --doc-boundary)"
     )
     eval_batches: int = cfg.field(50, help="batches per evaluation set")
+    eval_batch_size: int | None = cfg.field(
+        None, help="instances per evaluation batch (default: --batch-size)"
+    )
     data_cache: str | None = cfg.field(
         None, help="where the tokenized corpus is cached (default out/data)"
     )
@@ -83,22 +101,22 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
 class PretrainingObjective(nn.Module):
     """Wraps BertForPreTraining so DDP and torch.compile see one forward with the loss."""
 
-    def __init__(self, model: BertForPreTraining) -> None:
+    def __init__(self, model: BertForPreTraining, nsp: bool = True) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.nsp = model, nsp
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        o = pretraining_loss(self.model, batch)
-        return {
+        o = pretraining_loss(self.model, batch, nsp=self.nsp)
+        figures = {
             "loss": o.loss,
             "mlm_loss": o.mlm_loss,
-            "nsp_loss": o.nsp_loss,
             "mlm_correct": o.mlm_correct,
             "mlm_count": o.mlm_count,
-            "nsp_correct": o.nsp_correct,
-            "nsp_count": o.nsp_count,
             "tokens": batch["attention_mask"].sum(),
         }
+        if self.nsp:
+            figures.update(nsp_loss=o.nsp_loss, nsp_correct=o.nsp_correct, nsp_count=o.nsp_count)
+        return figures
 
 
 def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertConfig:
@@ -124,6 +142,7 @@ def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertCon
             dropout=conf.dropout,
             pad_token_id=pad_id,
             max_position_embeddings=max(512, conf.max_seq_len),
+            initializer_range=conf.init_range,
         )
     if conf.max_seq_len > mc.max_position_embeddings:
         raise UsageError(
@@ -146,14 +165,34 @@ def _validate(conf: PretrainConfig) -> None:
         raise UsageError("--max-steps, --batch-size and --grad-accum must be at least 1")
     if not 8 <= conf.max_seq_len <= 4096:
         raise UsageError("--max-seq-len must be between 8 and 4096")
+    if not 0 < conf.masked_lm_prob < 1:
+        raise UsageError(f"--masked-lm-prob must be in (0, 1), got {conf.masked_lm_prob}")
     if conf.preset not in PRESETS and conf.preset != "custom" and not conf.model_config:
         raise UsageError(
             f"unknown preset {conf.preset!r}: choose one of {', '.join([*PRESETS, 'custom'])}"
         )
 
 
+FREQUENT_TOKENS = 100  # a model on the frequent-token plateau predicts (almost) only these
+EVAL_MASKED_LM_PROB = 0.15
+
+
+def max_predictions(conf: PretrainConfig) -> int:
+    """Prediction slots per instance: the flag, else masked-lm-prob x max-seq-len (BERT: 20)."""
+    if conf.max_predictions_per_seq:
+        return conf.max_predictions_per_seq
+    return max(1, math.ceil(conf.masked_lm_prob * conf.max_seq_len))
+
+
 class Evaluation:
-    """Held-out MLM accuracy / perplexity and NSP accuracy, with fixed instances and masks."""
+    """Held-out MLM and NSP figures on fixed instances and masks, with the plateau's yardsticks.
+
+    Beside MLM accuracy it reports the unigram baseline (always the most frequent token), the
+    accuracy on targets outside the ``FREQUENT_TOKENS`` most frequent ids
+    (``mlm_acc_nonfrequent``) and the share of predictions that are frequent ids: a model on the
+    frequent-token plateau has ``mlm_acc`` well above the baseline but ``mlm_acc_nonfrequent``
+    near zero.
+    """
 
     def __init__(
         self,
@@ -161,67 +200,108 @@ class Evaluation:
         batches: int,
         batch_size: int,
         device: torch.device,
-        unigram_top: int,
+        frequent: np.ndarray,
+        nsp: bool = True,
     ) -> None:
         self.sets, self.batches, self.batch_size = sets, batches, batch_size
-        self.device, self.unigram_top = device, unigram_top
+        self.device, self.nsp = device, nsp
+        self.unigram_top = int(frequent[0])
+        self.is_frequent = torch.zeros(int(frequent.max()) + 1, dtype=torch.bool)
+        self.is_frequent[torch.from_numpy(np.asarray(frequent, dtype=np.int64))] = True
+
+    def _frequent(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.cpu()
+        inside = ids < len(self.is_frequent)
+        return inside & self.is_frequent[ids.clamp(max=len(self.is_frequent) - 1)]
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         figures: dict[str, float] = {}
         for name, ds in self.sets.items():
-            n = min(self.batches, ds.epoch_size(0) // self.batch_size)
-            sums = np.zeros(
-                6
-            )  # mlm_loss*count, mlm_correct, mlm_count, nsp_correct, nsp_count, unigram hits
-            for b in range(max(n, 1) if ds.epoch_size(0) else 0):
-                idx = range(b * self.batch_size, min((b + 1) * self.batch_size, ds.epoch_size(0)))
+            size = ds.epoch_size(0)
+            n = min(self.batches, size // self.batch_size) if size else 0
+            s = dict.fromkeys(
+                ("loss", "correct", "count", "nsp_correct", "nsp_count", "unigram", "rare",
+                 "rare_correct", "predicted_frequent"),
+                0.0,
+            )  # fmt: skip
+            for b in range(max(n, 1) if size else 0):
+                idx = range(b * self.batch_size, min((b + 1) * self.batch_size, size))
                 batch = engine.to_device(ds.batch(0, idx), self.device)
                 o = pretraining_loss(model, batch)  # type: ignore[arg-type]
-                targets = batch["masked_lm_ids"][batch["masked_lm_weights"] > 0]
-                sums += [
-                    float(o.mlm_loss) * int(o.mlm_count),
-                    int(o.mlm_correct),
-                    int(o.mlm_count),
-                    int(o.nsp_correct),
-                    int(o.nsp_count),
-                    int((targets == self.unigram_top).sum()),
-                ]
-            if sums[2] == 0:
+                real = batch["masked_lm_weights"].reshape(-1).cpu() > 0
+                targets = batch["masked_lm_ids"].reshape(-1).cpu()[real]
+                predicted = o.mlm_predictions.cpu()[real]
+                rare = ~self._frequent(targets)
+                s["loss"] += float(o.mlm_loss) * int(o.mlm_count)
+                s["correct"] += int(o.mlm_correct)
+                s["count"] += int(o.mlm_count)
+                s["nsp_correct"] += int(o.nsp_correct)
+                s["nsp_count"] += int(o.nsp_count)
+                s["unigram"] += int((targets == self.unigram_top).sum())
+                s["rare"] += int(rare.sum())
+                s["rare_correct"] += int((rare & (predicted == targets)).sum())
+                s["predicted_frequent"] += int(self._frequent(predicted).sum())
+            if s["count"] == 0:
                 continue
-            loss = sums[0] / sums[2]
+            loss = s["loss"] / s["count"]
             figures.update(
                 {
                     f"{name}_mlm_loss": loss,
-                    f"{name}_mlm_acc": sums[1] / sums[2],
+                    f"{name}_mlm_acc": s["correct"] / s["count"],
                     f"{name}_perplexity": engine.perplexity(loss),
-                    f"{name}_nsp_acc": sums[3] / max(sums[4], 1),
-                    f"{name}_unigram_acc": sums[5] / sums[2],
-                    f"{name}_predictions": sums[2],
+                    f"{name}_unigram_acc": s["unigram"] / s["count"],
+                    f"{name}_mlm_acc_nonfrequent": s["rare_correct"] / max(s["rare"], 1),
+                    f"{name}_nonfrequent_target_share": s["rare"] / s["count"],
+                    f"{name}_predicted_frequent_share": s["predicted_frequent"] / s["count"],
+                    f"{name}_predictions": s["count"],
                 }
             )
+            if self.nsp:
+                figures[f"{name}_nsp_acc"] = s["nsp_correct"] / max(s["nsp_count"], 1)
         return figures
 
 
 def write_loss_curve(metrics_file: Path, png: Path) -> None:
-    """Training loss (and held-out MLM loss) against steps."""
+    """Loss (training and held-out) and MLM accuracy against steps: overall, on targets beyond
+    the frequent tokens, and the unigram baseline, so the plateau and its end are visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    evals = {k for r in rows for k in r if k.startswith("eval_") and k.endswith("_mlm_loss")}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train loss (MLM + NSP)")
-    for k in sorted(evals):
-        pts = [(r["step"], r[k]) for r in rows if k in r]
-        ax.plot(*zip(*pts, strict=True), marker="o", label=k.removeprefix("eval_"))
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
+
+    def series(key: str) -> list[tuple[int, float]]:
+        return [(r["step"], r[key]) for r in rows if key in r]
+
+    keys = {k for r in rows for k in r}
+    sets = sorted(
+        k[len("eval_") : -len("_mlm_loss")]
+        for k in keys
+        if k.startswith("eval_") and k.endswith("_mlm_loss")
+    )
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    if series("loss"):
+        loss_ax.plot(*zip(*series("loss"), strict=True), label="train loss")
+    if series("mlm_acc"):
+        acc_ax.plot(*zip(*series("mlm_acc"), strict=True), label="train MLM", alpha=0.6)
+    for name in sets:
+        loss_ax.plot(*zip(*series(f"eval_{name}_mlm_loss"), strict=True), marker="o",
+                     label=f"{name} MLM loss")  # fmt: skip
+        for key, label, style in (
+            ("mlm_acc", "MLM", "-o"),
+            ("mlm_acc_nonfrequent", f"MLM beyond top {FREQUENT_TOKENS}", "-s"),
+            ("unigram_acc", "unigram baseline", "--"),
+        ):
+            pts = series(f"eval_{name}_{key}")
+            if pts:
+                acc_ax.plot(*zip(*pts, strict=True), style, label=f"{name} {label}")
+    loss_ax.set_ylabel("loss")
+    acc_ax.set_ylabel("accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -270,7 +350,17 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
         max_seq_len=conf.max_seq_len,
         short_seq_prob=conf.short_seq_prob,
         masked_lm_prob=conf.masked_lm_prob,
-        max_predictions_per_seq=conf.max_predictions_per_seq,
+        max_predictions_per_seq=max_predictions(conf),
+        whole_word_masking=conf.whole_word_masking,
+        nsp_random_prob=0.5 if conf.nsp else 0.0,
+    )
+    # Held-out figures always use BERT's masking (15 %, 80/10/10, NSP pairs) on the same
+    # instances, whatever the training masking: runs with other recipes compare directly.
+    eval_masking = MaskingConfig(
+        max_seq_len=conf.max_seq_len,
+        short_seq_prob=conf.short_seq_prob,
+        masked_lm_prob=EVAL_MASKED_LM_PROB,
+        max_predictions_per_seq=math.ceil(EVAL_MASKED_LM_PROB * conf.max_seq_len),
         whole_word_masking=conf.whole_word_masking,
     )
     specials = [i for i in ids.values() if i is not None]
@@ -287,7 +377,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     eval_sets: dict[str, PretrainingDataset] = {}
     if splits["heldout"].n_documents:
         eval_sets["heldout"] = PretrainingDataset(
-            splits["heldout"], masking, seed=conf.seed + 1, **common
+            splits["heldout"], eval_masking, seed=conf.seed + 1, **common
         )
     if conf.eval_corpus:
         ecache = cache.with_name(cache.name + "-eval")
@@ -304,19 +394,19 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
             torch.distributed.barrier()
         _, esplits = open_store(ecache)
         eval_sets["extra"] = PretrainingDataset(
-            esplits["train"], masking, seed=conf.seed + 2, **common
+            esplits["train"], eval_masking, seed=conf.seed + 2, **common
         )
-    # Unigram baseline: always predict the most frequent training token.
-    unigram_top = int(
-        np.bincount(
-            np.asarray(splits["train"].tokens[:20_000_000]), minlength=tokenizer.get_vocab_size()
-        ).argmax()
+    # The frequent tokens: the unigram baseline predicts the first; the plateau lives on them.
+    counts = np.bincount(
+        np.asarray(splits["train"].tokens[:20_000_000]), minlength=tokenizer.get_vocab_size()
     )
+    frequent = np.argsort(-counts, kind="stable")[:FREQUENT_TOKENS]
 
     # --- model
     engine.seed_everything(conf.seed, rt.rank)
     model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
     model = BertForPreTraining(model_config)
+    objective = PretrainingObjective(model, nsp=conf.nsp)
     if rt.is_main:
         log.info(
             "model: %s layers, hidden %d, %.1fM parameters (%.1fM without embeddings); "
@@ -330,9 +420,16 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
             rt.dtype or "fp32",
             rt.device,
         )
-    evaluator = Evaluation(eval_sets, conf.eval_batches, conf.batch_size, rt.device, unigram_top)
+    evaluator = Evaluation(
+        eval_sets,
+        conf.eval_batches,
+        conf.eval_batch_size or conf.batch_size,
+        rt.device,
+        frequent,
+        conf.nsp,
+    )
     result = engine.train(
-        PretrainingObjective(model),
+        objective,
         conf,
         rt,
         _batches(train_set, conf.batch_size, rt),
@@ -356,6 +453,8 @@ def finish(
 ) -> None:
     """The final model and tokenizer at the root of --out, with its report and loss curve."""
     out = Path(conf.out)
+    model.config.hidden_dropout_prob = conf.saved_dropout
+    model.config.attention_probs_dropout_prob = conf.saved_dropout
     model.save_pretrained(str(out))
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (tok_dir / name).is_file():

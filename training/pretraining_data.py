@@ -318,7 +318,8 @@ def create_instances(
                 n_chunk = i + 1 - chunk_start
                 a_end = chunk_start + (randint(1, n_chunk - 1) if n_chunk >= 2 else 1)
                 a0, a1 = int(sent[chunk_start]), int(sent[a_end])
-                if (n_chunk == 1 or u() < conf.nsp_random_prob) and n_docs > 1:
+                random_next = conf.nsp_random_prob > 0 and n_docs > 1  # 0: MLM-only data
+                if random_next and (n_chunk == 1 or u() < conf.nsp_random_prob):
                     is_random = 1
                     target_b = max(target - (a1 - a0), 1)
                     r = randint(0, n_docs - 2)
@@ -333,7 +334,7 @@ def create_instances(
                 elif n_chunk >= 2:
                     is_random = 0
                     b0, b1 = a1, int(sent[i + 1])
-                else:  # a one-document corpus cannot form random pairs: single segment
+                else:  # one sentence and no random pair to make (or MLM only): single segment
                     is_random, b0, b1 = 0, a1, a1
                 cut_a, cut_b = truncated_lengths(a1 - a0, b1 - b0, max_tokens)
                 if cut_a:
