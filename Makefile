@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export BERT_DATA_DIR ?= $(abspath ../shared/data)
 PRETRAIN_STEPS ?= 1400
+PRETRAIN_MINUTES ?= 30
 PORT ?= 8000
 
 .PHONY: setup test lint format demo models models-zh bench clean pretrain-gutenberg
@@ -55,12 +56,12 @@ bench: setup ## pretraining throughput against the transformers run_mlm recipe
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
 
-pretrain-gutenberg: setup ## tokenizer + BERT-mini on the Gutenberg books, 30-minute CPU budget
+pretrain-gutenberg: setup ## tokenizer + BERT-mini on the Gutenberg books, a 30-minute budget (PRETRAIN_MINUTES)
 	$(PY) -m training tokenizer --corpus "$(BERT_DATA_DIR)/gutenberg_english_subset/books" \
 	  --strip-gutenberg --vocab-size 30522 --out runs/gutenberg-tokenizer
 	$(PY) -m training pretrain --tokenizer runs/gutenberg-tokenizer \
 	  --corpus "$(BERT_DATA_DIR)/gutenberg_english_subset/books" --strip-gutenberg \
 	  --holdout-fraction 0.03 --eval-corpus "$(BERT_DATA_DIR)/wikitext2_tokens_valid_test/valid.txt" \
-	  --eval-doc-boundary line --preset mini --max-seq-len 128 --batch-size 64 --lr 1e-3 \
-	  --warmup-fraction 0.05 --max-steps $(PRETRAIN_STEPS) --max-minutes 30 --eval-every 200 \
-	  --eval-batches 20 --save-every 100 --log-every 20 --out runs/gutenberg-mini $(PRETRAIN_ARGS)
+	  --eval-doc-boundary line --preset mini --max-seq-len 128 --max-steps 1000000 \
+	  --max-minutes $(PRETRAIN_MINUTES) --eval-every 1000 --eval-batches 40 --eval-batch-size 32 \
+	  --save-every 500 --log-every 50 --out runs/gutenberg-mini $(PRETRAIN_ARGS)

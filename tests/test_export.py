@@ -155,7 +155,7 @@ def test_manifest_records_tokenizer_source_and_versions(
         "weight_type": "QInt8",
         "op_types": "MatMul,Attention",
         "per_channel": True,
-        "reduce_range": False,
+        "reduce_range": True,
     }
 
 

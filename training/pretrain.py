@@ -95,7 +95,10 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
     data_cache: str | None = cfg.field(
         None, help="where the tokenized corpus is cached (default out/data)"
     )
-    lr: float = cfg.field(5e-4, help="peak learning rate")
+    # The recipe for small budgets (benchmarks/pretrain_recipe.py measured each change).
+    batch_size: int = cfg.field(16, help="instances per micro-batch on each process")
+    lr: float = cfg.field(1e-3, help="peak learning rate")
+    warmup_fraction: float = cfg.field(0.05, help="share of the budget spent warming up")
 
 
 class PretrainingObjective(nn.Module):
