@@ -77,8 +77,13 @@ def build_graphs(ckpt_dir: Path, work: Path) -> tuple[Any, dict[str, Path], dict
     ex.export_graph(wrapper, files["raw"], 17, outputs, int(ckpt.config["vocab_size"]), -1)
     heads, hidden = int(ckpt.config["num_attention_heads"]), int(ckpt.config["hidden_size"])
     fused = ex.optimize(files["raw"], files["opt"], heads, hidden)
-    ex.quantize_int8(files["opt"], files["int8"], per_channel=False, reduce_range=True)
-    ex.quantize_int8(files["opt"], files["int8_pc"], per_channel=True, reduce_range=True)
+    weights = ex.int8_weight_type("auto")  # as the bundle's int8
+    ex.quantize_int8(
+        files["opt"], files["int8"], per_channel=False, reduce_range=False, weight_type=weights
+    )
+    ex.quantize_int8(
+        files["opt"], files["int8_pc"], per_channel=True, reduce_range=False, weight_type=weights
+    )
     return wrapper, files, fused
 
 

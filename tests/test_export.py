@@ -26,7 +26,14 @@ from tokenizers import Tokenizer
 
 from app import bundle as B
 from tests.helpers import ARCH, LABELS, RELAXED, TASK_OF, VOCAB, build_checkpoint, export
-from training.export import ExportConfig, Pred, cuda_available, eval_examples, make_plan
+from training.export import (
+    ExportConfig,
+    Pred,
+    cpu_has_vnni,
+    cuda_available,
+    eval_examples,
+    make_plan,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,12 +157,13 @@ def test_manifest_records_tokenizer_source_and_versions(
     assert [f.path for f in m.files] == ["tokenizer.json", "tokenizer_config.json"]
     saved = json.loads((bundles["qa"] / "tokenizer.json").read_text(encoding="utf-8"))
     assert saved["truncation"]["max_length"] == 64  # serving gets the limit with the file
+    # s8 weights where the exporting CPU has VNNI, u8 (no int16 saturation) where not
     assert m.variants["int8"].quantization == {
         "method": "dynamic",
-        "weight_type": "QInt8",
+        "weight_type": "QInt8" if cpu_has_vnni() else "QUInt8",
         "op_types": "MatMul,Attention",
         "per_channel": True,
-        "reduce_range": True,
+        "reduce_range": False,
     }
 
 

@@ -157,12 +157,15 @@ class ExportConfig:
     # labels between batched and single runs; per-channel lost none (benchmarks/inference_variants).
     int8_per_channel: bool = cfg.field(True, help="int8: per-channel weight scales")
     # On x86 CPUs without VNNI (AVX2 only) onnxruntime multiplies u8 activations by s8 weights
-    # with pairwise int16 sums that saturate for 8-bit weights: a tiny QA model's int8 answers
-    # all changed on such a CPU. 7-bit weights cannot saturate, so a bundle is right on any CPU.
+    # with pairwise int16 sums that saturate: a tiny QA model's int8 answers all changed on such
+    # a CPU. u8 weights take another kernel that does not saturate; s8 is the fast one on VNNI.
+    int8_weight_type: Literal["auto", "s8", "u8"] = cfg.field(
+        "auto",
+        help="int8 weight type: s8 (fastest on CPUs with VNNI/AMX, saturates on AVX2-only CPUs), "
+        "u8 (right on every x86 CPU), auto = s8 where the exporting CPU has VNNI, else u8",
+    )
     int8_reduce_range: bool = cfg.field(
-        True,
-        help="int8: 7-bit weights, right on every x86 CPU (--no-int8-reduce-range: 8-bit, "
-        "only where every serving CPU has VNNI)",
+        False, help="int8: 7-bit weights (another cure for s8 saturation, less precise)"
     )
     fp32_max_diff: float = cfg.field(1e-4, help="gate: fp32 max |logit difference|")
     fp16_max_diff: float = cfg.field(1e-2, help="gate: fp16 max |logit difference| (GPU)")
@@ -452,9 +455,28 @@ def _untie_initializers(model: Any) -> Any:
     return model
 
 
-def quantize_int8(fp32: Path, out: Path, per_channel: bool, reduce_range: bool) -> dict[str, Any]:
+def cpu_has_vnni() -> bool:
+    """Whether this CPU multiplies u8 x s8 without int16 saturation (VNNI or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags))
+
+
+def int8_weight_type(choice: str) -> Literal["s8", "u8"]:
+    if choice == "auto":
+        return "s8" if cpu_has_vnni() else "u8"
+    return "s8" if choice == "s8" else "u8"
+
+
+def quantize_int8(
+    fp32: Path, out: Path, per_channel: bool, reduce_range: bool, weight_type: str = "s8"
+) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    qtype = QuantType.QInt8 if weight_type == "s8" else QuantType.QUInt8
 
     model = _untie_initializers(onnx.load(str(fp32)))
     with _quiet_onnxruntime_tools():
@@ -464,13 +486,13 @@ def quantize_int8(fp32: Path, out: Path, per_channel: bool, reduce_range: bool) 
             op_types_to_quantize=INT8_OP_TYPES,
             per_channel=per_channel,
             reduce_range=reduce_range,
-            weight_type=QuantType.QInt8,
+            weight_type=qtype,
             # Shape inference cannot type the outputs of fused com.microsoft ops.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return {
         "method": "dynamic",
-        "weight_type": "QInt8",
+        "weight_type": qtype.name,
         "op_types": ",".join(INT8_OP_TYPES),
         "per_channel": per_channel,
         "reduce_range": reduce_range,
@@ -1331,7 +1353,8 @@ def build_variant(
     path = folder / f"model.{v}.onnx"
     quant = None
     if v == "int8":
-        quant = quantize_int8(fp32, path, conf.int8_per_channel, conf.int8_reduce_range)
+        weights = int8_weight_type(conf.int8_weight_type)
+        quant = quantize_int8(fp32, path, conf.int8_per_channel, conf.int8_reduce_range, weights)
     elif v == "fp16":
         convert_fp16(fp32, path)
     provider: str = PROVIDER_OF_VARIANT[v]
@@ -1906,8 +1929,11 @@ def export_translation(conf: ExportConfig) -> Manifest:
             enc, dec = staging / f"encoder.{v}.onnx", staging / f"decoder.{v}.onnx"
             quant = None
             if v == "int8":
-                quant = quantize_int8(enc32, enc, conf.int8_per_channel, conf.int8_reduce_range)
-                quantize_int8(dec32, dec, conf.int8_per_channel, conf.int8_reduce_range)
+                weights = int8_weight_type(conf.int8_weight_type)
+                quant = quantize_int8(
+                    enc32, enc, conf.int8_per_channel, conf.int8_reduce_range, weights
+                )
+                quantize_int8(dec32, dec, conf.int8_per_channel, conf.int8_reduce_range, weights)
             try:
                 s2s = generation.Seq2Seq(enc, dec, layers=layers, heads=heads, head_dim=head_dim)
             except Exception as exc:
