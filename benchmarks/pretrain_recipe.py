@@ -68,6 +68,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     "recipe+no-decay": ("no weight decay", RECIPE, {"weight-decay": "0"}),
     "recipe+init-0.01": ("initial weights std 0.01", RECIPE, {"init-range": "0.01"}),
     "recipe+dropout": ("dropout 0.1", RECIPE, {"dropout": "0.1"}),
+    "recipe+untied": ("input and output embeddings untied", RECIPE, {"no-tie-embeddings": ""}),
 }  # fmt: skip
 
 

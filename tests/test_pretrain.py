@@ -337,7 +337,10 @@ def test_mlm_only_with_a_higher_masking_rate(
     """--no-nsp trains on contiguous text with the MLM loss alone; --masked-lm-prob 0.3 sizes
     the prediction slots to it; held-out figures keep BERT's 15 % so runs compare."""
     out = tmp_path / "mlm"
-    argv = args(small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3")
+    argv = args(
+        small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3",
+        "--no-tie-embeddings",
+    )  # fmt: skip
     argv[argv.index("--max-steps") + 1] = "4"
     assert main(argv) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -346,6 +349,11 @@ def test_mlm_only_with_a_higher_masking_rate(
     assert all(r["loss"] == pytest.approx(r["mlm_loss"]) for r in train_rows)
     report = json.loads((out / "eval_report.json").read_text())
     assert "eval_heldout_nsp_acc" not in report and "eval_heldout_mlm_acc" in report
+    # untied: the output layer is its own weight, saved and loaded as such
+    model = AutoModelForPreTraining.from_pretrained(out)
+    decoder = model.cls.predictions.decoder.weight
+    assert decoder.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert not torch.equal(decoder, model.bert.embeddings.word_embeddings.weight)
 
 
 def test_masking_options_shape_the_instances(small_tokenizer: Path, embedded_corpus: Path) -> None:

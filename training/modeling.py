@@ -40,6 +40,7 @@ def bert_config(
     dropout: float = 0.1,
     pad_token_id: int = 0,
     initializer_range: float = 0.02,
+    tie_word_embeddings: bool = True,
 ) -> BertConfig:
     """A BertConfig from a preset name (or ``custom``), with any size overridden."""
     if preset == "custom":
@@ -67,6 +68,7 @@ def bert_config(
         attention_probs_dropout_prob=dropout,
         pad_token_id=pad_token_id,
         initializer_range=initializer_range,
+        tie_word_embeddings=tie_word_embeddings,
         architectures=["BertForPreTraining"],
     )
 

@@ -68,6 +68,12 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         0.1, help="dropout written into the final config.json, where fine-tuning starts from"
     )
     init_range: float = cfg.field(0.02, help="standard deviation of the initial weights")
+    tie_embeddings: bool = cfg.field(
+        True,
+        help="share the input embeddings with the MLM output layer (BERT's way; "
+        "--no-tie-embeddings keeps the softmax from pushing every rare token's input "
+        "embedding the same way)",
+    )
     max_seq_len: int = cfg.field(128, help="tokens per instance, [CLS] and [SEP]s included")
     short_seq_prob: float = cfg.field(0.1, help="share of instances with a random shorter target")
     masked_lm_prob: float = cfg.field(0.15, help="share of tokens to predict")
@@ -146,6 +152,7 @@ def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertCon
             pad_token_id=pad_id,
             max_position_embeddings=max(512, conf.max_seq_len),
             initializer_range=conf.init_range,
+            tie_word_embeddings=conf.tie_embeddings,
         )
     if conf.max_seq_len > mc.max_position_embeddings:
         raise UsageError(
