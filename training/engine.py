@@ -102,12 +102,17 @@ class Runtime:
         return self.rank == 0
 
 
-def cpu_has_bf16() -> bool:
+def cpu_has(*flags: str) -> bool:
+    """Whether this CPU (Linux /proc/cpuinfo) has any of ``flags``."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
+    return bool(re.search(r"\b(" + "|".join(map(re.escape, flags)) + r")\b", info))
+
+
+def cpu_has_bf16() -> bool:
+    return cpu_has("amx_bf16", "avx512_bf16")
 
 
 def setup_runtime(precision: str, threads: int | None = None) -> Runtime:

@@ -457,11 +457,9 @@ def _untie_initializers(model: Any) -> Any:
 
 def cpu_has_vnni() -> bool:
     """Whether this CPU multiplies u8 x s8 without int16 saturation (VNNI or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags))
+    from training.engine import cpu_has
+
+    return cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def int8_weight_type(choice: str) -> Literal["s8", "u8"]:
