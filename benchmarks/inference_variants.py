@@ -77,7 +77,7 @@ def build_graphs(ckpt_dir: Path, work: Path) -> tuple[Any, dict[str, Path], dict
     ex.export_graph(wrapper, files["raw"], 17, outputs, int(ckpt.config["vocab_size"]), -1)
     heads, hidden = int(ckpt.config["num_attention_heads"]), int(ckpt.config["hidden_size"])
     fused = ex.optimize(files["raw"], files["opt"], heads, hidden)
-    weights = ex.int8_weight_type("auto")  # as the bundle's int8
+    weights = "auto"  # as the bundle's int8
     ex.quantize_int8(
         files["opt"], files["int8"], per_channel=False, reduce_range=False, weight_type=weights
     )

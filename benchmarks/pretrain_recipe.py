@@ -183,17 +183,17 @@ def main() -> int:
     acc = {r["variant"]: r["heldout_mlm_acc"] for r in results}
     rows = []
     for r in results:
-        base = r["variant"] if r["variant"] in ("baseline", "recipe") else r["base"]
-        if r["variant"] == "recipe":
-            base = "baseline"
-        lift = 100 * (r["heldout_mlm_acc"] - acc[base]) if base in acc else None
+        # each row against the recipe it changes; the new recipe against the old one
+        base = "baseline" if r["variant"] == "recipe" else r["base"]
         rows.append(
             [
                 r["variant"],
                 r["change"],
                 r["steps"],
                 100 * r["heldout_mlm_acc"],
-                f"{lift:+.1f} ({base})" if lift is not None and r["variant"] != base else "",
+                f"{100 * (r['heldout_mlm_acc'] - acc[base]):+.1f} ({base})"
+                if base in acc and r["variant"] != base
+                else "",
                 100 * r["heldout_mlm_acc_nonfrequent"],
                 100 * r["heldout_predicted_frequent_share"],
                 r["heldout_mlm_loss"],

@@ -462,18 +462,15 @@ def cpu_has_vnni() -> bool:
     return cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def int8_weight_type(choice: str) -> Literal["s8", "u8"]:
-    if choice == "auto":
-        return "s8" if cpu_has_vnni() else "u8"
-    return "s8" if choice == "s8" else "u8"
-
-
 def quantize_int8(
-    fp32: Path, out: Path, per_channel: bool, reduce_range: bool, weight_type: str = "s8"
+    fp32: Path, out: Path, per_channel: bool, reduce_range: bool, weight_type: str = "auto"
 ) -> dict[str, Any]:
+    """Dynamic int8 of ``fp32``; ``weight_type`` s8, u8 or auto (s8 where this CPU has VNNI)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if weight_type == "auto":
+        weight_type = "s8" if cpu_has_vnni() else "u8"
     qtype = QuantType.QInt8 if weight_type == "s8" else QuantType.QUInt8
 
     model = _untie_initializers(onnx.load(str(fp32)))
@@ -1351,8 +1348,9 @@ def build_variant(
     path = folder / f"model.{v}.onnx"
     quant = None
     if v == "int8":
-        weights = int8_weight_type(conf.int8_weight_type)
-        quant = quantize_int8(fp32, path, conf.int8_per_channel, conf.int8_reduce_range, weights)
+        quant = quantize_int8(
+            fp32, path, conf.int8_per_channel, conf.int8_reduce_range, conf.int8_weight_type
+        )
     elif v == "fp16":
         convert_fp16(fp32, path)
     provider: str = PROVIDER_OF_VARIANT[v]
@@ -1927,7 +1925,7 @@ def export_translation(conf: ExportConfig) -> Manifest:
             enc, dec = staging / f"encoder.{v}.onnx", staging / f"decoder.{v}.onnx"
             quant = None
             if v == "int8":
-                weights = int8_weight_type(conf.int8_weight_type)
+                weights = conf.int8_weight_type
                 quant = quantize_int8(
                     enc32, enc, conf.int8_per_channel, conf.int8_reduce_range, weights
                 )

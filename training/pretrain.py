@@ -220,7 +220,7 @@ class Evaluation:
         self.is_frequent[torch.from_numpy(np.asarray(frequent, dtype=np.int64))] = True
 
     def _frequent(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = ids.cpu()
+        """Which of ``ids`` (on the CPU) are frequent; ids past the table are not."""
         inside = ids < len(self.is_frequent)
         return inside & self.is_frequent[ids.clamp(max=len(self.is_frequent) - 1)]
 
@@ -230,8 +230,8 @@ class Evaluation:
             size = ds.epoch_size(0)
             n = min(self.batches, size // self.batch_size) if size else 0
             s = dict.fromkeys(
-                ("loss", "correct", "count", "nsp_correct", "nsp_count", "unigram", "rare",
-                 "rare_correct", "predicted_frequent"),
+                ("loss", "correct", "count", "nsp_correct", "nsp_count", "unigram", "nonfrequent",
+                 "nonfrequent_correct", "predicted_frequent"),
                 0.0,
             )  # fmt: skip
             for b in range(max(n, 1) if size else 0):
@@ -241,15 +241,15 @@ class Evaluation:
                 real = batch["masked_lm_weights"].reshape(-1).cpu() > 0
                 targets = batch["masked_lm_ids"].reshape(-1).cpu()[real]
                 predicted = o.mlm_predictions.cpu()[real]
-                rare = ~self._frequent(targets)
+                nonfrequent = ~self._frequent(targets)
                 s["loss"] += float(o.mlm_loss) * int(o.mlm_count)
                 s["correct"] += int(o.mlm_correct)
                 s["count"] += int(o.mlm_count)
                 s["nsp_correct"] += int(o.nsp_correct)
                 s["nsp_count"] += int(o.nsp_count)
                 s["unigram"] += int((targets == self.unigram_top).sum())
-                s["rare"] += int(rare.sum())
-                s["rare_correct"] += int((rare & (predicted == targets)).sum())
+                s["nonfrequent"] += int(nonfrequent.sum())
+                s["nonfrequent_correct"] += int((nonfrequent & (predicted == targets)).sum())
                 s["predicted_frequent"] += int(self._frequent(predicted).sum())
             if s["count"] == 0:
                 continue
@@ -260,8 +260,9 @@ class Evaluation:
                     f"{name}_mlm_acc": s["correct"] / s["count"],
                     f"{name}_perplexity": engine.perplexity(loss),
                     f"{name}_unigram_acc": s["unigram"] / s["count"],
-                    f"{name}_mlm_acc_nonfrequent": s["rare_correct"] / max(s["rare"], 1),
-                    f"{name}_nonfrequent_target_share": s["rare"] / s["count"],
+                    f"{name}_mlm_acc_nonfrequent": s["nonfrequent_correct"]
+                    / max(s["nonfrequent"], 1),
+                    f"{name}_nonfrequent_target_share": s["nonfrequent"] / s["count"],
                     f"{name}_predicted_frequent_share": s["predicted_frequent"] / s["count"],
                     f"{name}_predictions": s["count"],
                 }
