@@ -59,6 +59,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
                        {"grad-accum": "4"}),
     "recipe+lr-5e-4": ("peak lr 5e-4", RECIPE, {"lr": "5e-4"}),
     "recipe+lr-2e-3": ("peak lr 2e-3", RECIPE, {"lr": "2e-3"}),
+    "recipe+lr-3e-3": ("peak lr 3e-3", RECIPE, {"lr": "3e-3"}),
     "recipe+warmup-1": ("warm-up 1 %", RECIPE, {"warmup-fraction": "0.01"}),
     "recipe+mask-30": ("mask 30 %", RECIPE, {"masked-lm-prob": "0.3"}),
     "recipe+no-nsp": ("MLM only (--no-nsp)", RECIPE, {"no-nsp": ""}),
@@ -69,6 +70,13 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     "recipe+init-0.01": ("initial weights std 0.01", RECIPE, {"init-range": "0.01"}),
     "recipe+dropout": ("dropout 0.1", RECIPE, {"dropout": "0.1"}),
     "recipe+untied": ("input and output embeddings untied", RECIPE, {"no-tie-embeddings": ""}),
+    "recipe+sinusoidal": ("position embeddings start as sinusoids", RECIPE,
+                          {"position-init": "sinusoidal"}),
+    "recipe+locality": ("attention biased to near tokens, fading over 300 steps", RECIPE,
+                        {"locality-bias": "1", "locality-steps": "300"}),
+    "recipe+sinusoidal+locality": ("both", RECIPE,
+                                   {"position-init": "sinusoidal", "locality-bias": "1",
+                                    "locality-steps": "300"}),
 }  # fmt: skip
 
 

@@ -339,7 +339,8 @@ def test_mlm_only_with_a_higher_masking_rate(
     out = tmp_path / "mlm"
     argv = args(
         small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3",
-        "--no-tie-embeddings",
+        "--no-tie-embeddings", "--position-init", "sinusoidal", "--locality-bias", "1",
+        "--locality-steps", "2",
     )  # fmt: skip
     argv[argv.index("--max-steps") + 1] = "4"
     assert main(argv) == 0
@@ -354,6 +355,56 @@ def test_mlm_only_with_a_higher_masking_rate(
     decoder = model.cls.predictions.decoder.weight
     assert decoder.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr()
     assert not torch.equal(decoder, model.bert.embeddings.word_embeddings.weight)
+    # the locality bias and sinusoidal start leave a stock BERT: no extra config or weights
+    saved = json.loads((out / "config.json").read_text())
+    assert not {"locality_bias", "locality_steps", "position_init"} & saved.keys()
+    assert model.state_dict().keys() == BertForPreTraining(model.config).state_dict().keys()
+
+
+def test_locality_bias_fades_and_resumes_with_the_data() -> None:
+    """--locality-bias: an ALiBi-shaped (B, heads, T, T) mask with padding, strongest at step 0,
+    zero from --locality-steps on; zero strength is the plain padding mask."""
+    from training.modeling import locality_mask
+    from training.pretrain import PretrainConfig, locality_strength
+
+    mask = locality_mask(torch.tensor([[1, 1, 1, 0]]), 2, 1.0, torch.float32)
+    assert mask.shape == (1, 2, 4, 4)
+    assert mask[0, 0, 0, :3].tolist() == [0.0, -1.0, -2.0]  # head 0: slope 1
+    assert mask[0, 1, 2, :3].tolist() == [-1.0, -0.5, 0.0]  # head 1: slope 1/2, both ways
+    assert (mask[..., 3] < -1e30).all()  # the pad is masked for every query and head
+    conf = PretrainConfig(locality_bias=2.0, locality_steps=4)
+    assert [locality_strength(conf, s) for s in range(6)] == [2.0, 1.5, 1.0, 0.5, 0.0, 0.0]
+    assert locality_strength(PretrainConfig(), 0) == 0.0  # off by default
+    # a bias of zero strength is no bias: same loss as the plain padding mask
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config("custom", 50, num_layers=1, hidden_size=32))
+    model.eval()
+    batch = {
+        "input_ids": torch.randint(5, 50, (2, 6)),
+        "token_type_ids": torch.zeros(2, 6, dtype=torch.long),
+        "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
+        "masked_lm_positions": torch.tensor([[1, 2], [2, 3]]),
+        "masked_lm_ids": torch.tensor([[7, 8], [9, 10]]),
+        "masked_lm_weights": torch.ones(2, 2),
+        "next_sentence_label": torch.tensor([0, 1]),
+    }
+    plain = pretraining_loss(model, batch).loss
+    torch.testing.assert_close(pretraining_loss(model, batch, locality=1e-12).loss, plain)
+    assert not torch.allclose(pretraining_loss(model, batch, locality=3.0).loss, plain)
+
+
+def test_sinusoidal_positions_start_the_table() -> None:
+    from training.modeling import sinusoidal_positions_
+
+    table = torch.nn.Embedding(16, 8)
+    sinusoidal_positions_(table, 0.02)
+    w = table.weight.detach()
+    assert w.std().item() == pytest.approx(0.02, rel=1e-4)
+    ratio = w[:, 0] / w[1, 0] * torch.sin(torch.tensor(1.0))
+    torch.testing.assert_close(ratio, torch.sin(torch.arange(16.0)), atol=1e-5, rtol=1e-5)
+    # every offset is the same linear map: position i+1 is a rotation of position i
+    cos_sim = torch.nn.functional.cosine_similarity(w[:-1], w[1:])
+    torch.testing.assert_close(cos_sim, cos_sim[0].expand_as(cos_sim), atol=1e-5, rtol=1e-5)
 
 
 def test_masking_options_shape_the_instances(small_tokenizer: Path, embedded_corpus: Path) -> None:

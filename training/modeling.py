@@ -9,6 +9,7 @@ position; at 15 % of positions it all but disappears.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,23 @@ def bert_config(
     )
 
 
+def sinusoidal_positions_(embedding: torch.nn.Embedding, std: float) -> None:
+    """Overwrite a position-embedding table with the Transformer's sinusoids, scaled to ``std``.
+
+    The table stays a trained parameter of a stock BertModel; only its starting point changes.
+    Sinusoids make every offset a fixed linear map of the positions, so attention to the
+    neighbours is easy to learn from the first steps; random positions must each be learnt.
+    """
+    n, d = embedding.weight.shape
+    position = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10_000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: d // 2])
+    with torch.no_grad():
+        embedding.weight.copy_(table * (std / table.std()))
+
+
 def count_parameters(model: torch.nn.Module, *, non_embedding: bool = False) -> int:
     n = sum(p.numel() for p in model.parameters())
     if non_embedding:
@@ -92,8 +110,30 @@ class PretrainingOutput:
     mlm_predictions: torch.Tensor  # (B*P,) argmax ids of every prediction slot, padded ones too
 
 
+def locality_mask(
+    attention_mask: torch.Tensor, num_heads: int, strength: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """A (B, heads, T, T) additive attention mask: padding plus a bias toward near tokens.
+
+    Head h's logits fall by ``strength * 2**-h`` per token of distance (ALiBi's shape, both
+    directions). A trained stock BertModel has no such bias; pretraining anneals ``strength`` to
+    zero, so the model starts out reading its neighbours and the position embeddings take over.
+    """
+    t = attention_mask.shape[1]
+    position = torch.arange(t, device=attention_mask.device)
+    distance = (position[None, :] - position[:, None]).abs().to(dtype)  # (T, T)
+    slopes = 2.0 ** -torch.arange(num_heads, device=attention_mask.device, dtype=dtype)
+    bias = -strength * slopes[:, None, None] * distance  # (H, T, T)
+    padding = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+    return bias[None] + padding  # (B, H, T, T)
+
+
 def pretraining_loss(
-    model: BertForPreTraining, batch: dict[str, torch.Tensor], *, nsp: bool = True
+    model: BertForPreTraining,
+    batch: dict[str, torch.Tensor],
+    *,
+    nsp: bool = True,
+    locality: float = 0.0,
 ) -> PretrainingOutput:
     """MLM + NSP loss of a batch from :func:`training.pretraining_data.collate`.
 
@@ -101,9 +141,12 @@ def pretraining_loss(
     next_sentence_label (B,). With ``nsp=False`` the loss is the MLM loss alone (the NSP head
     still runs, so its accuracy is reported, but it gets no gradient).
     """
+    mask = batch["attention_mask"]
+    if locality > 0:
+        mask = locality_mask(mask, model.config.num_attention_heads, locality, torch.float32)
     out = model.bert(
         input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
+        attention_mask=mask,
         token_type_ids=batch["token_type_ids"],
     )
     hidden = out.last_hidden_state  # (B, T, H)

@@ -29,7 +29,13 @@ from training import engine
 from training.cli import command_parser
 from training.corpus import CorpusConfig
 from training.errors import DataError, UsageError
-from training.modeling import PRESETS, bert_config, count_parameters, pretraining_loss
+from training.modeling import (
+    PRESETS,
+    bert_config,
+    count_parameters,
+    pretraining_loss,
+    sinusoidal_positions_,
+)
 from training.pretraining_data import (
     MaskingConfig,
     PretrainingDataset,
@@ -74,6 +80,18 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         "--no-tie-embeddings keeps the softmax from pushing every rare token's input "
         "embedding the same way)",
     )
+    position_init: Literal["random", "sinusoidal"] = cfg.field(
+        "random",
+        help="starting point of the (learned) position embeddings: random, or the "
+        "Transformer's sinusoids scaled to --init-range",
+    )
+    locality_bias: float = cfg.field(
+        0.0,
+        help="start with attention biased toward near tokens (ALiBi's slopes times this, per "
+        "token of distance), annealed to none by --locality-steps; the saved model is a stock "
+        "BERT without it",
+    )
+    locality_steps: int = cfg.field(300, help="optimizer steps over which --locality-bias fades")
     max_seq_len: int = cfg.field(128, help="tokens per instance, [CLS] and [SEP]s included")
     short_seq_prob: float = cfg.field(0.1, help="share of instances with a random shorter target")
     masked_lm_prob: float = cfg.field(0.15, help="share of tokens to predict")
@@ -115,7 +133,9 @@ class PretrainingObjective(nn.Module):
         self.model, self.nsp = model, nsp
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        o = pretraining_loss(self.model, batch, nsp=self.nsp)
+        # the batch stream says how strong the locality bias is at this step (0 once annealed)
+        locality = float(batch.pop("locality", 0.0))
+        o = pretraining_loss(self.model, batch, nsp=self.nsp, locality=locality)
         figures = {
             "loss": o.loss,
             "mlm_loss": o.mlm_loss,
@@ -177,6 +197,8 @@ def _validate(conf: PretrainConfig) -> None:
         raise UsageError("--max-seq-len must be between 8 and 4096")
     if not 0 < conf.masked_lm_prob < 1:
         raise UsageError(f"--masked-lm-prob must be in (0, 1), got {conf.masked_lm_prob}")
+    if conf.locality_bias < 0 or (conf.locality_bias and conf.locality_steps < 1):
+        raise UsageError("--locality-bias must be >= 0, with --locality-steps at least 1")
     if conf.preset not in PRESETS and conf.preset != "custom" and not conf.model_config:
         raise UsageError(
             f"unknown preset {conf.preset!r}: choose one of {', '.join([*PRESETS, 'custom'])}"
@@ -318,13 +340,26 @@ def write_loss_curve(metrics_file: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def _batches(train: PretrainingDataset, batch_size: int, rt: engine.Runtime):
+def locality_strength(conf: PretrainConfig, step: int) -> float:
+    """The locality bias at an optimizer step: linear from --locality-bias to 0 at
+    --locality-steps."""
+    if not conf.locality_bias or step >= conf.locality_steps:
+        return 0.0
+    return conf.locality_bias * (1.0 - step / conf.locality_steps)
+
+
+def _batches(train: PretrainingDataset, conf: PretrainConfig, rt: engine.Runtime):
     def stream(state: dict | None) -> Iterator[tuple[dict, dict[str, Any]]]:
-        epoch, start = (state or {}).get("epoch", 0), (state or {}).get("next", 0)
+        state = state or {}
+        epoch, start, done = state.get("epoch", 0), state.get("next", 0), state.get("batches", 0)
         for e, m, batch in iter_batches(
-            train, batch_size, epoch=epoch, start=start, rank=rt.rank, world=rt.world
+            train, conf.batch_size, epoch=epoch, start=start, rank=rt.rank, world=rt.world
         ):
-            yield {"epoch": e, "next": m + 1}, batch
+            strength = locality_strength(conf, done // conf.grad_accum)
+            if strength:
+                batch["locality"] = torch.tensor(strength)
+            done += 1
+            yield {"epoch": e, "next": m + 1, "batches": done}, batch
 
     return stream
 
@@ -417,6 +452,8 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     engine.seed_everything(conf.seed, rt.rank)
     model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
     model = BertForPreTraining(model_config)
+    if conf.position_init == "sinusoidal":
+        sinusoidal_positions_(model.bert.embeddings.position_embeddings, conf.init_range)
     objective = PretrainingObjective(model, nsp=conf.nsp)
     if rt.is_main:
         log.info(
@@ -443,7 +480,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
         objective,
         conf,
         rt,
-        _batches(train_set, conf.batch_size, rt),
+        _batches(train_set, conf, rt),
         evaluator if eval_sets else None,
     )
     if rt.is_main and not result.interrupted:
