@@ -357,7 +357,7 @@ def _batches(train: PretrainingDataset, conf: PretrainConfig, rt: engine.Runtime
         ):
             strength = locality_strength(conf, done // conf.grad_accum)
             if strength:
-                batch["locality"] = torch.tensor(strength)
+                batch["locality"] = np.array(strength, dtype=np.float32)
             done += 1
             yield {"epoch": e, "next": m + 1, "batches": done}, batch
 
