@@ -326,7 +326,8 @@ def test_torchrun_two_cpu_processes(
         out / "checkpoints" / "step-00000006" / "training_state.pt", weights_only=False
     )
     assert len(state["rng"]) == 2  # one RNG state per rank
-    assert state["data"] == {"epoch": 0, "next": 6}
+    # 6 steps of one micro-batch each: the stream resumes at batch 6 (and its locality fade too)
+    assert state["data"] == {"epoch": 0, "next": 6, "batches": 6}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6
 
