@@ -5,10 +5,13 @@ as `ServiceError`s and rendered in one place (app.errors)."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from app.errors import NotReadyError, UnauthorizedError, error_response
 from app.schemas import (
@@ -90,6 +93,17 @@ def _as_list(inputs: Any) -> list[Any]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
+def _inputs_as_list(body: Any) -> list[Any]:
+    return _as_list(body.inputs)
+
+
+class _TaskRequest(Protocol):
+    model: str | None
+
+
+B = TypeVar("B", bound=_TaskRequest)
+
+
 @v1.get("/v1/models", responses=_errors(401))
 async def list_models(service: ServiceDep) -> ModelsResponse:
     """Every loaded bundle (task, labels, variant and provider in use, evaluation figures) and
@@ -122,124 +136,152 @@ async def list_models(service: ServiceDep) -> ModelsResponse:
     return ModelsResponse(models=models, failed=failed, loading=service.loading)
 
 
-@v1.post("/v1/classify", responses=TASK_ERRORS)
-async def classify(
-    body: ClassifyRequest, request: Request, service: ServiceDep
-) -> ClassifyResponse:
-    """Labels with scores (softmax, or sigmoid for multi-label models) per input, best first."""
-    inputs = _as_list(body.inputs)
-    model = service.resolve("classification", body.model)
+@dataclass(frozen=True)
+class _TaskRoute(Generic[B]):
+    """One task endpoint: all that sets it apart from the others. Every task request takes the
+    same path (`_answer`): resolve the model, check the input count, tokenize and wait for the
+    batcher (`Service.infer`, which times it), post-process, build the response.
+
+    Args:
+        path: the endpoint's full path.
+        name: the handler's name (OpenAPI summary and operationId).
+        task: the bundle task that answers it.
+        request: the request body model.
+        response: the response body model (`{model, results, usage}`).
+        doc: the endpoint's description in the OpenAPI schema (its line breaks too).
+        prepare_args: the task model's `prepare` arguments, from the body and the inputs.
+        finish_args: the task model's `finish` arguments after the prepared request and its rows.
+        inputs: the body's inputs, one per result.
+        texts: what of the inputs `Service.is_small` measures.
+        generated: tokens the results generated, counted in the usage besides the inputs'.
+    """
+
+    path: str
+    name: str
+    task: str
+    request: type[B]
+    response: type[BaseModel]
+    doc: str
+    prepare_args: Callable[[B, list[Any]], tuple[Any, ...]]
+    finish_args: Callable[[B, list[Any]], tuple[Any, ...]]
+    inputs: Callable[[B], list[Any]] = _inputs_as_list
+    texts: Callable[[list[Any]], Sequence[Any]] = lambda inputs: inputs
+    generated: Callable[[list[Any]], int] = lambda results: 0
+
+
+async def _answer(route: _TaskRoute[B], body: B, request: Request, service: Service) -> BaseModel:
+    """The request path of every task endpoint."""
+    inputs = route.inputs(body)
+    model = service.resolve(route.task, body.model)
     service.check_count(len(inputs))
     tm = model.task_model
-    small = service.is_small(inputs)
+    small = service.is_small(route.texts(inputs))
+    prepare_args = route.prepare_args(body, inputs)
     prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(inputs, body.truncate), inline=small
+        request, model, lambda: tm.prepare(*prepare_args), inline=small
     )
-    results = await service.offload(tm.finish, prepared, rows, body.top_k, inline=small)
-    usage = Usage(inputs=len(inputs), tokens=prepared.tokens)
-    return ClassifyResponse(model=model.name, results=results, usage=usage)
+    finish_args = route.finish_args(body, inputs)
+    results = await service.offload(tm.finish, prepared, rows, *finish_args, inline=small)
+    usage = Usage(inputs=len(inputs), tokens=prepared.tokens + route.generated(results))
+    return route.response(model=model.name, results=results, usage=usage)
 
 
-@v1.post("/v1/qa", responses=TASK_ERRORS)
-async def question_answering(body: QARequest, request: Request, service: ServiceDep) -> QAResponse:
-    """Answer spans with character offsets into each context; long contexts are read in
-    overlapping windows."""
-    pairs = body.pairs()
-    model = service.resolve("qa", body.model)
-    service.check_count(len(pairs))
-    tm = model.task_model
-    small = service.is_small([(p.question, p.context) for p in pairs])
-    prepared, rows = await service.infer(request, model, lambda: tm.prepare(pairs), inline=small)
-    results = await service.offload(
-        tm.finish,
-        prepared,
-        rows,
-        body.top_k,
-        body.max_answer_length,
-        body.allow_no_answer,
-        inline=small,
-    )
-    usage = Usage(inputs=len(pairs), tokens=prepared.tokens)
-    return QAResponse(model=model.name, results=results, usage=usage)
+def _add_task_route(route: _TaskRoute[Any]) -> None:
+    """Register `route` on `v1` as if its handler had been written out with its own name,
+    docstring and body/response annotations (what FastAPI builds the OpenAPI schema from)."""
+
+    async def endpoint(body: Any, request: Request, service: ServiceDep) -> Any:
+        return await _answer(route, body, request, service)
+
+    endpoint.__name__ = endpoint.__qualname__ = route.name
+    endpoint.__doc__ = route.doc
+    endpoint.__annotations__ = {
+        **endpoint.__annotations__,
+        "body": route.request,
+        "return": route.response,
+    }
+    v1.post(route.path, responses=TASK_ERRORS)(endpoint)
 
 
-@v1.post("/v1/fill-mask", responses=TASK_ERRORS)
-async def fill_mask(
-    body: FillMaskRequest, request: Request, service: ServiceDep
-) -> FillMaskResponse:
-    """For every mask token, candidate tokens with ids and scores, and the filled sentence."""
-    texts = _as_list(body.inputs)
-    model = service.resolve("fill-mask", body.model)
-    service.check_count(len(texts))
-    tm = model.task_model
-    small = service.is_small(texts)
-    prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(texts, body.truncate, body.top_k), inline=small
-    )
-    results = await service.offload(tm.finish, prepared, rows, texts, body.top_k, inline=small)
-    usage = Usage(inputs=len(texts), tokens=prepared.tokens)
-    return FillMaskResponse(model=model.name, results=results, usage=usage)
-
-
-@v1.post("/v1/token-classify", responses=TASK_ERRORS)
-async def token_classify(
-    body: TokenClassifyRequest, request: Request, service: ServiceDep
-) -> TokenClassifyResponse:
-    """Entities (label, text, character start/end, score) per input."""
-    texts = _as_list(body.inputs)
-    model = service.resolve("token-classification", body.model)
-    service.check_count(len(texts))
-    tm = model.task_model
-    small = service.is_small(texts)
-    prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(texts, body.truncate), inline=small
-    )
-    results = await service.offload(tm.finish, prepared, rows, texts, inline=small)
-    usage = Usage(inputs=len(texts), tokens=prepared.tokens)
-    return TokenClassifyResponse(model=model.name, results=results, usage=usage)
-
-
-@v1.post("/v1/summarize", responses=TASK_ERRORS)
-async def summarize(
-    body: SummarizeRequest, request: Request, service: ServiceDep
-) -> SummarizeResponse:
-    """Extractive summary per input: the best-scored sentences (a sentence repeating a word
-    trigram of one already chosen is skipped), in document order, with character offsets."""
-    texts = _as_list(body.inputs)
-    model = service.resolve("extractive-summarization", body.model)
-    service.check_count(len(texts))
-    tm = model.task_model
-    small = service.is_small(texts)
-    prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(texts, body.truncate), inline=small
-    )
-    results = await service.offload(tm.finish, prepared, rows, body.max_sentences, inline=small)
-    usage = Usage(inputs=len(texts), tokens=prepared.tokens)
-    return SummarizeResponse(model=model.name, results=results, usage=usage)
-
-
-@v1.post("/v1/translate", responses=TASK_ERRORS)
-async def translate(
-    body: TranslateRequest, request: Request, service: ServiceDep
-) -> TranslateResponse:
-    """Translation per input (BERT2BERT): greedy decoding (beam_size 1) or beam search. Inputs
-    of concurrent requests are batched, and generation is batched continuously: a new input
-    joins the decoder steps in flight at the next step."""
-    texts = _as_list(body.inputs)
-    model = service.resolve("translation", body.model)
-    service.check_count(len(texts))
-    tm = model.task_model
-    small = service.is_small(texts)
-    prepared, rows = await service.infer(
-        request,
-        model,
-        lambda: tm.prepare(texts, body.beam_size, body.max_new_tokens, body.truncate),
-        inline=small,
-    )
-    results = await service.offload(tm.finish, prepared, rows, inline=small)
-    generated = sum(r.tokens for r in results)
-    usage = Usage(inputs=len(texts), tokens=prepared.tokens + generated)
-    return TranslateResponse(model=model.name, results=results, usage=usage)
+# In the order of the OpenAPI schema.
+TASK_ROUTES: tuple[_TaskRoute[Any], ...] = (
+    _TaskRoute(
+        path="/v1/classify",
+        name="classify",
+        task="classification",
+        request=ClassifyRequest,
+        response=ClassifyResponse,
+        doc="Labels with scores (softmax, or sigmoid for multi-label models) per input, "
+        "best first.",
+        prepare_args=lambda body, inputs: (inputs, body.truncate),
+        finish_args=lambda body, inputs: (body.top_k,),
+    ),
+    _TaskRoute(
+        path="/v1/qa",
+        name="question_answering",
+        task="qa",
+        request=QARequest,
+        response=QAResponse,
+        doc="Answer spans with character offsets into each context; long contexts are read "
+        "in\noverlapping windows.",
+        prepare_args=lambda body, pairs: (pairs,),
+        finish_args=lambda body, pairs: (body.top_k, body.max_answer_length, body.allow_no_answer),
+        inputs=lambda body: body.pairs(),
+        texts=lambda pairs: [(p.question, p.context) for p in pairs],
+    ),
+    _TaskRoute(
+        path="/v1/fill-mask",
+        name="fill_mask",
+        task="fill-mask",
+        request=FillMaskRequest,
+        response=FillMaskResponse,
+        doc="For every mask token, candidate tokens with ids and scores, and the filled sentence.",
+        prepare_args=lambda body, texts: (texts, body.truncate, body.top_k),
+        finish_args=lambda body, texts: (texts, body.top_k),
+    ),
+    _TaskRoute(
+        path="/v1/token-classify",
+        name="token_classify",
+        task="token-classification",
+        request=TokenClassifyRequest,
+        response=TokenClassifyResponse,
+        doc="Entities (label, text, character start/end, score) per input.",
+        prepare_args=lambda body, texts: (texts, body.truncate),
+        finish_args=lambda body, texts: (texts,),
+    ),
+    _TaskRoute(
+        path="/v1/summarize",
+        name="summarize",
+        task="extractive-summarization",
+        request=SummarizeRequest,
+        response=SummarizeResponse,
+        doc="Extractive summary per input: the best-scored sentences (a sentence repeating a "
+        "word\ntrigram of one already chosen is skipped), in document order, with character "
+        "offsets.",
+        prepare_args=lambda body, texts: (texts, body.truncate),
+        finish_args=lambda body, texts: (body.max_sentences,),
+    ),
+    _TaskRoute(
+        path="/v1/translate",
+        name="translate",
+        task="translation",
+        request=TranslateRequest,
+        response=TranslateResponse,
+        doc="Translation per input (BERT2BERT): greedy decoding (beam_size 1) or beam search. "
+        "Inputs\nof concurrent requests are batched, and generation is batched continuously: a "
+        "new input\njoins the decoder steps in flight at the next step.",
+        prepare_args=lambda body, texts: (
+            texts,
+            body.beam_size,
+            body.max_new_tokens,
+            body.truncate,
+        ),
+        finish_args=lambda body, texts: (),
+        generated=lambda results: sum(r.tokens for r in results),
+    ),
+)
+for _route in TASK_ROUTES:
+    _add_task_route(_route)
 
 
 @v1.post("/v1/tokenize", responses=_errors(400, 401, 404, 413, 422, 503))
