@@ -1,6 +1,6 @@
 """Torch-free sequence generation for translation bundles (BERT2BERT exported as two ONNX graphs).
 
-Graphs (written by ``training/export.py``, one file per graph per variant):
+Graphs (written by ``training/export/``, one file per graph per variant):
 
 - ``encoder.<variant>.onnx``: ``input_ids``, ``attention_mask`` (batch, source) ->
   ``last_hidden_state`` and, per decoder layer ``i``, the cross-attention keys and values of the

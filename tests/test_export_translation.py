@@ -117,7 +117,7 @@ def test_manifest_graphs_and_gate(exported: tuple[Path, Path]) -> None:
 def test_broken_comparison_fails_the_gate(
     exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training import export as export_mod
+    from training.export import seq2seq as export_mod
 
     ckpt, _ = exported
     real = export_mod.torch_translations

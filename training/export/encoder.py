@@ -1,0 +1,285 @@
+"""The export of an encoder task (classification, qa, token-classification,
+extractive-summarization, fill-mask): its plan, its held-out slice and PyTorch's predictions on
+it, one graph per variant (``model.<v>.onnx``) and its parity, its manifest fields."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import bundle as bundle_schema
+from app.bundle import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
+from training.errors import DataError, TrainingError, UsageError
+from training.export.checkpoint import Checkpoint, bundle_tokenizer, label_names, load_model
+from training.export.graph import (
+    INPUT_SPECS,
+    convert_fp16,
+    cuda_available,
+    export_graph,
+    graph_module,
+    op_counts,
+    optimize,
+    output_specs,
+    quantize_int8,
+)
+from training.export.options import ExportConfig
+from training.export.parity import (
+    Slice,
+    gold_metric,
+    log_report,
+    ort_runner,
+    parity,
+    run_batches,
+    torch_runner,
+)
+from training.export.parity_data import (
+    Example,
+    Pred,
+    Scorer,
+    eval_examples,
+    generated_examples,
+    mask_examples,
+    split_outputs,
+)
+from training.export.writer import (
+    PROVIDER_OF_VARIANT,
+    Contents,
+    check_request,
+    parse_variants,
+    variant_spec,
+)
+
+log = logging.getLogger("training.export")  # one logger name for the whole command
+
+
+@dataclass
+class Plan:
+    """What an export will do, resolved and checked before any slow step."""
+
+    ckpt: Checkpoint
+    out: Path
+    variants: list[bundle_schema.VariantName]
+    gpu: bool
+    tokenizer: Any  # tokenizers.Tokenizer with the bundle's truncation
+    tspec: TokenizerSpec
+    labels: list[str]
+    served_labels: list[str]  # the manifest's: --label-names, else labels
+    multi_label: bool
+    mask_id: int  # -1 when the task needs no [MASK]
+    outputs: list[TensorSpec]
+
+
+def make_plan(conf: ExportConfig) -> Plan:
+    positive = {
+        "--max-steps": conf.max_steps,
+        "--batch-size": conf.batch_size,
+        "--top-k": conf.top_k,
+    }
+    ckpt = check_request(conf, conf.task, positive)
+    gpu = cuda_available()
+    variants = parse_variants(conf.variants, gpu)
+    config, task = ckpt.config, ckpt.task
+    vocab = int(config["vocab_size"])
+    if conf.top_k > vocab:
+        raise UsageError(f"--top-k {conf.top_k} exceeds the vocabulary ({vocab})")
+    max_pos = int(config.get("max_position_embeddings", 512))
+    tok, tspec = bundle_tokenizer(ckpt.path, task, conf.max_length, vocab, max_pos)
+    has_labels = task in ("classification", "token-classification")
+    labels = label_names(config, str(ckpt.path / "config.json")) if has_labels else []
+    return Plan(
+        ckpt=ckpt,
+        out=Path(conf.out),
+        variants=variants,
+        gpu=gpu,
+        tokenizer=tok,
+        tspec=tspec,
+        labels=labels,
+        served_labels=served_labels(conf.label_names, task, labels),
+        multi_label=task == "classification"
+        and config.get("problem_type") == "multi_label_classification",
+        mask_id=tspec.special_token_ids.get("mask", -1),
+        outputs=output_specs(task, config, conf.fill_mask_output, conf.top_k),
+    )
+
+
+def served_labels(given: str | None, task: str, labels: list[str]) -> list[str]:
+    """The label names the bundle serves: ``--label-names`` (checked against the head), else the
+    checkpoint's. Only the manifest takes them; the parity gate still reads gold labels by the
+    checkpoint's names."""
+    if given is None:
+        return labels
+    if task != "classification":
+        raise UsageError("--label-names applies to classification bundles only")
+    names = [n.strip() for n in given.split(",")]
+    if len(names) != len(labels) or not all(names) or len(set(names)) != len(names):
+        raise UsageError(
+            f"--label-names needs {len(labels)} distinct non-empty names, one per output of the "
+            f"head (now {', '.join(labels)}); got {given!r}"
+        )
+    return names
+
+
+def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scorer | None, str]:
+    """(parity examples tokenized exactly as the bundle's tokenizer will at serving time, their
+    scorer where not per-example gold, the data's name); read before the model loads, so bad
+    data fails fast."""
+    task = plan.ckpt.task
+    scorer: Scorer | None = None
+    if conf.eval:
+        examples, scorer = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
+        data = Path(conf.eval).name
+    else:
+        examples = generated_examples(task, plan.tokenizer, conf.max_steps, conf.seed, plan.tspec)
+        data = "generated"
+    if task == "fill-mask":
+        examples = mask_examples(examples, plan.tspec, conf.seed)
+    if not examples:
+        raise DataError(f"no parity examples from {data}")
+    return examples, scorer, data
+
+
+def held_out_slice(
+    conf: ExportConfig,
+    plan: Plan,
+    wrapper: Any,
+    examples: list[Example],
+    scorer: Scorer | None,
+    data: str,
+) -> Slice:
+    """The parity examples and PyTorch's predictions on them."""
+    task = plan.ckpt.task
+
+    def split(outs: Sequence[np.ndarray], feed: dict[str, np.ndarray]) -> list[Pred]:
+        return split_outputs(
+            task,
+            outs,
+            feed,
+            multi_label=plan.multi_label,
+            fill_mask_output=conf.fill_mask_output,
+            mask_id=plan.mask_id,
+            cls_id=plan.tspec.special_token_ids["cls"],
+        )
+
+    def by_gold(preds: Sequence[Pred]) -> float | None:
+        return gold_metric(task, examples, preds)
+
+    pad_id = plan.tspec.special_token_ids["pad"]
+    wrapper.reference = True
+    reference = run_batches(torch_runner(wrapper), examples, conf.batch_size, pad_id, split)
+    wrapper.reference = False
+    score: Scorer = scorer or by_gold
+    return Slice(
+        task, examples, reference, score(reference), score, split, pad_id, conf.batch_size, data
+    )
+
+
+def build_variant(
+    v: bundle_schema.VariantName,
+    fp32: Path,
+    folder: Path,
+    plan: Plan,
+    held_out: Slice,
+    fusions: dict[str, int],
+    conf: ExportConfig,
+) -> VariantSpec:
+    """Write ``model.<v>.onnx`` (fp32 is already there), run its parity check, describe it."""
+    path = folder / f"model.{v}.onnx"
+    quant = None
+    if v == "int8":
+        quant = quantize_int8(
+            fp32, path, conf.int8_per_channel, conf.int8_reduce_range, conf.int8_weight_type
+        )
+    elif v == "fp16":
+        convert_fp16(fp32, path)
+    provider: str = PROVIDER_OF_VARIANT[v]
+    gate, note = True, None
+    if v == "fp16" and not plan.gpu:
+        provider, gate = "CPUExecutionProvider", False
+        note = "no GPU: fp16 parity not checked (figures from the CPU provider)"
+    try:
+        runner, used = ort_runner(path, provider)
+        report = parity(v, runner, used, held_out, conf, gate=gate, note=note)
+    except TrainingError as exc:
+        if gate:
+            raise
+        report = ParityReport(
+            status="not_checked",
+            examples=0,
+            data=held_out.data,
+            thresholds={"max_abs_diff": conf.fp16_max_diff},
+            note=f"{note}; the CPU provider failed: {exc}"[:300],
+        )
+    log_report(v, report)
+    counts = op_counts(path)
+    return variant_spec(
+        path,
+        v,
+        conf.opset,
+        inputs=INPUT_SPECS,
+        outputs=plan.outputs,
+        # The optimiser's fusions, and in int8 the quantised ops that replaced them.
+        fused_ops={k: n for k, n in sorted(counts.items()) if k in fusions or k[0] == "Q"},
+        quantization=quant,
+        parity=report,
+    )
+
+
+def manifest_fields(conf: ExportConfig, plan: Plan) -> dict[str, Any]:
+    """The manifest's fields of an encoder task: served labels, multi-label, fill-mask output."""
+    fill_mask = None
+    if plan.ckpt.task == "fill-mask":
+        top_k = conf.top_k if conf.fill_mask_output == "topk" else None
+        fill_mask = FillMaskSpec(
+            output=conf.fill_mask_output, top_k=top_k, mask_token_id=plan.mask_id
+        )
+    return {"labels": plan.served_labels, "multi_label": plan.multi_label, "fill_mask": fill_mask}
+
+
+def encoder_contents(conf: ExportConfig) -> Contents:
+    """Plan the export, read the parity examples, load the model and run it on them; the graphs
+    are written (and gated) when :func:`~training.export.writer.write_bundle` calls for them."""
+    plan = make_plan(conf)
+    ckpt = plan.ckpt
+    log.info(
+        "export %s (%s, %s) -> %s: variants %s",
+        ckpt.path,
+        ckpt.architecture,
+        ckpt.task,
+        plan.out,
+        ",".join(plan.variants),
+    )
+    started = time.perf_counter()
+    examples, scorer, data = parity_examples(conf, plan)
+    wrapper = graph_module(
+        load_model(ckpt), ckpt.task, conf.fill_mask_output, conf.top_k, plan.mask_id
+    )
+    held_out = held_out_slice(conf, plan, wrapper, examples, scorer, data)
+
+    def graphs(folder: Path) -> dict[bundle_schema.VariantName, VariantSpec]:
+        fp32 = folder / "model.fp32.onnx"
+        with tempfile.TemporaryDirectory(prefix="bert-export-") as work:
+            raw = Path(work) / "raw.onnx"
+            vocab = int(ckpt.config["vocab_size"])
+            export_graph(wrapper, raw, conf.opset, plan.outputs, vocab, plan.mask_id)
+            heads, hidden = int(ckpt.config["num_attention_heads"]), int(ckpt.config["hidden_size"])
+            fusions = optimize(raw, fp32, heads, hidden)
+        log.info("fused ops: %s", fusions)
+        return {
+            v: build_variant(v, fp32, folder, plan, held_out, fusions, conf) for v in plan.variants
+        }
+
+    return Contents(
+        conf,
+        ckpt,
+        started,
+        graphs,
+        (plan.tokenizer, plan.tspec),
+        fields=manifest_fields(conf, plan),
+    )

@@ -1,0 +1,273 @@
+"""The parity gate: every variant's outputs on the held-out slice against PyTorch's (max and
+mean |difference|, label agreement, the task metric), batched runs against one-by-one runs, and
+the thresholds that pass or fail a variant."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from app.bundle import INPUT_NAMES, ParityReport
+from training.errors import TrainingError
+from training.export.checkpoint import SUMMARIZATION, one_line
+from training.export.options import ExportConfig
+from training.export.parity_data import Example, Pred, Scorer, pad_batch
+
+log = logging.getLogger("training.export")  # one logger name for the whole command
+
+BATCH_CHECK_EXAMPLES = 16  # examples also run one by one to compare with their batched result
+
+
+def abs_diff(ref: Pred, got: Pred) -> np.ndarray:
+    if got.ids is not None and ref.ids is None:  # top-k scores against full probabilities
+        return np.abs(np.take_along_axis(ref.values, got.ids, axis=-1) - got.values)
+    return np.abs(ref.values.astype(np.float64) - got.values.astype(np.float64))
+
+
+def agreement_counts(task: str, ref: Pred, got: Pred) -> tuple[int, int]:
+    """(agreeing, compared): per token for token-classification, per mask for fill-mask, per
+    sentence (chosen among the top 3 or not) for extractive-summarization, per example
+    otherwise."""
+    if task in ("token-classification", "fill-mask", SUMMARIZATION):
+        return int((ref.labels == got.labels).sum()), int(ref.labels.size)
+    return int(np.array_equal(ref.labels, got.labels)), 1
+
+
+def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
+    """(sum, count) of the task metric against one example's gold: accuracy (multi-label: exact
+    match), token accuracy at first sub-tokens, top-1 accuracy at masks (fill-mask), per sentence
+    whether being among the top 3 matches the oracle label (extractive-summarization)."""
+    if gold is None:
+        return 0.0, 0
+    g = np.atleast_1d(np.asarray(gold))
+    if task == "classification":
+        return float(np.array_equal(pred.labels, g)), 1 if pred.labels.size == g.size else 0
+    if task == "token-classification":
+        keep = g >= 0
+        return float((pred.labels[keep] == g[keep]).sum()), int(keep.sum())
+    return float((pred.labels == g).sum()), int(g.size)
+
+
+def gold_metric(task: str, examples: Sequence[Example], preds: Sequence[Pred]) -> float | None:
+    """The task metric in % over the examples' gold; None when none has gold."""
+    total, n = 0.0, 0
+    for pred, ex in zip(preds, examples, strict=True):
+        m, k = metric_counts(task, pred, ex.gold)
+        total += m
+        n += k
+    return 100.0 * total / n if n else None
+
+
+METRIC_NAMES = {
+    "classification": "accuracy",
+    "token-classification": "token_accuracy",
+    "qa": "squad_f1",
+    "fill-mask": "top1_accuracy_at_masks",
+    SUMMARIZATION: "top3_oracle_agreement",
+}
+
+
+@dataclass
+class Figures:
+    max_abs_diff: float = 0.0
+    sum_abs_diff: float = 0.0
+    n_values: int = 0
+    agree: int = 0
+    compared: int = 0
+
+    def add(self, task: str, ref: Pred, got: Pred) -> None:
+        d = abs_diff(ref, got)
+        if d.size:
+            self.max_abs_diff = max(self.max_abs_diff, float(d.max()))
+            self.sum_abs_diff += float(d.sum())
+            self.n_values += d.size
+        a, c = agreement_counts(task, ref, got)
+        self.agree += a
+        self.compared += c
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.compared if self.compared else None
+
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def run_batches(
+    runner: Runner,
+    examples: list[Example],
+    batch_size: int,
+    pad_id: int,
+    split: Callable[..., list[Pred]],
+) -> list[Pred]:
+    preds: list[Pred] = []
+    for start in range(0, len(examples), batch_size):
+        feed = pad_batch(examples[start : start + batch_size], pad_id)
+        preds.extend(split(runner(feed), feed))
+    return preds
+
+
+def torch_runner(wrapper: Any) -> Runner:
+    import torch
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = wrapper(*(torch.from_numpy(feed[n]) for n in INPUT_NAMES))
+        out = out if isinstance(out, tuple) else (out,)
+        return [t.float().numpy() if t.is_floating_point() else t.numpy() for t in out]
+
+    return run
+
+
+def ort_runner(path: Path, provider: str) -> tuple[Runner, str]:
+    import onnxruntime as ort
+
+    providers = (
+        [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+    )
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as exc:
+        raise TrainingError(f"onnxruntime cannot load {path.name}: {one_line(exc)[:200]}") from exc
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in session.run(None, feed)]
+
+    return run, session.get_providers()[0]
+
+
+@dataclass
+class Slice:
+    """The held-out slice and PyTorch's predictions on it: what every variant is compared with."""
+
+    task: str
+    examples: list[Example]
+    reference: list[Pred]
+    reference_metric: float | None
+    score: Scorer
+    split: Callable[[Sequence[np.ndarray], dict[str, np.ndarray]], list[Pred]]
+    pad_id: int
+    batch_size: int
+    data: str  # the file name, or "generated"
+
+
+def gate_failures(
+    variant: str,
+    figs: Figures,
+    batch: Figures,
+    metric: float | None,
+    reference_metric: float | None,
+    task: str,
+    conf: ExportConfig,
+) -> tuple[dict[str, float], list[str]]:
+    """(thresholds, failures) of ``variant``'s parity gate."""
+    failures: list[str] = []
+    if variant != "int8":
+        limit = conf.fp32_max_diff if variant == "fp32" else conf.fp16_max_diff
+        if figs.max_abs_diff > limit:
+            failures.append(f"max |diff| {figs.max_abs_diff:.3g} > {limit:g}")
+        if batch.max_abs_diff > limit:
+            failures.append(
+                f"batched vs one-by-one max |diff| {batch.max_abs_diff:.3g} > {limit:g}"
+            )
+        return {"max_abs_diff": limit}, failures
+    if figs.agreement is not None and figs.agreement < conf.int8_min_agreement:
+        failures.append(f"agreement {figs.agreement:.4f} < {conf.int8_min_agreement}")
+    if metric is not None and reference_metric is not None:
+        drop = reference_metric - metric
+        if drop > conf.int8_max_metric_drop:
+            failures.append(
+                f"{METRIC_NAMES[task]} {metric:.2f} is {drop:.2f} points below "
+                f"PyTorch's {reference_metric:.2f} (> {conf.int8_max_metric_drop})"
+            )
+    if batch.agreement is not None and batch.agreement < conf.int8_min_batch_agreement:
+        failures.append(
+            f"batched vs one-by-one agreement {batch.agreement:.4f} < "
+            f"{conf.int8_min_batch_agreement}"
+        )
+    thresholds = {
+        "max_metric_drop": conf.int8_max_metric_drop,
+        "min_agreement": conf.int8_min_agreement,
+        "min_batch_agreement": conf.int8_min_batch_agreement,
+    }
+    return thresholds, failures
+
+
+def parity(
+    variant: str,
+    runner: Runner,
+    provider: str,
+    held_out: Slice,
+    conf: ExportConfig,
+    *,
+    gate: bool = True,
+    note: str | None = None,
+) -> ParityReport:
+    """Run ``variant`` on the slice batched and (the first few) one by one; apply its gate."""
+    task = held_out.task
+    preds = run_batches(
+        runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
+    )
+    figs = Figures()
+    for ref, got in zip(held_out.reference, preds, strict=True):
+        figs.add(task, ref, got)
+    metric = held_out.score(preds)
+    batch = Figures()  # batched (padded among others) against alone (no padding)
+    for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
+        feed = pad_batch([ex], held_out.pad_id)
+        (single,) = held_out.split(runner(feed), feed)
+        batch.add(task, preds[i], single)
+    thresholds, failures = gate_failures(
+        variant, figs, batch, metric, held_out.reference_metric, task, conf
+    )
+    status: Literal["passed", "failed", "not_checked"] = "not_checked"
+    if gate:
+        status = "failed" if failures else "passed"
+    return ParityReport(
+        status=status,
+        provider=provider,
+        examples=len(held_out.examples),
+        data=held_out.data,
+        max_abs_diff=figs.max_abs_diff,
+        mean_abs_diff=figs.sum_abs_diff / figs.n_values if figs.n_values else None,
+        agreement=figs.agreement,
+        metric_name=METRIC_NAMES[task] if metric is not None else None,
+        metric=metric,
+        reference_metric=held_out.reference_metric,
+        batch_max_abs_diff=batch.max_abs_diff,
+        batch_agreement=batch.agreement,
+        thresholds=thresholds,
+        failures=failures,
+        note=note,
+    )
+
+
+def log_report(variant: str, r: ParityReport) -> None:
+    """One log line of a variant's parity figures."""
+    log.info(
+        "parity %s [%s on %s, %d examples]: max|diff| %s, agreement %s, %s %s (PyTorch %s), "
+        "batched-vs-single max|diff| %s agreement %s%s",
+        variant,
+        r.status,
+        r.provider,
+        r.examples,
+        _fmt(r.max_abs_diff),
+        _fmt(r.agreement),
+        r.metric_name or "metric",
+        _fmt(r.metric),
+        _fmt(r.reference_metric),
+        _fmt(r.batch_max_abs_diff),
+        _fmt(r.batch_agreement),
+        f"; FAILED: {'; '.join(r.failures)}" if r.failures and r.status == "failed" else "",
+    )
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
