@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ BASELINE = {
     "masked-lm-prob": "0.15",
     "max-seq-len": "128",
     "adam-beta2": "0.999",
+    "adam-eps": "1e-6",
     "max-grad-norm": "1.0",
     "weight-decay": "0.01",
     "init-range": "0.02",
@@ -58,12 +60,14 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
     "recipe+accum-4": ("batch 16 x 4 accumulated (the old update size)", RECIPE,
                        {"grad-accum": "4"}),
     "recipe+lr-5e-4": ("peak lr 5e-4", RECIPE, {"lr": "5e-4"}),
+    "recipe+lr-3e-4": ("peak lr 3e-4", RECIPE, {"lr": "3e-4"}),
     "recipe+lr-2e-3": ("peak lr 2e-3", RECIPE, {"lr": "2e-3"}),
     "recipe+lr-3e-3": ("peak lr 3e-3", RECIPE, {"lr": "3e-3"}),
     "recipe+warmup-1": ("warm-up 1 %", RECIPE, {"warmup-fraction": "0.01"}),
     "recipe+mask-30": ("mask 30 %", RECIPE, {"masked-lm-prob": "0.3"}),
     "recipe+no-nsp": ("MLM only (--no-nsp)", RECIPE, {"no-nsp": ""}),
     "recipe+seq-64": ("sequences of 64 tokens (evaluated at 64)", RECIPE, {"max-seq-len": "64"}),
+    "recipe+eps-1e-12": ("AdamW epsilon 1e-12", RECIPE, {"adam-eps": "1e-12"}),
     "recipe+beta2-0.98": ("AdamW beta2 0.98", RECIPE, {"adam-beta2": "0.98"}),
     "recipe+no-clip": ("no gradient clipping", RECIPE, {"max-grad-norm": "0"}),
     "recipe+no-decay": ("no weight decay", RECIPE, {"weight-decay": "0"}),
@@ -74,6 +78,19 @@ VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
                           {"position-init": "sinusoidal"}),
     "recipe+locality": ("attention biased to near tokens, fading over 300 steps", RECIPE,
                         {"locality-bias": "1", "locality-steps": "300"}),
+    "recipe+locality-600": ("attention biased to near tokens, fading over 600 steps", RECIPE,
+                            {"locality-bias": "1", "locality-steps": "600"}),
+    "recipe+sinusoidal+lr-5e-4": ("sinusoidal positions and peak lr 5e-4", RECIPE,
+                                  {"position-init": "sinusoidal", "lr": "5e-4"}),
+    "recipe+neighbour": ("heads 0/1 of every layer start reading the previous/next token", RECIPE,
+                         {"attention-init": "neighbour"}),
+    "recipe+neighbour+lr-3e-4": ("neighbour heads and peak lr 3e-4", RECIPE,
+                                 {"attention-init": "neighbour", "lr": "3e-4"}),
+    "recipe+neighbour+lr-5e-4": ("neighbour heads and peak lr 5e-4", RECIPE,
+                                 {"attention-init": "neighbour", "lr": "5e-4"}),
+    "recipe+mimetic": ("mimetic self-attention init", RECIPE, {"attention-init": "mimetic"}),
+    "recipe+sinusoidal+mimetic": ("sinusoidal positions and mimetic self-attention init", RECIPE,
+                                  {"position-init": "sinusoidal", "attention-init": "mimetic"}),
     "recipe+sinusoidal+locality": ("both", RECIPE,
                                    {"position-init": "sinusoidal", "locality-bias": "1",
                                     "locality-steps": "300"}),
@@ -179,15 +196,15 @@ def main() -> int:
         "--log-every", "20", "--save-every", "100000", "--no-progress",
     ]  # fmt: skip
     names = args.variants.split(",")
-    # the first run builds the token store alone; the others share it
-    first = (
-        []
-        if (work / "data" / "meta.json").is_file()
-        else [run_variant(names[0], args, common, work)]
-    )
+    if not (work / "data" / "meta.json").is_file():
+        # one short run builds the token store alone; every variant then shares it
+        scratch = work / "store-build"
+        cmd = [sys.executable, "-m", "training", "pretrain", *common, *flags(RECIPE)]
+        cmd += ["--max-steps", "1", "--eval-batches", "1", "--out", str(scratch)]
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(scratch)
     with ThreadPoolExecutor(args.parallel) as pool:
-        rest = list(pool.map(lambda n: run_variant(n, args, common, work), names[len(first) :]))
-    results = [*first, *rest]
+        results = list(pool.map(lambda n: run_variant(n, args, common, work), names))
     acc = {r["variant"]: r["heldout_mlm_acc"] for r in results}
     rows = []
     for r in results:

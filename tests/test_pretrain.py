@@ -18,7 +18,12 @@ from tests.resume import (
     kill_at_points_then_finish,
 )
 from training.cli import main
-from training.modeling import bert_config, pretraining_loss
+from training.modeling import (
+    bert_config,
+    mimetic_attention_,
+    neighbour_heads_,
+    pretraining_loss,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,6 +266,15 @@ def test_clear_errors(
             "vocab_size 999 but the tokenizer has 1000",
         )
     )
+    cases.append(
+        (
+            [
+                *args(small_tokenizer, embedded_corpus, tmp_path / "e"),
+                "--attention-init", "neighbour", "--position-init", "sinusoidal",
+            ],
+            "--attention-init neighbour needs --position-init random",
+        )
+    )  # fmt: skip
     for argv, message in cases:
         code = main(argv)
         err = capsys.readouterr().err
@@ -406,6 +420,44 @@ def test_sinusoidal_positions_start_the_table() -> None:
     # every offset is the same linear map: position i+1 is a rotation of position i
     cos_sim = torch.nn.functional.cosine_similarity(w[:-1], w[1:])
     torch.testing.assert_close(cos_sim, cos_sim[0].expand_as(cos_sim), atol=1e-5, rtol=1e-5)
+
+
+def _attention(model: BertForPreTraining, length: int) -> tuple[torch.Tensor, ...]:
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(5, model.config.vocab_size, (4, length), generator=torch.Generator())
+    with torch.no_grad():
+        out = model.bert(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+    return out.attentions  # per layer (B, heads, T, T)
+
+
+def test_neighbour_heads_read_the_previous_and_next_token_from_step_0() -> None:
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config("custom", 1000, num_layers=2, hidden_size=128))
+    before = _attention(model, 48)
+    neighbour_heads_(model, length=48)
+    after = _attention(model, 48)
+    uniform = 1 / 48
+    for layer, (a0, a1) in enumerate(zip(before, after, strict=True)):
+        previous = torch.diagonal(a1, -1, -2, -1).mean((0, 2))  # per head
+        following = torch.diagonal(a1, 1, -2, -1).mean((0, 2))
+        assert previous[0] > 10 * uniform and following[1] > 10 * uniform, layer
+        assert previous[1] < 2 * uniform and following[0] < 2 * uniform, layer
+        # a random start reads no neighbour
+        assert torch.diagonal(a0, -1, -2, -1).mean() < 2 * uniform
+    # only the query/key weights changed: a stock BertForPreTraining
+    assert model.state_dict().keys() == BertForPreTraining(model.config).state_dict().keys()
+
+
+def test_mimetic_attention_sets_the_products_near_plus_and_minus_identity() -> None:
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config("custom", 1000, num_layers=1, hidden_size=128))
+    mimetic_attention_(model, qk=(0.7, 0.7), vo=(0.4, 0.4))
+    attn = model.bert.encoder.layer[0].attention
+    width = 64
+    qk = attn.self.query.weight[:width].T @ attn.self.key.weight[:width]  # head 0, (d, d)
+    vo = attn.output.dense.weight @ attn.self.value.weight
+    assert qk.diagonal().mean() > 0.2  # a rank-64 share of 0.7 I on a 128-wide model
+    assert vo.diagonal().mean().item() == pytest.approx(-0.4, abs=0.05)  # full rank: exact
 
 
 def test_masking_options_shape_the_instances(small_tokenizer: Path, embedded_corpus: Path) -> None:

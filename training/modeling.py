@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,98 @@ def sinusoidal_positions_(embedding: torch.nn.Embedding, std: float) -> None:
     table[:, 1::2] = torch.cos(position * frequency[: d // 2])
     with torch.no_grad():
         embedding.weight.copy_(table * (std / table.std()))
+
+
+def _layers(model: BertForPreTraining) -> list[Any]:
+    return list(model.bert.encoder.layer)
+
+
+def _factor(target: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, R) with L @ R the best rank-``rank`` approximation of ``target``, balanced."""
+    u, s, vh = torch.linalg.svd(target)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank]
+
+
+def mimetic_attention_(
+    model: BertForPreTraining,
+    qk: tuple[float, float] = (0.7, 0.7),
+    vo: tuple[float, float] = (0.4, 0.4),
+) -> None:
+    """Start every self-attention layer where trained ones are: Trockman & Kolter's mimetic init.
+
+    Per head, the query-key product ``W_q^T W_k`` starts near ``a Z + b I`` (Z Gaussian with
+    variance 1/d), so a token's query matches keys like itself: with position embeddings that
+    are alike for near positions (``--position-init sinusoidal``) that is attention to the
+    neighbours from the first step. ``W_o W_v`` starts near ``a Z - b I``, as in trained layers.
+    The weights are only set differently; the model stays a stock BertModel. Uses torch's
+    global RNG (seed it first).
+    """
+    d = model.config.hidden_size
+    heads = model.config.num_attention_heads
+    width = d // heads
+    eye = torch.eye(d)
+    with torch.no_grad():
+        for layer in _layers(model):
+            attn = layer.attention
+            query, key = attn.self.query.weight, attn.self.key.weight  # (out d, in d)
+            for h in range(heads):
+                rows = slice(h * width, (h + 1) * width)
+                z = torch.randn(d, d) / math.sqrt(d)
+                left, right = _factor(qk[0] * z + qk[1] * eye, width)  # (d, w), (w, d)
+                query[rows] = left.T
+                key[rows] = right
+            z = torch.randn(d, d) / math.sqrt(d)
+            left, right = _factor(vo[0] * z - vo[1] * eye, d)
+            attn.output.dense.weight.copy_(left)  # W_o (d, d)
+            attn.self.value.weight.copy_(right)  # W_v (d, d)
+
+
+def neighbour_heads_(
+    model: BertForPreTraining,
+    offsets: tuple[int, ...] = (-1, 1),
+    length: int = 128,
+    scale: float = 1.5,
+) -> None:
+    """Start head ``h`` of every layer reading the token at ``offsets[h]`` (default: head 0 the
+    previous token, head 1 the next one); the other heads keep their random start.
+
+    A from-scratch BERT on a CPU budget never finds these heads by itself (mean attention to
+    either neighbour stays at the uniform 1/length), so it stays a bag-of-words model. Here the
+    query and key weights of those heads read, from the position embeddings, features
+    ``cos/sin(f * i)`` at random frequencies f in (0.3, pi), the keys shifted by the offset, so
+    their dot product peaks where ``j = i + offset``: the least-squares map from the first
+    ``length`` rows of the position table (any table with independent rows, such as the random
+    start), scaled by the LayerNorm's typical divisor. About half of each query's attention
+    lands on the neighbour at step 0; training is free to change it. The model stays stock.
+    """
+    d = model.config.hidden_size
+    heads = model.config.num_attention_heads
+    width = d // heads
+    if len(offsets) > heads:
+        raise UsageError(f"{len(offsets)} neighbour heads asked of a model with {heads} heads")
+    emb = model.bert.embeddings
+    with torch.no_grad():
+        table = emb.position_embeddings.weight[:length].float()  # (T, d)
+        divisor = (
+            emb.word_embeddings.weight.var() + table.var() + emb.token_type_embeddings.weight.var()
+        ).sqrt()
+        inverse = torch.linalg.pinv(table)  # (d, T)
+        frequency = torch.rand(width // 2) * (math.pi - 0.3) + 0.3
+        position = torch.arange(length, dtype=torch.float32)
+
+        def features(shift: int) -> torch.Tensor:  # (T, width)
+            angle = (position[:, None] + shift) * frequency[None, :]
+            return torch.cat([angle.cos(), angle.sin()], 1)
+
+        for layer in _layers(model):
+            attn = layer.attention.self
+            for h, offset in enumerate(offsets):
+                rows = slice(h * width, (h + 1) * width)
+                attn.query.weight[rows] = scale * divisor * (inverse @ features(0)).T
+                attn.key.weight[rows] = scale * divisor * (inverse @ features(-offset)).T
+                attn.query.bias[rows] = 0.0
+                attn.key.bias[rows] = 0.0
 
 
 def count_parameters(model: torch.nn.Module, *, non_embedding: bool = False) -> int:

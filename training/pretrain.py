@@ -33,6 +33,8 @@ from training.modeling import (
     PRESETS,
     bert_config,
     count_parameters,
+    mimetic_attention_,
+    neighbour_heads_,
     pretraining_loss,
     sinusoidal_positions_,
 )
@@ -84,6 +86,13 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         "random",
         help="starting point of the (learned) position embeddings: random, or the "
         "Transformer's sinusoids scaled to --init-range",
+    )
+    attention_init: Literal["random", "neighbour", "mimetic"] = cfg.field(
+        "random",
+        help="starting point of the self-attention weights: random; neighbour (in every layer "
+        "head 0 reads the previous token and head 1 the next, through the position "
+        "embeddings; needs --position-init random); or mimetic (query-key products near the "
+        "identity, value-output near minus it: Trockman & Kolter 2023)",
     )
     locality_bias: float = cfg.field(
         0.0,
@@ -199,6 +208,9 @@ def _validate(conf: PretrainConfig) -> None:
         raise UsageError(f"--masked-lm-prob must be in (0, 1), got {conf.masked_lm_prob}")
     if conf.locality_bias < 0 or (conf.locality_bias and conf.locality_steps < 1):
         raise UsageError("--locality-bias must be >= 0, with --locality-steps at least 1")
+    if conf.attention_init == "neighbour" and conf.position_init != "random":
+        # sinusoids are nearly collinear over a sequence: no stable map from them to the features
+        raise UsageError("--attention-init neighbour needs --position-init random")
     if conf.preset not in PRESETS and conf.preset != "custom" and not conf.model_config:
         raise UsageError(
             f"unknown preset {conf.preset!r}: choose one of {', '.join([*PRESETS, 'custom'])}"
@@ -454,6 +466,10 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     model = BertForPreTraining(model_config)
     if conf.position_init == "sinusoidal":
         sinusoidal_positions_(model.bert.embeddings.position_embeddings, conf.init_range)
+    if conf.attention_init == "mimetic":
+        mimetic_attention_(model)
+    elif conf.attention_init == "neighbour":
+        neighbour_heads_(model, length=conf.max_seq_len)
     objective = PretrainingObjective(model, nsp=conf.nsp)
     if rt.is_main:
         log.info(
