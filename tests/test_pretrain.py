@@ -270,9 +270,9 @@ def test_clear_errors(
         (
             [
                 *args(small_tokenizer, embedded_corpus, tmp_path / "e"),
-                "--attention-init", "neighbour", "--position-init", "sinusoidal",
+                "--position-init", "sinusoidal",
             ],
-            "--attention-init neighbour needs --position-init random",
+            "--attention-init neighbour (the default) needs --position-init random",
         )
     )  # fmt: skip
     for argv, message in cases:
@@ -354,7 +354,8 @@ def test_mlm_only_with_a_higher_masking_rate(
     out = tmp_path / "mlm"
     argv = args(
         small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3",
-        "--no-tie-embeddings", "--position-init", "sinusoidal", "--locality-bias", "1",
+        "--no-tie-embeddings", "--position-init", "sinusoidal", "--attention-init", "random",
+        "--locality-bias", "1",
         "--locality-steps", "2",
     )  # fmt: skip
     argv[argv.index("--max-steps") + 1] = "4"
@@ -446,6 +447,14 @@ def test_neighbour_heads_read_the_previous_and_next_token_from_step_0() -> None:
         assert torch.diagonal(a0, -1, -2, -1).mean() < 2 * uniform
     # only the query/key weights changed: a stock BertForPreTraining
     assert model.state_dict().keys() == BertForPreTraining(model.config).state_dict().keys()
+    # a one-head model gets the previous-token head only
+    model = BertForPreTraining(
+        bert_config("custom", 1000, num_layers=1, hidden_size=128, num_heads=1)
+    )
+    assert model.config.num_attention_heads == 1
+    neighbour_heads_(model, length=48)
+    (a,) = _attention(model, 48)
+    assert torch.diagonal(a, -1, -2, -1).mean() > 10 * uniform
 
 
 def test_mimetic_attention_sets_the_products_near_plus_and_minus_identity() -> None:

@@ -316,7 +316,7 @@ def build(conf: DemoConfig) -> Recipe:
             ["pretrain", "--tokenizer", str(tokenizer), "--corpus", *recipe.corpus,
              *recipe.corpus_args,
              "--preset", conf.preset, "--max-seq-len", "128", "--batch-size", "32",
-             "--lr", "1e-3", "--warmup-fraction", "0.05", "--max-steps", str(conf.max_steps),
+             "--max-steps", str(conf.max_steps),
              "--dropout", str(conf.dropout),
              "--eval-every", str(max(conf.max_steps // 4, 1)), "--eval-batches", "10",
              "--holdout-fraction", "0.05", "--out", str(pretrained), *seed,

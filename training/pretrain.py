@@ -88,10 +88,10 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         "Transformer's sinusoids scaled to --init-range",
     )
     attention_init: Literal["random", "neighbour", "mimetic"] = cfg.field(
-        "random",
-        help="starting point of the self-attention weights: random; neighbour (in every layer "
-        "head 0 reads the previous token and head 1 the next, through the position "
-        "embeddings; needs --position-init random); or mimetic (query-key products near the "
+        "neighbour",
+        help="starting point of the self-attention weights: neighbour (in every layer head 0 "
+        "reads the previous token and head 1 the next, through the position embeddings; needs "
+        "--position-init random); random (BERT's); or mimetic (query-key products near the "
         "identity, value-output near minus it: Trockman & Kolter 2023)",
     )
     locality_bias: float = cfg.field(
@@ -130,7 +130,7 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
     )
     # The recipe for small budgets (benchmarks/pretrain_recipe.py measured each change).
     batch_size: int = cfg.field(16, help="instances per micro-batch on each process")
-    lr: float = cfg.field(1e-3, help="peak learning rate")
+    lr: float = cfg.field(5e-4, help="peak learning rate")
     warmup_fraction: float = cfg.field(0.05, help="share of the budget spent warming up")
 
 
@@ -210,7 +210,10 @@ def _validate(conf: PretrainConfig) -> None:
         raise UsageError("--locality-bias must be >= 0, with --locality-steps at least 1")
     if conf.attention_init == "neighbour" and conf.position_init != "random":
         # sinusoids are nearly collinear over a sequence: no stable map from them to the features
-        raise UsageError("--attention-init neighbour needs --position-init random")
+        raise UsageError(
+            "--attention-init neighbour (the default) needs --position-init random: with "
+            "sinusoidal positions pass --attention-init random or mimetic"
+        )
     if conf.preset not in PRESETS and conf.preset != "custom" and not conf.model_config:
         raise UsageError(
             f"unknown preset {conf.preset!r}: choose one of {', '.join([*PRESETS, 'custom'])}"
