@@ -111,7 +111,7 @@ def build_translation_checkpoint(folder: Path, steps: int = 40) -> Path:
     BERT and trained ``steps`` Adam steps on :data:`PAIRS`, saved as ``finetune`` leaves it."""
     import torch
 
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
     from training.tasks import collate
     from training.tasks import translation as tr
 

@@ -284,7 +284,8 @@ def test_target_vocabulary_of_its_own(tmp_path: Path) -> None:
     from app.bundle import load_bundle
     from app.tasks import Translation
     from tests.helpers import build_checkpoint, build_german_decoder
-    from training.finetune import FinetuneConfig, config_class
+    from training.finetune import FinetuneConfig
+    from training.finetuning import config_class
     from training.tasks import translation as tr
 
     enc = build_checkpoint(tmp_path / "enc", "pretraining")

@@ -13,7 +13,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from tests.resume import assert_same_weights, kill_after_checkpoint_then_resume
 from training import finetune
 from training.cli import build_parser, main
+from training.finetuning import resolve_config
 from training.modeling import bert_config
+from training.task_model import set_dropout
 from training.tokenizer import read_vocab_file
 from training.tokenizer import save as save_tokenizer
 
@@ -103,7 +105,7 @@ def cls_args(s: dict[str, Path], out: Path, *extra: str) -> list[str]:
 
 def parse(argv: list[str]) -> finetune.FinetuneConfig:
     args = build_parser(argv[0]).parse_args(argv)
-    return finetune.resolve_config(finetune.FinetuneConfig, args)
+    return resolve_config(finetune.FinetuneConfig, args)
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +377,7 @@ def test_dropout_option(slices, tmp_path: Path) -> None:
     model.train()
     ids = torch.tensor([[101, 7592, 2088, 102]])
     assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
-    finetune.set_dropout(model, 0.0)
+    set_dropout(model, 0.0)
     assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
 
     out = tmp_path / "run"

@@ -457,8 +457,6 @@ def test_cmrc2018_dev_misaligned_answers_are_located_and_counted(
     """CMRC 2018 dev: 200 answers have an answer_start that does not point at their text. Those
     whose text is in the context are moved there, the rest dropped from the labels; both are
     counted in the read stats that fine-tuning and evaluation write to their reports."""
-    from training import finetune
-
     path = data_dir / "chinese/cmrc2018/cmrc2018_dev.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
     # counted independently: answers not at their answer_start, and of those the ones whose
@@ -473,7 +471,7 @@ def test_cmrc2018_dev_misaligned_answers_are_located_and_counted(
         or a["answer_start"] < 0
     ]
     with caplog.at_level("WARNING", logger="training.tasks.qa"):
-        examples, read = finetune.read_examples(qa, str(path), qa.Config(), None, "eval")
+        examples, read = qa.SPEC.read_examples(str(path), qa.Config(), None, "eval")
     mismatched = read["answers_realigned"] + read["answers_unlocated"]
     assert 150 <= mismatched <= 250  # SOURCES.txt: 200 (the original data's known errors)
     assert (read["answers"], read["answers_realigned"], read["answers_unlocated"]) == (9657, 7, 193)

@@ -143,7 +143,7 @@ def test_trigram_blocking_and_document_order() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tok")
     tok_mod.save(VOCAB, folder, cased=False, max_length=64)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tok")
     tok_mod.save(VOCAB, folder, cased=False, max_length=64)
@@ -193,7 +193,7 @@ def test_bleu_on_hand_made_pairs() -> None:
 
 
 def test_detokenize_joins_pieces_and_split_punctuation(tmp_path: Path) -> None:
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
 
     words = ["A", "man", "'", "s", "T", "-", "Shirt", ",", "and", "/", "or", ".", "Sch", "##ul"]
     vocab = {t: i for i, t in enumerate([*tok_mod.SPECIAL_TOKENS, *words])}
@@ -295,7 +295,8 @@ def test_greedy_decoding_is_cache_consistent(bert2bert, tokenizer) -> None:
 def test_decoder_with_its_own_vocabulary(tmp_path: Path) -> None:
     """--decoder-model with another vocabulary: the targets use its tokenizer, the embeddings stay
     separate, and the target tokenizer is saved as target_tokenizer/ and found again."""
-    from training.finetune import FinetuneConfig, config_class
+    from training.finetune import FinetuneConfig
+    from training.finetuning import config_class
 
     enc = build_checkpoint(tmp_path / "enc", "pretraining")
     dec = tmp_path / "dec"

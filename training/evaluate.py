@@ -20,29 +20,24 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 from training import config as cfg
 from training import engine
 from training.cli import command_parser
 from training.errors import UsageError
-from training.finetune import (
-    TASKS,
+from training.finetuning import (
     Evaluation,
     ModelOptions,
     add_task_arguments,
     data_report,
-    load_model,
-    model_config,
     prefixed,
-    read_examples,
     resolve_config,
-    task_module,
-    task_tokenizer,
-    write_outputs,
 )
+from training.task_model import model_config
 from training.tasks import LabelVocab
+from training.tasks.base import AnyTask
+from training.tasks.registry import TASKS, get_task, infer_task
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +68,17 @@ def run_config_of(model_dir: Path) -> dict[str, Any]:
     return {}
 
 
-def infer_task(model_dir: Path, saved: dict[str, Any]) -> str | None:
-    """The task of the run that made the model, else the one its config names
-    (``finetuning_task``: extractive summarisation shares the token-classification head), else
-    the one whose head its config names."""
+def task_of_model(model_dir: Path, saved: dict[str, Any]) -> str | None:
+    """The task of the run that made the model, else the one its ``config.json`` says
+    (:func:`training.tasks.registry.infer_task`, the rule ``export`` follows too)."""
     if saved.get("task"):
         return str(saved["task"])
     if not (model_dir / "config.json").is_file():
         return None
-    config = json.loads((model_dir / "config.json").read_text())
-    if config.get("finetuning_task") in TASKS:  # a head shared by two tasks (token scores)
-        return str(config["finetuning_task"])
-    archs = config.get("architectures") or []
-    for name in TASKS:
-        head = task_module(name).HEAD.removeprefix("Bert")  # e.g. ForQuestionAnswering
-        if any(str(a).endswith(head) for a in archs):
-            return name
-    return None
+    return infer_task(json.loads((model_dir / "config.json").read_text()))
 
 
-def labels_of(task: ModuleType, model_dir: Path, mc: Any) -> LabelVocab | None:
+def labels_of(task: AnyTask, model_dir: Path, mc: Any) -> LabelVocab | None:
     """The label vocabulary saved with the model (``labels.json``, else ``config.id2label``);
     None for tasks without one (QA)."""
     if (model_dir / "labels.json").is_file():
@@ -116,43 +102,42 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
     out = Path(conf.out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder: give the report's file name (REPORT.json)")
-    task = task_module(str(conf.task))
+    task = get_task(str(conf.task))
     rt = engine.setup_runtime(conf.precision, conf.threads)
     tok_dir = conf.tokenizer or conf.model
     run_root = Path(conf.model).parent.parent
     if not conf.tokenizer and Path(conf.model).parent.name == engine.CHECKPOINTS:
         tok_dir = str(run_root)  # checkpoints hold weights only; the run's root the tokenizer
     mc = model_config(conf.model)
-    tokenizer = task_tokenizer(task, conf, tok_dir, mc, fine_tuned=True)
-    head = task.HEAD.removeprefix("Bert")  # e.g. ForSequenceClassification
+    tokenizer = task.load_tokenizer(conf, tok_dir, mc, fine_tuned=True)
     archs = list(getattr(mc, "architectures", None) or [])
-    if archs and not any(a.endswith(head) for a in archs):
+    if archs and not any(task.has_head(a) for a in archs):
         raise UsageError(
             f"--model {conf.model} has no trained {conf.task} head (it is a {archs[0]}): "
             "fine-tune it first"
         )
     labels = labels_of(task, Path(conf.model), mc)
-    examples, read = read_examples(task, conf.data, conf, labels, "eval")
+    examples, read = task.read_examples(conf.data, conf, labels, "eval")
     feats = task.features(examples, tokenizer, conf, labels)
-    model = load_model(
-        task, conf.model, labels, fresh_head=False, conf=conf, tokenizer=tokenizer
+    model = task.load_model(
+        conf.model, labels, fresh_head=False, conf=conf, tokenizer=tokenizer
     ).to(rt.device)
     evaluator = Evaluation(
         task, conf, examples, feats, conf.eval_batch_size, tokenizer.pad_token_id or 0, rt.device
     )
     result = evaluator.run(model, rt)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = write_outputs(task, result, out.parent)
+    files = task.write_predictions(result.predictions, out.parent)
     report = {
         "task": conf.task,
         "model": str(Path(conf.model).resolve()),
         "data": data_report(conf.data, read, feats),
-        "options": {f.name: getattr(conf, f.name) for f in dataclasses.fields(task.Config)},
+        "options": {f.name: getattr(conf, f.name) for f in dataclasses.fields(task.config_class)},
         "precision": str(rt.dtype or "fp32"),
         "evaluation_seconds": round(result.seconds, 2),
         "wall_seconds": round(time.time() - started, 2),
         "prediction_files": [str(p) for p in files],
-        **(task.report_extra(conf) if hasattr(task, "report_extra") else {}),
+        **task.report_extra(conf),
         **prefixed(result.figures),
     }
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -178,7 +163,11 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s is not the training file: scoring all of it (no --holdout)", data)
             saved = {**saved, "holdout": 0.0}
     conf = resolve_config(
-        EvaluateConfig, args, infer_task(model_dir, saved), task_defaults=saved, command="evaluate"
+        EvaluateConfig,
+        args,
+        task_of_model(model_dir, saved),
+        task_defaults=saved,
+        command="evaluate",
     )
     run_evaluation(conf)
     return 0

@@ -104,7 +104,7 @@ def offline(ckpt: Path, docs: list[str], k: int) -> list[Any]:
     import torch
     import transformers
 
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
     from training.tasks import summarization as summ
 
     conf = summ.Config(max_seq_len=64, summary_sentences=k)

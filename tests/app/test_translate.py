@@ -49,7 +49,7 @@ def offline(bundle: tuple[Path, Path]) -> dict[int, list[str]]:
     import torch
     from transformers import EncoderDecoderModel
 
-    from training.finetune import load_tokenizer
+    from training.task_model import load_tokenizer
     from training.tasks import translation as tr
 
     ckpt = bundle[1]

@@ -12,15 +12,16 @@ from typing import Any
 from app import bundle as bundle_schema
 from app.bundle import SourceInfo, TokenizerSpec
 from training.errors import DataError, UsageError
+from training.tasks.registry import TASKS, get_task, infer_task
 
-# Architecture (config.json "architectures") -> bundle task.
-TASK_OF_ARCHITECTURE: dict[str, bundle_schema.Task] = {
-    "BertForSequenceClassification": "classification",
-    "BertForQuestionAnswering": "qa",
-    "BertForTokenClassification": "token-classification",
-    "BertForMaskedLM": "fill-mask",
-    "BertForPreTraining": "fill-mask",  # exported with its MLM head only
-}
+# Pretrained checkpoints exported for fill-mask (BertForPreTraining with its MLM head only); the
+# other tasks' architectures are their heads (training/tasks/registry.py decides the task).
+FILL_MASK_ARCHITECTURES = ("BertForMaskedLM", "BertForPreTraining")
+# The single-graph (encoder) architectures export handles, in the order its messages list them.
+ENCODER_ARCHITECTURES = (
+    *dict.fromkeys(t.head for t in TASKS.values() if not t.seq2seq),
+    *FILL_MASK_ARCHITECTURES,
+)
 HEADLESS = {"BertModel"}
 TRANSLATION_ARCH = "EncoderDecoderModel"  # BERT2BERT (training/tasks/translation.py)
 # A BertForTokenClassification whose config.json says ``finetuning_task:
@@ -50,7 +51,7 @@ def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
         raise UsageError(f"unknown task {task!r}; known: {', '.join(bundle_schema.TASKS)}")
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
-    if arch == TRANSLATION_ARCH or config.get("model_type") == "encoder-decoder":
+    if infer_task(config) == "translation":
         if task not in (None, "translation"):
             raise UsageError(f"--task {task} does not match {p}: it is a translation model")
         for side in ("encoder", "decoder"):
@@ -68,17 +69,15 @@ def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
     if arch is None:
         if task is None:
             raise UsageError(f"{p}/config.json names no architecture; pass --task")
-        head_task = "token-classification" if task == SUMMARIZATION else task
-        arch = next(a for a, t in TASK_OF_ARCHITECTURE.items() if t == head_task)
-    if arch not in TASK_OF_ARCHITECTURE:
+        arch = FILL_MASK_ARCHITECTURES[0] if task == "fill-mask" else get_task(task).head
+    if arch not in ENCODER_ARCHITECTURES:
         raise UsageError(
             f"unknown task for architecture {arch} in {p}; supported: "
-            + ", ".join(TASK_OF_ARCHITECTURE)
+            + ", ".join(ENCODER_ARCHITECTURES)
         )
-    found = TASK_OF_ARCHITECTURE[arch]
-    if found == "token-classification" and SUMMARIZATION in (task, config.get("finetuning_task")):
-        # the same head, scored at each sentence's [CLS]: (other, summary)
-        found = SUMMARIZATION
+    found = bundle_task(arch, config.get("finetuning_task"), task)
+    if found == SUMMARIZATION:
+        # the token-classification head, scored at each sentence's [CLS]: (other, summary)
         n_labels = len(label_names(config, str(config_file)))
         if n_labels != 2:
             raise UsageError(
@@ -88,6 +87,19 @@ def inspect_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
     if task is not None and task != found:
         raise UsageError(f"--task {task} does not match {p}: {arch} is a {found} model")
     return Checkpoint(path=p, config=config, architecture=arch, task=found)
+
+
+def bundle_task(arch: str, finetuning_task: Any, asserted: str | None) -> bundle_schema.Task:
+    """The bundle task of an encoder architecture (one of :data:`ENCODER_ARCHITECTURES`): fill-mask
+    for a pretrained model, else the fine-tuning task :func:`infer_task` reads from it;
+    ``--task extractive-summarization`` also picks summarisation for the head it shares."""
+    if arch in FILL_MASK_ARCHITECTURES:
+        return "fill-mask"
+    found = infer_task({"architectures": [arch], "finetuning_task": finetuning_task})
+    if found == "token-classification" and asserted == SUMMARIZATION:
+        found = SUMMARIZATION
+    assert found in bundle_schema.TASKS, found
+    return found
 
 
 def load_model(ckpt: Checkpoint) -> Any:

@@ -351,6 +351,7 @@ def translation_contents(conf: ExportConfig) -> Contents:
     decode the sources with it; the graphs are written (and gated) when
     :func:`~training.export.writer.write_bundle` calls for them."""
     from training.tasks import translation as tr
+    from training.tasks.translation_model import quiet_load, silence_loss_notice
 
     positive = {
         "--max-steps": conf.max_steps,
@@ -380,9 +381,9 @@ def translation_contents(conf: ExportConfig) -> Contents:
     started = time.perf_counter()
     from transformers import EncoderDecoderModel
 
-    tr._silence_loss_notice()
+    silence_loss_notice()
     try:
-        model = tr._quiet_load(EncoderDecoderModel.from_pretrained, str(ckpt.path)).eval()
+        model = quiet_load(EncoderDecoderModel.from_pretrained, str(ckpt.path)).eval()
     except UsageError as exc:
         raise DataError(f"--checkpoint {ckpt.path} could not be loaded: {exc}") from exc
     gen_conf = model.generation_config

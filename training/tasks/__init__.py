@@ -1,27 +1,32 @@
 """Fine-tuning tasks: what differs between classification, QA, token classification,
 extractive summarisation and translation.
 
-The fine-tuning engine (``training/finetune.py``) is task-agnostic: it takes a task module by
-name and calls the same functions on each (``task`` below is ``classification``, ``qa``,
-``token_classification``, ``summarization`` or ``translation``)::
+The fine-tuning engine (``training/finetune.py``, ``training/finetuning.py``) is task-agnostic:
+it takes a :class:`~training.tasks.base.Task` from :mod:`training.tasks.registry` by name and
+calls the same typed methods on each. Every task module (``classification``, ``qa``,
+``token_classification``, ``summarization``, ``translation``) keeps its functions and exposes
+one ``SPEC`` (``task`` below) that wraps them::
 
-    conf = task.Config(...)                                   # task options = CLI flags
-    train = task.load_examples(train_path, conf)              # -> list[task.Example]
+    conf = config_class(FinetuneConfig, "qa")(...)            # common + task.config_class options
+    train, read = task.read_examples(train_path, conf, None, "train")  # task.load_examples + counts
     labels = task.build_labels(train, conf)                   # LabelVocab (QA: None); saved
-    dev = task.load_examples(dev_path, conf, labels=labels)   # unknown label -> DataError
+    dev, _ = task.read_examples(dev_path, conf, labels, "eval")  # unknown label -> DataError
+    tokenizer = task.load_tokenizer(conf, tok_dir, model_config(ckpt), fine_tuned=False)
     train_f = task.features(train, tokenizer, conf, labels, training=True)
     dev_f = task.features(dev, tokenizer, conf, labels)       # -> Features (unpadded rows)
-    model = getattr(transformers, task.HEAD).from_pretrained(ckpt, **task.model_kwargs(labels))
+    model = task.load_model(ckpt, labels, fresh_head=True, conf=conf, tokenizer=tokenizer)
     batch = collate([train_f[i] for i in ids], tokenizer.pad_token_id)  # numpy, padded
-    ...                                                       # logits of dev_f, in row order
-    preds = task.postprocess(logits, dev_f, dev, conf)        # one prediction per example
-    scores = task.compute_metrics(preds, dev, conf)           # dict[str, float]
+    ...
+    preds, loss = task.evaluate(model, dev_f, dev, conf, batch_size=64, pad_id=0,
+                                device=device, final=True)    # logits of dev_f -> postprocess
+    scores = task.compute_metrics(preds, dev, conf)           # {name: float}
 
-* ``TASK`` / ``HEAD``: task name and ``transformers`` head class (``BertForSequenceClassification``,
-  ``BertForQuestionAnswering``, ``BertForTokenClassification``; extractive summarisation reuses
-  the last with two labels scored at each sentence's [CLS], and names itself in ``config.json``
-  through ``CONFIG_ATTRIBUTES``). Optional: ``HELP`` (a paragraph under the task's options in
-  ``--help``), ``write_predictions`` (prediction files beside the report).
+* ``name`` / ``head``: the ``--task`` name and the ``transformers`` head class
+  (``BertForSequenceClassification``, ``BertForQuestionAnswering``, ``BertForTokenClassification``;
+  extractive summarisation reuses the last with two labels scored at each sentence's [CLS], and
+  names itself in ``config.json`` through ``config_attributes``). ``best_metric`` picks the best
+  checkpoint by default; ``help`` is a paragraph under the task's options in ``--help``;
+  ``write_predictions`` writes prediction files beside the report (none by default).
 * ``Features.model_keys`` are the columns ``model(**batch)`` takes (labels included, so the model
   returns its loss); the other columns (``example_index``, ``offset_mapping``, ``word_ids``)
   are for ``postprocess``. QA's ``logits`` are ``(start_logits, end_logits)``; summarisation's
@@ -29,16 +34,14 @@ name and calls the same functions on each (``task`` below is ``classification``,
 * ``Features.stats`` and the loaders' ``stats`` hold counts worth reporting (rows truncated,
   labels lost, answers repaired or dropped); bad data raises :class:`training.errors.DataError`
   naming the file and line.
-* A sequence-to-sequence task (``translation``) replaces three steps with its own, optional
-  functions: ``load_tokenizers(conf, tok_dir, fine_tuned=...)`` (source and target tokenizers,
-  one object standing where the others take a tokenizer), ``load_model(path, conf, tokenizer,
-  fresh_head=...)`` (``EncoderDecoderModel``, named by ``MODEL_CLASS``) and
-  ``evaluate_model(model, feats, examples, conf, ..., final=...)`` (generation instead of
-  ``logits`` + ``postprocess``; its predictions may carry ``complete = False`` when a periodic
-  evaluation skipped what only the final one computes, beam search). ``report_extra(conf)`` adds
-  facts to the report (the BLEU signature). Its rows carry ``decoder_input_ids``,
-  ``decoder_attention_mask`` and ``labels`` of the target length: :func:`collate` pads them to
-  the longest target of the batch.
+* The sequence-to-sequence task (``translation``, ``seq2seq`` True) overrides three defaults:
+  ``load_tokenizer`` (source and target tokenizers, one object standing where the others take a
+  tokenizer), ``load_model`` (``EncoderDecoderModel``, see ``auto_class``) and ``evaluate``
+  (generation instead of logits + ``postprocess``; its predictions are not ``complete`` when a
+  periodic evaluation skipped what only the final one computes, beam search).
+  ``report_extra(conf)`` adds facts to the report (the BLEU signature). Its rows carry
+  ``decoder_input_ids``, ``decoder_attention_mask`` and ``labels`` of the target length:
+  :func:`collate` pads them to the longest target of the batch.
 
 Labels are built from the training data (:class:`LabelVocab`) and kept with the checkpoint;
 evaluation data with a label the vocabulary lacks is an error, never a silent new class.

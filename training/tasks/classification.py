@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import Features, LabelVocab, hf_source
+from training.tasks.base import Part, Task
 
 log = logging.getLogger(__name__)
 
@@ -566,8 +567,55 @@ def compute_metrics(
     return single_label_metrics(encode(preds), encode(golds), len(vocab))
 
 
+# --- the task interface -----------------------------------------------------------------------
+
+
+class ClassificationTask(Task[Config, Example, list[tuple[str, ...]]]):
+    """Sentence (pair) classification, single- or multi-label."""
+
+    name = "classification"
+    head = HEAD
+    best_metric = "eval_accuracy"  # eval_micro_f1 when multi-label (finetune decides)
+    config_class = Config
+
+    def load_examples(
+        self, path: str, conf: Config, *, labels: LabelVocab | None, part: Part, stats: Any
+    ) -> list[Example]:
+        return load_examples(path, conf, labels=labels, part=part, stats=stats)
+
+    def build_labels(self, examples: Sequence[Example], conf: Config) -> LabelVocab:
+        return build_labels(examples, conf)
+
+    def features(
+        self,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer,
+        conf: Config,
+        labels: LabelVocab | None,
+        *,
+        training: bool = False,
+    ) -> Features:
+        return features(examples, tokenizer, conf, labels, training=training)
+
+    def model_kwargs(self, labels: LabelVocab | None) -> dict[str, Any]:
+        return model_kwargs(labels)
+
+    def postprocess(
+        self, outputs: Any, feats: Features, examples: Sequence[Example], conf: Config
+    ) -> list[tuple[str, ...]]:
+        return postprocess(outputs, feats, examples, conf)
+
+    def compute_metrics(
+        self, predictions: list[tuple[str, ...]], examples: Sequence[Example], conf: Config
+    ) -> dict[str, float]:
+        return compute_metrics(predictions, examples, conf)
+
+
+SPEC = ClassificationTask()
+
 __all__ = [
     "HEAD",
+    "SPEC",
     "TASK",
     "Config",
     "Example",

@@ -55,6 +55,7 @@ from app import extractive
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, hf_source
+from training.tasks.base import Part, Task
 from training.tasks.classification import _records
 
 log = logging.getLogger(__name__)
@@ -603,8 +604,60 @@ def compute_metrics(
     return out
 
 
+# --- the task interface -----------------------------------------------------------------------
+
+
+class SummarizationTask(Task[Config, Example, list[Prediction]]):
+    """Extractive summarisation: sentence scores at each [CLS] of a token-classification head."""
+
+    name = TASK
+    head = HEAD
+    best_metric = "eval_rouge2"
+    help = HELP
+    config_attributes = CONFIG_ATTRIBUTES
+    config_class = Config
+
+    def load_examples(
+        self, path: str, conf: Config, *, labels: LabelVocab | None, part: Part, stats: Any
+    ) -> list[Example]:
+        return load_examples(path, conf, labels=labels, part=part, stats=stats)
+
+    def build_labels(self, examples: Sequence[Example], conf: Config) -> None:
+        return build_labels(examples, conf)
+
+    def features(
+        self,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer,
+        conf: Config,
+        labels: LabelVocab | None,
+        *,
+        training: bool = False,
+    ) -> Features:
+        return features(examples, tokenizer, conf, labels, training=training)
+
+    def model_kwargs(self, labels: LabelVocab | None) -> dict[str, Any]:
+        return model_kwargs(labels)
+
+    def postprocess(
+        self, outputs: Any, feats: Features, examples: Sequence[Example], conf: Config
+    ) -> list[Prediction]:
+        return postprocess(outputs, feats, examples, conf)
+
+    def compute_metrics(
+        self, predictions: list[Prediction], examples: Sequence[Example], conf: Config
+    ) -> dict[str, float]:
+        return compute_metrics(predictions, examples, conf)
+
+    def write_predictions(self, predictions: list[Prediction], folder: Path) -> list[Path]:
+        return write_predictions(predictions, folder)
+
+
+SPEC = SummarizationTask()
+
 __all__ = [
     "HEAD",
+    "SPEC",
     "TASK",
     "Config",
     "Example",

@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, hf_source
+from training.tasks.base import Part, Task
 
 log = logging.getLogger(__name__)
 
@@ -525,8 +526,55 @@ def compute_metrics(
     return out
 
 
+# --- the task interface -----------------------------------------------------------------------
+
+
+class TokenClassificationTask(Task[Config, Example, list[list[str]]]):
+    """Word tagging (IOB2 entities), scored by entity F1."""
+
+    name = "token-classification"
+    head = HEAD
+    best_metric = "eval_f1"
+    config_class = Config
+
+    def load_examples(
+        self, path: str, conf: Config, *, labels: LabelVocab | None, part: Part, stats: Any
+    ) -> list[Example]:
+        return load_examples(path, conf, labels=labels, part=part, stats=stats)
+
+    def build_labels(self, examples: Sequence[Example], conf: Config) -> LabelVocab:
+        return build_labels(examples, conf)
+
+    def features(
+        self,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer,
+        conf: Config,
+        labels: LabelVocab | None,
+        *,
+        training: bool = False,
+    ) -> Features:
+        return features(examples, tokenizer, conf, labels, training=training)
+
+    def model_kwargs(self, labels: LabelVocab | None) -> dict[str, Any]:
+        return model_kwargs(labels)
+
+    def postprocess(
+        self, outputs: Any, feats: Features, examples: Sequence[Example], conf: Config
+    ) -> list[list[str]]:
+        return postprocess(outputs, feats, examples, conf)
+
+    def compute_metrics(
+        self, predictions: list[list[str]], examples: Sequence[Example], conf: Config
+    ) -> dict[str, float]:
+        return compute_metrics(predictions, examples, conf)
+
+
+SPEC = TokenClassificationTask()
+
 __all__ = [
     "HEAD",
+    "SPEC",
     "TASK",
     "Config",
     "Example",

@@ -46,7 +46,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,19 @@ from app.generation import detokenize
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, collate, hf_source
+from training.tasks.base import Part, Task
+from training.tasks.translation_model import (
+    TARGET_TOKENIZER,
+    Tokenizers,
+    as_tokenizers,
+    generate,
+    load_model,
+    lossy_normalizer,
+    new_tokens,
+    read_tokenizers,
+    same_vocabulary,
+    tie_embeddings,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +81,6 @@ log = logging.getLogger(__name__)
 TASK = "translation"
 HEAD = "EncoderDecoderModel"  # config.json's architectures; evaluate infers the task from it
 MODEL_CLASS = "EncoderDecoderModel"  # the transformers class that loads the fine-tuned folder
-TARGET_TOKENIZER = "target_tokenizer"  # folder of the target side's tokenizer, when it differs
 HELP = (
     "line-aligned source/target text files (--train SRC --train-target TGT, .gz allowed) or\n"
     "JSON(L) records with source/target fields; BERT2BERT: EncoderDecoderModel warm-started from\n"
@@ -79,14 +90,7 @@ HELP = (
 )
 
 
-def _silence_loss_notice() -> None:
-    """EncoderDecoderModel warns on every forward with labels that its loss moved out of the
-    decoder in transformers 4.12: nothing to act on (installed when a model is loaded)."""
-    warnings.filterwarnings("ignore", message="Version v4.12.0 introduces", category=FutureWarning)
-
-
 JSON_SUFFIXES = (".jsonl", ".json")
-_PROBE = "Ab Äö"  # a normaliser that changes this lower-cases or strips accents
 
 Tokenizer = Any  # a fast (Rust-backed) transformers tokenizer
 
@@ -141,43 +145,6 @@ class Example:
     source: str
     target: str
     origin: str
-
-
-@dataclass(frozen=True)
-class Tokenizers:
-    """The source and the target tokenizer: one object when both sides share a vocabulary.
-
-    Stands where the other tasks take one tokenizer (``pad_token_id``, ``save_pretrained``).
-    """
-
-    source: Tokenizer
-    target: Tokenizer
-
-    @property
-    def shared(self) -> bool:
-        return self.source is self.target
-
-    @property
-    def pad_token_id(self) -> int | None:
-        return self.source.pad_token_id
-
-    def save_pretrained(self, folder: str | Path) -> None:
-        """The source tokenizer at ``folder``; a different target one in ``target_tokenizer/``."""
-        self.source.save_pretrained(str(folder))
-        if not self.shared:
-            self.target.save_pretrained(str(Path(folder) / TARGET_TOKENIZER))
-
-
-def as_tokenizers(tokenizer: Tokenizer | Tokenizers) -> Tokenizers:
-    return tokenizer if isinstance(tokenizer, Tokenizers) else Tokenizers(tokenizer, tokenizer)
-
-
-def same_vocabulary(a: Tokenizer, b: Tokenizer) -> bool:
-    """Whether two tokenizers turn text into the same ids (vocabulary and normalisation)."""
-    if a is b:
-        return True
-    norm_a, norm_b = a.backend_tokenizer.normalizer, b.backend_tokenizer.normalizer
-    return bool(a.get_vocab() == b.get_vocab() and str(norm_a) == str(norm_b))
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -417,24 +384,6 @@ def features(
 # --- tokenizers and model ---------------------------------------------------------------------
 
 
-def _check_positions(config: Config, encoder: Any, decoder: Any) -> None:
-    enc_pos = getattr(encoder, "max_position_embeddings", None)
-    dec_pos = getattr(decoder, "max_position_embeddings", None)
-    if enc_pos and config.max_source_len > enc_pos:
-        raise UsageError(
-            f"--max-source-len {config.max_source_len} exceeds the encoder's {enc_pos} positions"
-        )
-    longest = max(config.max_target_len, new_tokens(config))
-    if dec_pos and longest > dec_pos:
-        raise UsageError(
-            f"--max-target-len/--max-new-tokens {longest} exceed the decoder's {dec_pos} positions"
-        )
-
-
-def new_tokens(config: Config) -> int:
-    return config.max_new_tokens or config.max_target_len
-
-
 def _validate(config: Config) -> None:
     if config.num_beams < 1:
         raise UsageError("--num-beams must be at least 1")
@@ -444,222 +393,13 @@ def _validate(config: Config) -> None:
 
 
 def load_tokenizers(config: Any, tok_dir: str | Path, *, fine_tuned: bool) -> Tokenizers:
-    """The source and target tokenizers, checked against the checkpoint(s).
-
-    Fine-tuning (``fine_tuned`` False): ``tok_dir`` tokenizes the sources; the targets use the
-    ``--decoder-model`` folder's tokenizer when it has one with another vocabulary, else the same.
-    Evaluation: ``tok_dir`` and its ``target_tokenizer/`` when present.
-    """
-    from training.finetune import check_vocab, load_tokenizer, model_config
-
+    """The options checked (beams, new tokens, the BLEU tokenizer), then the source and target
+    tokenizers checked against the checkpoint(s) (:func:`read_tokenizers`)."""
     _validate(config)
-    source = load_tokenizer(tok_dir)
-    mc = model_config(config.model)
-    if fine_tuned:
-        if getattr(mc, "model_type", None) != "encoder-decoder":
-            kind = (getattr(mc, "architectures", None) or [mc.model_type])[0]
-            raise UsageError(
-                f"--model {config.model} has no trained translation head (it is a {kind}): "
-                "fine-tune it first"
-            )
-        target = source
-        if (Path(tok_dir) / TARGET_TOKENIZER / "tokenizer.json").is_file():
-            target = load_tokenizer(Path(tok_dir) / TARGET_TOKENIZER)
-        check_vocab(mc.encoder, source, config.model, str(tok_dir))
-        check_vocab(mc.decoder, target, config.model, str(Path(tok_dir) / TARGET_TOKENIZER))
-        _check_positions(config, mc.encoder, mc.decoder)
-        return Tokenizers(source, target)
-    if getattr(mc, "model_type", None) == "encoder-decoder":
-        raise UsageError(
-            f"--model {config.model} is already an encoder-decoder: name the BERT checkpoint(s) "
-            "to warm-start from (--model, --decoder-model)"
-        )
-    dec_dir = config.decoder_model or config.model
-    dc = model_config(dec_dir)
-    target = source
-    if config.decoder_model and (Path(dec_dir) / "tokenizer.json").is_file():
-        own = load_tokenizer(dec_dir)
-        target = source if same_vocabulary(source, own) else own
-    check_vocab(mc, source, config.model, str(tok_dir))
-    check_vocab(dc, target, dec_dir, dec_dir if target is not source else str(tok_dir))
-    _check_positions(config, mc, dc)
-    if target is not source:
-        log.info("the decoder has its own vocabulary (%s): embeddings are not tied", dec_dir)
-    if lossy_normalizer(target) is not None:
-        log.warning(
-            "the target tokenizer lower-cases or strips accents: its hypotheses cannot match "
-            "cased references (BLEU is also reported against normalised ones, *_normalized); "
-            "a tokenizer trained with --cased keeps them"
-        )
-    return Tokenizers(source, target)
-
-
-def _quiet_load(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # load reports are replaced by our own one-line summaries
-    try:
-        return fn(*args, **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{args[0] if args else ''} cannot be loaded: {first}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-
-
-def _module_name(root: nn.Module, module: nn.Module) -> str:
-    return next(name for name, m in root.named_modules() if m is module)
-
-
-def tie_embeddings(model: Any) -> None:
-    """One word-embedding table for the encoder input, the decoder input and the decoder output
-    (:func:`load_model` calls it when the vocabulary is shared).
-
-    ``save_pretrained`` refuses tensors shared without a declared tie, and a declared tie would
-    drop the decoder's copy that ``EncoderDecoderModel.from_pretrained`` needs: a state-dict hook
-    hands the decoder's input embedding over as a copy, so the folder holds the table under the
-    encoder's and the decoder's names (the LM head's tie within the decoder is declared).
-    """
-    shared = model.encoder.get_input_embeddings()
-    model.decoder.set_input_embeddings(shared)
-    model.tie_weights()  # the decoder's output layer follows its (now shared) input embeddings
-    key = f"decoder.{_module_name(model.decoder, shared)}.weight"
-
-    def copy_decoder_embeddings(
-        module: nn.Module, state: dict[str, torch.Tensor], prefix: str, meta: Any
-    ) -> None:
-        del module, meta
-        if prefix + key in state:
-            state[prefix + key] = state[prefix + key].clone()
-
-    model.register_state_dict_post_hook(copy_decoder_embeddings)
-
-
-def load_model(
-    path: str, config: Any, tokenizer: Tokenizer | Tokenizers, *, fresh_head: bool
-) -> Any:
-    """The ``EncoderDecoderModel``: warm-started from BERT checkpoints (``fresh_head``:
-    fine-tuning; ``path`` the encoder, ``config.decoder_model`` or ``path`` the decoder), else a
-    fine-tuned one loaded whole."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, EncoderDecoderModel
-
-    _silence_loss_notice()
-    toks = as_tokenizers(tokenizer)
-    if not fresh_head:
-        model, info = _quiet_load(
-            EncoderDecoderModel.from_pretrained, path, output_loading_info=True
-        )
-        missing = sorted(info["missing_keys"])
-        if missing:
-            raise UsageError(
-                f"--model {path} lacks weights of the encoder-decoder ({', '.join(missing[:3])}"
-                ", ...): is it a fine-tuned translation model?"
-            )
-        return model
-
-    dec_path = config.decoder_model or path
-    enc_config = _quiet_load(AutoConfig.from_pretrained, path)
-    enc_config.is_decoder, enc_config.add_cross_attention = False, False
-    encoder, enc_info = _quiet_load(
-        AutoModel.from_pretrained, path, config=enc_config, output_loading_info=True
-    )
-    lacking = [k for k in enc_info["missing_keys"] if "pooler." not in k]
-    if lacking:
-        raise UsageError(
-            f"--model {path} lacks encoder weights ({', '.join(sorted(lacking)[:3])}, ...): "
-            "is it a BERT checkpoint?"
-        )
-    dec_config = _quiet_load(AutoConfig.from_pretrained, dec_path)
-    dec_config.is_decoder, dec_config.add_cross_attention = True, True
-    decoder, dec_info = _quiet_load(
-        AutoModelForCausalLM.from_pretrained, dec_path, config=dec_config, output_loading_info=True
-    )
-    fresh = sorted(dec_info["missing_keys"])
-    lacking = [k for k in fresh if ".crossattention." not in k and not k.startswith("cls.")]
-    if lacking:
-        raise UsageError(
-            f"--decoder-model {dec_path} lacks decoder weights ({', '.join(lacking[:3])}, ...): "
-            "is it a BERT checkpoint?"
-        )
-    model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
-    # the parts' classes, not those of the checkpoints they came from (BertForPreTraining)
-    encoder.config.architectures = [type(encoder).__name__]  # the same objects as
-    decoder.config.architectures = [type(decoder).__name__]  # model.config.encoder / .decoder
-    target = toks.target
-    model.config.decoder_start_token_id = target.cls_token_id
-    model.config.pad_token_id = target.pad_token_id
-    gen = model.generation_config
-    gen.decoder_start_token_id = target.cls_token_id
-    gen.bos_token_id = target.cls_token_id
-    gen.eos_token_id = target.sep_token_id
-    gen.pad_token_id = target.pad_token_id
-    gen.max_new_tokens = new_tokens(config)
-    gen.num_beams = config.num_beams
-    gen._from_model_config = False  # set here, not derived from config.json
-    enc_emb, dec_emb = encoder.get_input_embeddings(), decoder.get_input_embeddings()
-    tied = toks.shared and enc_emb.weight.shape == dec_emb.weight.shape
-    if tied:
-        tie_embeddings(model)
-    pooler = getattr(model.encoder, "pooler", None)
-    if pooler is not None:  # unused by the decoder: frozen, so DDP sees no unused gradients
-        for p in pooler.parameters():
-            p.requires_grad_(False)
-    log.info(
-        "BERT2BERT from %s (encoder) and %s (decoder): embeddings %s; new weights: %d "
-        "cross-attention tensors%s",
-        path,
-        dec_path,
-        "tied (one vocabulary)" if tied else "separate",
-        sum(".crossattention." in k for k in fresh),
-        ", the decoder's LM head" if any(k.startswith("cls.") for k in fresh) else "",
-    )
-    return model
+    return read_tokenizers(config, tok_dir, fine_tuned=fine_tuned)
 
 
 # --- generation and evaluation ----------------------------------------------------------------
-
-
-def generate(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    *,
-    num_beams: int = 1,
-    max_new_tokens: int = 64,
-    use_cache: bool = True,
-) -> list[list[int]]:
-    """Generated target ids per row: without the start token, cut before the first [SEP]
-    (``eos_token_id``). ``num_beams`` 1 is greedy decoding."""
-    gen = model.generation_config
-    start = model.config.decoder_start_token_id
-    eos, pad = gen.eos_token_id, model.config.pad_token_id
-    beam_options = {"length_penalty": 1.0, "early_stopping": False} if num_beams > 1 else {}
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        num_beams=num_beams,
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        use_cache=use_cache,
-        decoder_start_token_id=start,
-        eos_token_id=eos,
-        pad_token_id=pad,
-        **beam_options,
-    )
-    rows: list[list[int]] = []
-    for seq in out.tolist():
-        ids = seq[1:]  # the decoder start token
-        if eos in ids:
-            ids = ids[: ids.index(eos)]
-        rows.append(ids)
-    return rows
-
-
-def lossy_normalizer(tokenizer: Tokenizer) -> Any:
-    """The tokenizer's normaliser when it loses case or accents (uncased BERT), else None."""
-    norm = tokenizer.backend_tokenizer.normalizer
-    return norm if norm is not None and norm.normalize_str(_PROBE) != _PROBE else None
 
 
 @dataclass
@@ -696,7 +436,7 @@ def evaluate_model(
 
     Rows run sorted by source length. Beam search runs when ``final`` (or when it picks the best
     checkpoint: ``best_metric`` eval_bleu_beam) and ``num_beams`` > 1. Called by
-    :class:`training.finetune.Evaluation` under ``torch.no_grad()`` in eval mode.
+    :class:`training.finetuning.Evaluation` under ``torch.no_grad()`` in eval mode.
     """
     import torch
     from torch.nn import functional as F
@@ -828,8 +568,111 @@ def write_predictions(predictions: Translations, folder: str | Path) -> list[Pat
     return [path for path, _ in files]
 
 
+# --- the task interface -----------------------------------------------------------------------
+
+
+class TranslationTask(Task[Config, Example, Translations]):
+    """BERT2BERT translation: its own tokenizers and model, evaluated by generating."""
+
+    name = TASK
+    head = HEAD
+    best_metric = "eval_bleu_greedy"  # beam search runs at the final evaluation only
+    help = HELP
+    seq2seq = True
+    config_class = Config
+
+    def load_examples(
+        self, path: str, conf: Config, *, labels: LabelVocab | None, part: Part, stats: Any
+    ) -> list[Example]:
+        return load_examples(path, conf, labels=labels, part=part, stats=stats)
+
+    def build_labels(self, examples: Sequence[Example], conf: Config) -> None:
+        return build_labels(examples, conf)
+
+    def features(
+        self,
+        examples: Sequence[Example],
+        tokenizer: Tokenizer | Tokenizers,
+        conf: Config,
+        labels: LabelVocab | None,
+        *,
+        training: bool = False,
+    ) -> Features:
+        return features(examples, tokenizer, conf, labels, training=training)
+
+    def model_kwargs(self, labels: LabelVocab | None) -> dict[str, Any]:
+        return model_kwargs(labels)
+
+    def auto_class(self) -> Any:
+        import transformers
+
+        return getattr(transformers, MODEL_CLASS)
+
+    def load_tokenizer(self, conf: Config, tok_dir: str, mc: Any, *, fine_tuned: bool) -> Any:
+        del mc  # each side is checked against its own checkpoint
+        return load_tokenizers(conf, tok_dir, fine_tuned=fine_tuned)
+
+    def load_model(
+        self,
+        path: str,
+        labels: LabelVocab | None,
+        *,
+        fresh_head: bool,
+        conf: Config,
+        tokenizer: Any,
+    ) -> Any:
+        del labels
+        return load_model(path, conf, tokenizer, fresh_head=fresh_head)
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        feats: Features,
+        examples: Sequence[Example],
+        conf: Config,
+        *,
+        batch_size: int,
+        pad_id: int,
+        device: torch.device,
+        final: bool,
+    ) -> tuple[Translations, float | None]:
+        return evaluate_model(
+            model,
+            feats,
+            examples,
+            conf,
+            batch_size=batch_size,
+            pad_id=pad_id,
+            device=device,
+            final=final,
+        )
+
+    def postprocess(
+        self, outputs: Any, feats: Features, examples: Sequence[Example], conf: Config
+    ) -> Translations:
+        return Translations(postprocess(outputs, feats, examples, conf))
+
+    def complete(self, predictions: Translations) -> bool:
+        return predictions.complete
+
+    def compute_metrics(
+        self, predictions: Translations, examples: Sequence[Example], conf: Config
+    ) -> dict[str, float]:
+        return compute_metrics(predictions, examples, conf)
+
+    def write_predictions(self, predictions: Translations, folder: Path) -> list[Path]:
+        return write_predictions(predictions, folder)
+
+    def report_extra(self, conf: Config) -> dict[str, Any]:
+        return report_extra(conf)
+
+
+SPEC = TranslationTask()
+
 __all__ = [
     "HEAD",
+    "SPEC",
+    "TARGET_TOKENIZER",
     "TASK",
     "Config",
     "Example",
@@ -845,7 +688,9 @@ __all__ = [
     "load_examples",
     "load_model",
     "load_tokenizers",
+    "lossy_normalizer",
     "model_kwargs",
+    "new_tokens",
     "postprocess",
     "same_vocabulary",
     "tie_embeddings",
