@@ -30,8 +30,8 @@ from app.settings import Settings
 __all__ = ["create_app"]
 
 DESCRIPTION = """\
-Classification, extractive QA, fill-mask and token classification over ONNX model bundles,
-with dynamic batching. Every task response is `{model, results, usage}` with one result per
+Classification, extractive QA, fill-mask, token classification, extractive summarisation and
+translation over ONNX model bundles, with dynamic batching. Every task response is `{model, results, usage}` with one result per
 input in input order; every error is `{"error": {"type", "message", "details"?}}`.
 """
 

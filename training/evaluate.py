@@ -1,6 +1,6 @@
 """``python -m training evaluate``: a fine-tuned checkpoint on a labelled file -> a JSON report.
 
-Runs the evaluation of ``python -m training finetune`` (:class:`training.finetune.Evaluation`,
+Runs the evaluation of ``python -m training finetune`` (:class:`training.finetuning.Evaluation`,
 the same code) on any checkpoint folder: the root of a fine-tuning run, one of its
 ``checkpoints/step-N`` or any Hugging Face model with a trained task head. The task and its
 options (``--max-seq-len``, ``--doc-stride``, ...) default to the ones the model was fine-tuned
