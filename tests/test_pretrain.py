@@ -457,6 +457,17 @@ def test_neighbour_heads_read_the_previous_and_next_token_from_step_0() -> None:
     assert torch.diagonal(a, -1, -2, -1).mean() > 10 * uniform
 
 
+def test_neighbour_heads_stay_well_conditioned_when_hidden_size_equals_length() -> None:
+    """A square position table (``tiny`` at 128 tokens) has no slack: an exact inverse made
+    query weights ~300 in norm and scores in the thousands, so exported fp32 logits drifted."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(bert_config("custom", 1000, num_layers=1, hidden_size=128))
+    neighbour_heads_(model, length=128)
+    assert model.bert.encoder.layer[0].attention.self.query.weight.norm() < 50
+    (a,) = _attention(model, 128)
+    assert torch.diagonal(a, -1, -2, -1)[:, 0].mean() > 5 / 128  # still reads the neighbour
+
+
 def test_mimetic_attention_sets_the_products_near_plus_and_minus_identity() -> None:
     torch.manual_seed(0)
     model = BertForPreTraining(bert_config("custom", 1000, num_layers=1, hidden_size=128))
