@@ -6,17 +6,17 @@ answers (post). The batcher and the backend in between are the same for every ta
 - `split` runs in the inference worker thread: it cuts a batch's outputs into per-row arrays
   (dropping padding), so a request only ever sees its own rows.
 - `finish` turns a request's rows into its answers (softmax/sigmoid top-k, QA span decoding with
-  `app.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping, extractive
-  summaries with `app.extractive` exactly as in offline evaluation).
+  `bundle.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping, extractive
+  summaries with `bundle.extractive` exactly as in offline evaluation).
 
 QA reads a long context as overlapping windows, as training does (``training/tasks/qa.py``):
 question first (cut to ``max_query_length`` tokens), context second, ``only_second``
 truncation, consecutive windows sharing ``doc_stride`` context tokens; every window is one work
-item, so one question may span several batches, and `app.qa.decode` picks the best span over
+item, so one question may span several batches, and `bundle.qa.decode` picks the best span over
 all of its windows.
 
 Extractive summarisation splits a document into sentences (with character spans) and packs them
-as training does (``training/tasks/summarization.py``, both through `app.extractive`): ``[CLS] s1
+as training does (``training/tasks/summarization.py``, both through `bundle.extractive`): ``[CLS] s1
 [SEP] [CLS] s2 [SEP] ...``, segments alternating per sentence, whole sentences up to the max
 length; one work item per document, scored at each sentence's [CLS].
 """
@@ -31,10 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-from app import extractive
-from app import qa as qa_decode
 from app.backend import Batch, Outputs, RowOutput, WorkItem
-from app.bundle import Bundle, Task
 from app.errors import ValidationFailedError
 from app.generation import detokenize
 from app.schemas import (
@@ -54,6 +51,9 @@ from app.schemas import (
     TokenScore,
     TranslateResult,
 )
+from bundle import extractive
+from bundle import qa as qa_decode
+from bundle.manifest import Bundle, Task
 
 __all__ = [
     "TASK_MODELS",

@@ -57,7 +57,7 @@ def _runner(bundle: Path, variant: str = "fp32") -> tuple[Any, Any, Any]:
     from tokenizers import Tokenizer
 
     from app import generation
-    from app.bundle import load_bundle
+    from bundle.manifest import load_bundle
 
     b = load_bundle(bundle, variant=variant)
     gen = b.manifest.generation
@@ -281,8 +281,8 @@ def test_target_vocabulary_of_its_own(tmp_path: Path) -> None:
     """A decoder with another vocabulary: the bundle carries target_tokenizer.json, served
     translations are decoded with it, and the gate passes on generated sources."""
     from app.backend import RowOutput
-    from app.bundle import load_bundle
     from app.tasks import Translation
+    from bundle.manifest import load_bundle
     from tests.helpers import build_checkpoint, build_german_decoder
     from training.finetune import FinetuneConfig
     from training.finetuning import config_class

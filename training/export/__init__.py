@@ -20,7 +20,7 @@ One module per concern:
 
 from __future__ import annotations
 
-from app.bundle import INPUT_NAMES
+from bundle.manifest import INPUT_NAMES
 from training.export.checkpoint import (
     Checkpoint,
     inspect_checkpoint,

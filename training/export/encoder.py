@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from app import bundle as bundle_schema
-from app.bundle import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
+import bundle.manifest as bundle_schema
+from bundle.manifest import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import Checkpoint, bundle_tokenizer, label_names, load_model
 from training.export.graph import (

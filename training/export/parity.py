@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.bundle import INPUT_NAMES, ParityReport
+from bundle.manifest import INPUT_NAMES, ParityReport
 from training.errors import TrainingError
 from training.export.checkpoint import SUMMARIZATION, one_line
 from training.export.options import ExportConfig

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app import extractive
-from app.bundle import INPUT_NAMES, TokenizerSpec
+from bundle import extractive
+from bundle.manifest import INPUT_NAMES, TokenizerSpec
 from training.errors import DataError, UsageError
 from training.export.checkpoint import SUMMARIZATION, default_labels, one_line
 from training.tasks import Features, LabelVocab, hf_source
@@ -85,7 +85,7 @@ def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Examp
 
     Returns the examples (at most ``n`` sampled rows; for qa ``n`` questions, one example per
     window) and, for qa, the scorer of a run's predictions on them (official SQuAD F1 after
-    :mod:`app.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
+    :mod:`bundle.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
     """
     if not hf_source.is_source(path) and not path.is_file():
         raise UsageError(f"--eval {path} does not exist")

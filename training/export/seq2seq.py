@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from app import bundle as bundle_schema
-from app.bundle import GenerationSpec, ParityReport, TensorSpec, VariantSpec
+import bundle.manifest as bundle_schema
+from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
 from training.export.graph import quantize_int8
