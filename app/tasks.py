@@ -33,7 +33,6 @@ from tokenizers import Encoding, Tokenizer
 
 from app.backend import Batch, Outputs, RowOutput, WorkItem
 from app.errors import ValidationFailedError
-from app.generation import detokenize
 from app.schemas import (
     ClassifyResult,
     Entity,
@@ -53,6 +52,7 @@ from app.schemas import (
 )
 from bundle import extractive
 from bundle import qa as qa_decode
+from bundle.decoding import detokenize
 from bundle.manifest import Bundle, Task
 
 __all__ = [

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import bundle.manifest as bundle_schema
+from bundle import decoding
 from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
@@ -261,17 +262,15 @@ def ort_translations(
     eos: int,
     beams: int = 1,
 ) -> list[list[int]]:
-    from app import generation
-
     out: list[list[int]] = []
     for lo in range(0, len(sources), batch):
         ids, mask = _padded(sources[lo : lo + batch], pad)
         state = s2s.encode(ids, mask)
         limits = [max_new] * len(ids)
         if beams == 1:
-            out += generation.greedy(s2s, state, limits, start, eos)
+            out += decoding.greedy(s2s, state, limits, start, eos)
         else:
-            out += generation.beam_search(s2s, state, beams, limits, start, eos)
+            out += decoding.beam_search(s2s, state, beams, limits, start, eos)
     return out
 
 
