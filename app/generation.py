@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from app.backend import CPU, CUDA, Batch, RowOutput
+from app.backend import CPU, CUDA, RowOutput
+from bundle.batch import Batch
 from bundle.decoding import (
     Beam,
     DecodeLoop,
@@ -136,8 +137,6 @@ class Seq2Seq:
         return logits, DecoderState(
             state.mask, state.cross, present, past_mask, state.positions + 1
         )
-
-
 
 
 class _Job:

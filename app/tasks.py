@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-from app.backend import Batch, Outputs, RowOutput, WorkItem
+from app.backend import RowOutput
 from app.errors import ValidationFailedError
 from app.schemas import (
     ClassifyResult,
@@ -52,6 +52,15 @@ from app.schemas import (
 )
 from bundle import extractive
 from bundle import qa as qa_decode
+from bundle.batch import (
+    Batch,
+    Outputs,
+    WorkItem,
+    mask_rows,
+    token_positions,
+    token_rows,
+    whole_rows,
+)
 from bundle.decoding import detokenize
 from bundle.manifest import Bundle, Task
 
@@ -151,7 +160,7 @@ class TaskModel:
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         """Row i of every output (classification); per-token tasks cut the padding off."""
-        return [{k: v[i] for k, v in outputs.items()} for i in range(batch.size)]
+        return whole_rows(outputs, batch.size)
 
     def warmup_items(self, size: int, length: int) -> list[WorkItem]:
         """`size` items of `length` tokens ([CLS] ... [SEP]) to run before serving."""
@@ -180,13 +189,6 @@ class TaskModel:
             ]
             out.append(TokenizeResult(tokens=tokens, truncated=bool(enc.overflowing)))
         return out
-
-
-def _per_token(outputs: Outputs, batch: Batch) -> list[Outputs]:
-    """Each row's per-token outputs without padding: (batch, seq, ...) -> (length_i, ...)."""
-    return [
-        {k: v[i, : item.length] for k, v in outputs.items()} for i, item in enumerate(batch.items)
-    ]
 
 
 class Classification(TaskModel):
@@ -286,7 +288,7 @@ class QuestionAnswering(TaskModel):
         return Prepared(items, sum(it.length for it in items), state)
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
-        return _per_token(outputs, batch)
+        return token_rows(outputs, batch)
 
     def finish(
         self,
@@ -366,8 +368,7 @@ class FillMask(TaskModel):
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         if self.spec.output == "logits":
             rows = []
-            for i, item in enumerate(batch.items):
-                at = np.flatnonzero(item.input_ids == self.mask_id)
+            for i, at in enumerate(token_positions(batch, self.mask_id)):
                 probs = softmax(outputs["logits"][i, at])  # (masks, vocab)
                 top = np.argsort(-probs, axis=-1, kind="stable")[:, : self.max_top_k]
                 scores = np.take_along_axis(probs, top, axis=-1)
@@ -375,8 +376,7 @@ class FillMask(TaskModel):
             return rows
         positions = outputs["mask_positions"]  # (masks, 2): (row, position)
         out = []
-        for i in range(batch.size):
-            sel = positions[:, 0] == i
+        for sel in mask_rows(positions, batch.size):
             out.append(
                 {
                     "positions": positions[sel, 1],
@@ -463,7 +463,7 @@ class TokenClassification(TaskModel):
         return Prepared(items, sum(it.length for it in items), encodings)
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
-        return _per_token(outputs, batch)
+        return token_rows(outputs, batch)
 
     def finish(
         self, prepared: Prepared, rows: Sequence[RowOutput], texts: Sequence[str]

@@ -241,7 +241,7 @@ def test_continuous_decoder_serves_concurrent_batches(exported: tuple[Path, Path
     from concurrent.futures import ThreadPoolExecutor
 
     from app import generation
-    from app.backend import WorkItem, pad_batch
+    from bundle.batch import WorkItem, pad_batch
 
     _, bundle = exported
     s2s, gen, tok = _runner(bundle)

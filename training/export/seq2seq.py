@@ -26,6 +26,7 @@ import numpy as np
 
 import bundle.manifest as bundle_schema
 from bundle import decoding
+from bundle.batch import WorkItem, pad_batch
 from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
@@ -222,13 +223,9 @@ class TranslationParity:
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return ids, mask
+    """(input_ids, attention_mask) of ``rows`` right-padded as the server pads them."""
+    batch = pad_batch([WorkItem.of(r) for r in rows], pad)
+    return batch.input_ids, batch.attention_mask
 
 
 def torch_translations(
