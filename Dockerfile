@@ -48,8 +48,10 @@ RUN pip install ${TORCH_EXTRA_INDEX_URL:+--extra-index-url "$TORCH_EXTRA_INDEX_U
         -c constraints.txt torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY app/ app/
+COPY bundle/ bundle/
 COPY training/ training/
-# serve rides along: export imports the torch-free bundle schema and runs onnxruntime parity checks.
+# serve rides along: export runs onnxruntime parity checks (the torch-free bundle/ package is
+# shared by both sides).
 RUN pip install -c constraints.txt '.[train,serve]' \
     && rm -rf /build \
     && install -d -o bert -g bert /work
@@ -69,6 +71,7 @@ COPY requirements/ requirements/
 RUN pip install -c constraints.txt -r requirements/cuda-runtime.txt
 COPY pyproject.toml README.md ./
 COPY app/ app/
+COPY bundle/ bundle/
 # The same command CI runs in a fresh virtualenv (tests/test_deploy.py); the check makes a
 # dependency that drags torch in fail the build instead of adding gigabytes.
 RUN pip install -c constraints.txt '.[serve]' \

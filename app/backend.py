@@ -1,7 +1,8 @@
-"""What the batcher hands to a model, and the interface of whatever runs it.
+"""The interface of whatever runs a model on the batcher's batches, and its implementations.
 
-- `WorkItem`: one tokenized input (plus an opaque per-item payload for the task's post-processing).
-- `Batch`: items padded into (batch, padded_len) int64 arrays, the shape ONNX BERT graphs take.
+What the batcher hands over (`WorkItem`, `Batch`, `pad_batch`) is `bundle.batch`, shared with
+the export's parity gate.
+
 - `Backend`: `predict(batch)` -> one result per item, in item order; `health()` raises when the
   backend cannot serve. Both are synchronous: the batcher calls them from a worker thread.
 - `FakeBackend`: deterministic stand-in for tests (no weights).
@@ -18,135 +19,18 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
+
+from bundle.batch import Batch, Outputs, whole_rows
 
 __all__ = [
-    "PAD_ID",
     "Backend",
-    "Batch",
     "FakeBackend",
     "FakeResult",
     "OnnxBackend",
     "RowOutput",
-    "WorkItem",
-    "pad_batch",
 ]
 
-PAD_ID = 0  # [PAD] is id 0 in every vocabulary training/tokenizer writes.
-
-IntArray = npt.NDArray[np.int64]
 R_co = TypeVar("R_co", covariant=True)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class WorkItem:
-    """One tokenized input waiting for inference.
-
-    Args:
-        input_ids: token ids, shape (L,), L >= 1; converted to int64.
-        token_type_ids: segment ids, shape (L,) (sentence pairs, QA); zeros when omitted.
-        payload: anything the task needs back after inference (offsets, word ids...); the
-            batcher and backend never look at it.
-    """
-
-    input_ids: IntArray
-    token_type_ids: IntArray | None = None
-    payload: Any = None
-
-    def __post_init__(self) -> None:
-        ids = np.asarray(self.input_ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ValueError(f"input_ids must be a non-empty 1-D sequence, got shape {ids.shape}")
-        object.__setattr__(self, "input_ids", ids)
-        if self.token_type_ids is not None:
-            tt = np.asarray(self.token_type_ids, dtype=np.int64)
-            if tt.shape != ids.shape:
-                raise ValueError(
-                    f"token_type_ids shape {tt.shape} differs from input_ids shape {ids.shape}"
-                )
-            object.__setattr__(self, "token_type_ids", tt)
-
-    @classmethod
-    def of(
-        cls,
-        input_ids: Sequence[int] | npt.NDArray[np.integer[Any]],
-        token_type_ids: Sequence[int] | npt.NDArray[np.integer[Any]] | None = None,
-        payload: Any = None,
-    ) -> WorkItem:
-        """Build from any int sequence (e.g. a tokenizer's `encoding.ids` list)."""
-        tt = None if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64)
-        return cls(np.asarray(input_ids, dtype=np.int64), tt, payload)
-
-    @property
-    def length(self) -> int:
-        """Number of real (unpadded) tokens."""
-        return int(self.input_ids.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
-class Batch:
-    """Items padded to a common length, ready for the model.
-
-    Attributes:
-        input_ids: (batch, padded_len) int64, PAD_ID after each item's end.
-        attention_mask: (batch, padded_len) int64, 1 on real tokens, 0 on padding.
-        token_type_ids: (batch, padded_len) int64, 0 on padding.
-        items: the items, row i of the arrays is items[i].
-    """
-
-    input_ids: IntArray
-    attention_mask: IntArray
-    token_type_ids: IntArray
-    items: tuple[WorkItem, ...]
-
-    @property
-    def size(self) -> int:
-        """Number of items (rows)."""
-        return len(self.items)
-
-    @property
-    def padded_len(self) -> int:
-        """Length every row is padded to (the longest item)."""
-        return int(self.input_ids.shape[1])
-
-    @property
-    def padded_tokens(self) -> int:
-        """Tokens the model computes on: size x padded_len (what the token budget bounds)."""
-        return self.size * self.padded_len
-
-    @property
-    def real_tokens(self) -> int:
-        """Tokens that are not padding."""
-        return sum(item.length for item in self.items)
-
-    @property
-    def padding_ratio(self) -> float:
-        """Share of padded_tokens that is padding, in [0, 1)."""
-        return 1.0 - self.real_tokens / self.padded_tokens
-
-
-def pad_batch(items: Sequence[WorkItem], pad_id: int = PAD_ID) -> Batch:
-    """Right-pad `items` to the longest one.
-
-    Args:
-        items: at least one item.
-        pad_id: id written after each item's end in input_ids.
-
-    Returns:
-        A `Batch` whose arrays have shape (len(items), max item length).
-    """
-    if not items:
-        raise ValueError("cannot build a batch from no items")
-    n, width = len(items), max(item.length for item in items)
-    input_ids = np.full((n, width), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((n, width), dtype=np.int64)
-    token_type_ids = np.zeros((n, width), dtype=np.int64)
-    for row, item in enumerate(items):
-        input_ids[row, : item.length] = item.input_ids
-        attention_mask[row, : item.length] = 1
-        if item.token_type_ids is not None:
-            token_type_ids[row, : item.length] = item.token_type_ids
-    return Batch(input_ids, attention_mask, token_type_ids, tuple(items))
 
 
 class Backend(Protocol[R_co]):
@@ -221,7 +105,6 @@ class FakeBackend:
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
-Outputs = dict[str, npt.NDArray[Any]]
 # Cuts a batch's outputs (name -> (batch, ...) array) into one entry per row, e.g. dropping the
 # padding of per-token outputs; the task module supplies it.
 Splitter = Callable[[Outputs, Batch], Sequence[Outputs]]
@@ -299,17 +182,9 @@ class OnnxBackend:
         self._split = split
         self._ort = ort
 
-    def _feed(self, batch: Batch) -> dict[str, IntArray]:
-        arrays = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "token_type_ids": batch.token_type_ids,
-        }
-        return {name: arrays[name] for name in self.input_names}
-
     def run(self, batch: Batch) -> Outputs:
         """The graph's outputs for `batch`, as float32/int64 host arrays by output name."""
-        feed = self._feed(batch)
+        feed = batch.feed(self.input_names)
         if self.io_binding:
             binding = self.session.io_binding()
             for name, array in feed.items():
@@ -336,9 +211,7 @@ class OnnxBackend:
         outputs = self.run(batch)
         seconds = time.monotonic() - started
         if self._split is None:
-            rows: Sequence[Outputs] = [
-                {k: v[i] for k, v in outputs.items()} for i in range(batch.size)
-            ]
+            rows: Sequence[Outputs] = whole_rows(outputs, batch.size)
         else:
             rows = self._split(outputs, batch)
         return [RowOutput(r, started, seconds, batch.size) for r in rows]

@@ -34,7 +34,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from app.backend import Backend, Batch, WorkItem, pad_batch
+from app.backend import Backend
 from app.errors import (
     InferenceError,
     NotReadyError,
@@ -46,8 +46,9 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.settings import Settings
+from bundle.batch import Batch, WorkItem, pad_batch
 
-__all__ = ["Batcher", "BatcherConfig", "WorkItem", "plan_batch"]
+__all__ = ["Batcher", "BatcherConfig", "plan_batch"]
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.backend import CPU, CUDA, OnnxBackend, RowOutput, cuda_device_present, pad_batch
+from app.backend import CPU, CUDA, OnnxBackend, RowOutput, cuda_device_present
 from app.batching import Batcher
-from app.bundle import MANIFEST_FILE, Bundle, BundleError, load_bundle, read_manifest
 from app.generation import Seq2Seq, Seq2SeqBackend
 from app.settings import Settings
+from bundle.batch import pad_batch
+from bundle.manifest import MANIFEST_FILE, Bundle, BundleError, load_bundle, read_manifest
 
 __all__ = ["Failure", "LoadedModel", "Registry", "choose_provider", "warm_up"]
 

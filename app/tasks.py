@@ -6,17 +6,17 @@ answers (post). The batcher and the backend in between are the same for every ta
 - `split` runs in the inference worker thread: it cuts a batch's outputs into per-row arrays
   (dropping padding), so a request only ever sees its own rows.
 - `finish` turns a request's rows into its answers (softmax/sigmoid top-k, QA span decoding with
-  `app.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping, extractive
-  summaries with `app.extractive` exactly as in offline evaluation).
+  `bundle.qa` exactly as in offline evaluation, fill-mask top-k, entity grouping, extractive
+  summaries with `bundle.extractive` exactly as in offline evaluation).
 
 QA reads a long context as overlapping windows, as training does (``training/tasks/qa.py``):
 question first (cut to ``max_query_length`` tokens), context second, ``only_second``
 truncation, consecutive windows sharing ``doc_stride`` context tokens; every window is one work
-item, so one question may span several batches, and `app.qa.decode` picks the best span over
+item, so one question may span several batches, and `bundle.qa.decode` picks the best span over
 all of its windows.
 
 Extractive summarisation splits a document into sentences (with character spans) and packs them
-as training does (``training/tasks/summarization.py``, both through `app.extractive`): ``[CLS] s1
+as training does (``training/tasks/summarization.py``, both through `bundle.extractive`): ``[CLS] s1
 [SEP] [CLS] s2 [SEP] ...``, segments alternating per sentence, whole sentences up to the max
 length; one work item per document, scored at each sentence's [CLS].
 """
@@ -31,12 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
-from app import extractive
-from app import qa as qa_decode
-from app.backend import Batch, Outputs, RowOutput, WorkItem
-from app.bundle import Bundle, Task
+from app.backend import RowOutput
 from app.errors import ValidationFailedError
-from app.generation import detokenize
 from app.schemas import (
     ClassifyResult,
     Entity,
@@ -54,6 +50,19 @@ from app.schemas import (
     TokenScore,
     TranslateResult,
 )
+from bundle import extractive
+from bundle import qa as qa_decode
+from bundle.batch import (
+    Batch,
+    Outputs,
+    WorkItem,
+    mask_rows,
+    token_positions,
+    token_rows,
+    whole_rows,
+)
+from bundle.decoding import detokenize
+from bundle.manifest import Bundle, Task
 
 __all__ = [
     "TASK_MODELS",
@@ -151,7 +160,7 @@ class TaskModel:
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         """Row i of every output (classification); per-token tasks cut the padding off."""
-        return [{k: v[i] for k, v in outputs.items()} for i in range(batch.size)]
+        return whole_rows(outputs, batch.size)
 
     def warmup_items(self, size: int, length: int) -> list[WorkItem]:
         """`size` items of `length` tokens ([CLS] ... [SEP]) to run before serving."""
@@ -180,13 +189,6 @@ class TaskModel:
             ]
             out.append(TokenizeResult(tokens=tokens, truncated=bool(enc.overflowing)))
         return out
-
-
-def _per_token(outputs: Outputs, batch: Batch) -> list[Outputs]:
-    """Each row's per-token outputs without padding: (batch, seq, ...) -> (length_i, ...)."""
-    return [
-        {k: v[i, : item.length] for k, v in outputs.items()} for i, item in enumerate(batch.items)
-    ]
 
 
 class Classification(TaskModel):
@@ -286,7 +288,7 @@ class QuestionAnswering(TaskModel):
         return Prepared(items, sum(it.length for it in items), state)
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
-        return _per_token(outputs, batch)
+        return token_rows(outputs, batch)
 
     def finish(
         self,
@@ -366,8 +368,7 @@ class FillMask(TaskModel):
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         if self.spec.output == "logits":
             rows = []
-            for i, item in enumerate(batch.items):
-                at = np.flatnonzero(item.input_ids == self.mask_id)
+            for i, at in enumerate(token_positions(batch, self.mask_id)):
                 probs = softmax(outputs["logits"][i, at])  # (masks, vocab)
                 top = np.argsort(-probs, axis=-1, kind="stable")[:, : self.max_top_k]
                 scores = np.take_along_axis(probs, top, axis=-1)
@@ -375,8 +376,7 @@ class FillMask(TaskModel):
             return rows
         positions = outputs["mask_positions"]  # (masks, 2): (row, position)
         out = []
-        for i in range(batch.size):
-            sel = positions[:, 0] == i
+        for sel in mask_rows(positions, batch.size):
             out.append(
                 {
                     "positions": positions[sel, 1],
@@ -463,7 +463,7 @@ class TokenClassification(TaskModel):
         return Prepared(items, sum(it.length for it in items), encodings)
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
-        return _per_token(outputs, batch)
+        return token_rows(outputs, batch)
 
     def finish(
         self, prepared: Prepared, rows: Sequence[RowOutput], texts: Sequence[str]

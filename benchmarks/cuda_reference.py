@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from app.backend import Batch, WorkItem, pad_batch
 from app.batching import Batcher, BatcherConfig
 from app.settings import Settings
 from benchmarks.common import data_dir, machine, markdown_table, write_result
 from benchmarks.serve_load import PRESETS, percentiles, sst2_sentences
+from bundle.batch import Batch, WorkItem, pad_batch
 
 DTYPES = ("fp16", "bf16", "fp32")
 

@@ -220,8 +220,7 @@ def sst2_accuracy(
     for label, run in runners.items():
         preds = []
         for start in range(0, len(examples), 32):
-            feed = ex.pad_batch(examples[start : start + 32], 0)
-            out = run(feed)
+            out = run(ex.batch_of(examples[start : start + 32], 0).feed())
             logits = out.numpy() if isinstance(out, torch.Tensor) else out[0]
             preds.append(np.asarray(logits).argmax(-1))
         acc = 100.0 * float((np.concatenate(preds) == gold).mean())

@@ -267,7 +267,7 @@ def baseline_server(ckpt: str, task: str, port: int, threads: int, device: str =
     Classification calls a transformers ``text-classification`` pipeline per request.
     transformers 5 removed the question-answering pipeline, so QA does what it did: the fast
     tokenizer's 384-token windows (stride 128), the model in torch eager, span decoding (with
-    ``app.qa``, the same decoder as ours).
+    ``bundle.qa``, the same decoder as ours).
     """
     import torch
     import uvicorn
@@ -294,7 +294,7 @@ def baseline_server(ckpt: str, task: str, port: int, threads: int, device: str =
     else:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        from app.qa import decode
+        from bundle.qa import decode
 
         tok = AutoTokenizer.from_pretrained(ckpt)
         model = AutoModelForQuestionAnswering.from_pretrained(ckpt).eval().to(device)

@@ -1,4 +1,4 @@
-"""Span decoding (app/qa.py): exact offsets, constraints, SQuAD v2 null answer, batching."""
+"""Span decoding (bundle/qa.py): exact offsets, constraints, SQuAD v2 null answer, batching."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from app.qa import QAPrediction, decode, decode_batch, offsets_array
+from bundle.qa import QAPrediction, decode, decode_batch, offsets_array
 from tests.conftest import REPO
 
 NEG = -20.0
@@ -202,7 +202,7 @@ def test_offsets_minus_one_and_zero_width_are_invalid() -> None:
 
 def test_server_module_imports_no_torch() -> None:
     code = (
-        "import sys, app.qa; bad = [m for m in ('torch', 'transformers', 'training') "
+        "import sys, bundle.qa; bad = [m for m in ('torch', 'transformers', 'training') "
         "if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

@@ -1,4 +1,4 @@
-"""The bundle schema and reader (app/bundle.py), on hand-made bundles: no torch, no ONNX."""
+"""The bundle schema and reader (bundle/manifest.py), on hand-made bundles: no torch, no ONNX."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app import bundle as B
+import bundle.manifest as B
 
 REPO = Path(__file__).resolve().parents[1]
 INPUTS = [B.TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in B.INPUT_NAMES]
@@ -194,7 +194,7 @@ def test_fill_mask_needs_its_spec(tmp_path: Path) -> None:
 def test_reader_imports_neither_torch_nor_numpy(tmp_path: Path) -> None:
     folder = make_bundle(tmp_path / "b")
     code = (
-        "import sys, app.bundle as b; b.load_bundle(sys.argv[1]); "
+        "import sys, bundle.manifest as b; b.load_bundle(sys.argv[1]); "
         "bad = [m for m in ('torch', 'transformers', 'training', 'numpy', 'onnxruntime') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.text import split_sentences
+from bundle.text import split_sentences
 from training.corpus import (
     CorpusConfig,
     CorpusStats,

@@ -184,7 +184,7 @@ def test_dockerfile_serve_is_the_default_torch_free_non_root_target() -> None:
     # The image installs exactly what the fresh-virtualenv test installs, in this order.
     assert [s for s in segments if s.startswith("pip install")] == [CUDA_INSTALL, SERVE_INSTALL]
     assert copy_sources(serve) == [
-        "constraints.txt", "requirements/", "pyproject.toml", "README.md", "app/"
+        "constraints.txt", "requirements/", "pyproject.toml", "README.md", "app/", "bundle/"
     ]  # fmt: skip
     assert not any("torch" in s for s in segments if s.startswith("pip install"))
     env = " ".join(args_of(serve, "ENV"))
@@ -613,7 +613,7 @@ def check_fresh_virtualenv(src: Path, venv: Path) -> None:
 
     probe = (
         "import importlib.metadata as md, importlib.util, json\n"
-        "import app, app.bundle, app.batching, onnxruntime\n"
+        "import app, bundle.manifest, app.batching, onnxruntime\n"
         "print(json.dumps({'app': app.__file__, 'torch': importlib.util.find_spec('torch'),\n"
         "  'ort': onnxruntime.__file__,\n"
         "  'dists': {d.metadata['Name']: d.version for d in md.distributions()}}, default=str))\n"

@@ -24,7 +24,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-from app import bundle as B
+import bundle.manifest as B
 from tests.helpers import ARCH, LABELS, RELAXED, TASK_OF, VOCAB, build_checkpoint, export
 from training.export import (
     ExportConfig,
@@ -178,7 +178,7 @@ def test_tampered_bundle_is_refused(bundles: dict[str, Path], tmp_path: Path) ->
 
 def test_loading_a_bundle_imports_no_torch(bundles: dict[str, Path]) -> None:
     code = (
-        "import sys; from app.bundle import load_bundle; b = load_bundle(sys.argv[1]); "
+        "import sys; from bundle.manifest import load_bundle; b = load_bundle(sys.argv[1]); "
         "heavy = [m for m in ('torch', 'transformers', 'training') if m in sys.modules]; "
         "print(b.variant.precision, heavy); sys.exit(1 if heavy else 0)"
     )

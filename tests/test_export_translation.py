@@ -1,5 +1,5 @@
 """Export of a BERT2BERT translation checkpoint: encoder and decoder (key/value cache) graphs per
-variant behind the greedy-decoding parity gate, and the torch-free decoding of app/generation.py
+variant behind the greedy-decoding parity gate, and the torch-free decoding of bundle/decoding.py
 against transformers' ``generate``: greedy token for token, beam search (3 beams) too.
 
 The checkpoint is a hidden-32, 2-layer BERT2BERT trained 40 steps on four hand-made pairs
@@ -57,7 +57,7 @@ def _runner(bundle: Path, variant: str = "fp32") -> tuple[Any, Any, Any]:
     from tokenizers import Tokenizer
 
     from app import generation
-    from app.bundle import load_bundle
+    from bundle.manifest import load_bundle
 
     b = load_bundle(bundle, variant=variant)
     gen = b.manifest.generation
@@ -163,7 +163,7 @@ def test_onnx_greedy_and_beam_equal_transformers(exported: tuple[Path, Path]) ->
 def test_decoder_cache_rows_follow_take(exported: tuple[Path, Path]) -> None:
     """Dropping and reordering cache rows (finished rows, beams) keeps each row's own cache:
     a row decoded inside a batch equals it decoded alone."""
-    from app import generation
+    from bundle import decoding
 
     _, bundle = exported
     s2s, gen, tok = _runner(bundle)
@@ -175,9 +175,9 @@ def test_decoder_cache_rows_follow_take(exported: tuple[Path, Path]) -> None:
         ids[i, : len(r)], mask[i, : len(r)] = r, 1
     start, eos = gen.decoder_start_token_id, gen.eos_token_id
     state = s2s.encode(ids, mask)
-    together = generation.greedy(s2s, state, [12, 2, 12], start, eos)
+    together = decoding.greedy(s2s, state, [12, 2, 12], start, eos)
     alone = [
-        generation.greedy(
+        decoding.greedy(
             s2s, s2s.encode(ids[i : i + 1, : len(r)], mask[i : i + 1, : len(r)]), [lim], start, eos
         )[0]
         for i, (r, lim) in enumerate(zip(src, [12, 2, 12], strict=True))
@@ -199,7 +199,7 @@ def test_sequences_joining_mid_decoding_equal_decoded_alone(exported: tuple[Path
     """Continuous batching: searches that join the decode loop steps later, from batches of
     other source lengths (caches left-padded, encoder outputs right-padded, positions per row),
     produce what each produces alone; cache positions no live row uses are cut off."""
-    from app import generation
+    from bundle import decoding
 
     _, bundle = exported
     s2s, gen, tok = _runner(bundle)
@@ -207,17 +207,17 @@ def test_sequences_joining_mid_decoding_equal_decoded_alone(exported: tuple[Path
 
     def searches() -> list[Any]:
         return [
-            generation.Greedy(12, start, eos),
-            generation.Beam(3, 12, start, eos),
-            generation.Greedy(3, start, eos),
-            generation.Beam(2, 5, start, eos),
+            decoding.Greedy(12, start, eos),
+            decoding.Beam(3, 12, start, eos),
+            decoding.Greedy(3, start, eos),
+            decoding.Beam(2, 5, start, eos),
         ]
 
     alone = [
-        generation.decode(s2s, _encoded(s2s, tok, [SOURCES[i]]), [search])[0]
+        decoding.decode(s2s, _encoded(s2s, tok, [SOURCES[i]]), [search])[0]
         for i, search in enumerate(searches())
     ]
-    loop = generation.DecodeLoop(s2s)
+    loop = decoding.DecodeLoop(s2s)
     joined = searches()
     loop.add(_encoded(s2s, tok, [SOURCES[0]]), joined[:1])
     for _ in range(2):
@@ -241,7 +241,7 @@ def test_continuous_decoder_serves_concurrent_batches(exported: tuple[Path, Path
     from concurrent.futures import ThreadPoolExecutor
 
     from app import generation
-    from app.backend import WorkItem, pad_batch
+    from bundle.batch import WorkItem, pad_batch
 
     _, bundle = exported
     s2s, gen, tok = _runner(bundle)
@@ -264,7 +264,7 @@ def test_continuous_decoder_serves_concurrent_batches(exported: tuple[Path, Path
 
 
 def test_int8_bundle_decodes_as_fp32(exported: tuple[Path, Path]) -> None:
-    from app import generation
+    from bundle import decoding
 
     _, bundle = exported
     texts = []
@@ -272,8 +272,8 @@ def test_int8_bundle_decodes_as_fp32(exported: tuple[Path, Path]) -> None:
         s2s, gen, tok = _runner(bundle, variant)
         ids = np.array([tok.encode(SOURCES[3]).ids])
         state = s2s.encode(ids, np.ones_like(ids))
-        (out,) = generation.greedy(s2s, state, [12], gen.decoder_start_token_id, gen.eos_token_id)
-        texts.append(generation.detokenize(tok, out))
+        (out,) = decoding.greedy(s2s, state, [12], gen.decoder_start_token_id, gen.eos_token_id)
+        texts.append(decoding.detokenize(tok, out))
     assert texts[0] == texts[1] == PAIRS[3][1]
 
 
@@ -281,8 +281,8 @@ def test_target_vocabulary_of_its_own(tmp_path: Path) -> None:
     """A decoder with another vocabulary: the bundle carries target_tokenizer.json, served
     translations are decoded with it, and the gate passes on generated sources."""
     from app.backend import RowOutput
-    from app.bundle import load_bundle
     from app.tasks import Translation
+    from bundle.manifest import load_bundle
     from tests.helpers import build_checkpoint, build_german_decoder
     from training.finetune import FinetuneConfig
     from training.finetuning import config_class

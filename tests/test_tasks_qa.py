@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.qa import QAPrediction, SpanAnswer
+from bundle.qa import QAPrediction, SpanAnswer
 from training.errors import DataError, UsageError
 from training.tasks import collate, qa
 from training.tokenizer import build, read_vocab_file

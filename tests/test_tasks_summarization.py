@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import extractive
+from bundle import extractive
 from tests.helpers import VOCAB
 from training import tokenizer as tok_mod
 from training.errors import DataError

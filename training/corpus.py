@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from app.text import is_cjk
+from bundle.text import is_cjk
 from training import config as cfg
 from training.errors import DataError, UsageError
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.text import split_sentences
+from bundle.text import split_sentences
 from training.corpus import (
     CorpusConfig,
     CorpusStats,

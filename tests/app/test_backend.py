@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.backend import CPU, OnnxBackend, RowOutput, WorkItem, pad_batch
+from app.backend import CPU, OnnxBackend, RowOutput
 from app.batching import Batcher, BatcherConfig
-from app.bundle import load_bundle
 from app.metrics import Metrics
 from app.schemas import QAPair
 from app.tasks import make_task_model
+from bundle.batch import WorkItem, pad_batch
+from bundle.manifest import load_bundle
 
 TEXTS = ["the cat sat", "john ran to paris and london", "a dog", "she was in the big red house"]
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from app.backend import FakeBackend, FakeResult, WorkItem
+from app.backend import FakeBackend, FakeResult
 from app.batching import Batcher, BatcherConfig, plan_batch
 from app.errors import (
     InferenceError,
@@ -27,6 +27,7 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.metrics import Metrics
+from bundle.batch import WorkItem
 
 T = TypeVar("T")
 MODEL = "m"

@@ -20,7 +20,7 @@ One module per concern:
 
 from __future__ import annotations
 
-from app.bundle import INPUT_NAMES
+from bundle.manifest import INPUT_NAMES
 from training.export.checkpoint import (
     Checkpoint,
     inspect_checkpoint,
@@ -42,7 +42,7 @@ from training.export.graph import (
     quantize_int8,
 )
 from training.export.options import ExportConfig
-from training.export.parity_data import Example, Pred, eval_examples, pad_batch
+from training.export.parity_data import Example, Pred, batch_of, eval_examples
 from training.export.seq2seq import ort_translations, torch_translations
 from training.export.writer import Contents, ParityError, write_bundle
 
@@ -56,6 +56,7 @@ __all__ = [
     "Plan",
     "Pred",
     "add_parser",
+    "batch_of",
     "convert_fp16",
     "cpu_has_vnni",
     "cuda_available",
@@ -70,7 +71,6 @@ __all__ = [
     "optimize",
     "ort_translations",
     "output_specs",
-    "pad_batch",
     "quantize_int8",
     "read_report",
     "read_tokenizer",

@@ -9,8 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from app import bundle as bundle_schema
-from app.bundle import SourceInfo, TokenizerSpec
+import bundle.manifest as bundle_schema
+from bundle.manifest import SourceInfo, TokenizerSpec
 from training.errors import DataError, UsageError
 from training.tasks.registry import TASKS, get_task, infer_task
 

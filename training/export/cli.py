@@ -38,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.bundle import Manifest
+from bundle.manifest import Manifest
 from training import config as cfg
 from training.cli import command_parser
 from training.errors import UsageError

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from app import bundle as bundle_schema
-from app.bundle import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
+import bundle.manifest as bundle_schema
+from bundle.batch import Batch
+from bundle.manifest import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import Checkpoint, bundle_tokenizer, label_names, load_model
 from training.export.graph import (
@@ -156,11 +157,11 @@ def held_out_slice(
     """The parity examples and PyTorch's predictions on them."""
     task = plan.ckpt.task
 
-    def split(outs: Sequence[np.ndarray], feed: dict[str, np.ndarray]) -> list[Pred]:
+    def split(outs: Sequence[np.ndarray], batch: Batch) -> list[Pred]:
         return split_outputs(
             task,
             outs,
-            feed,
+            batch,
             multi_label=plan.multi_label,
             fill_mask_output=conf.fill_mask_output,
             mask_id=plan.mask_id,

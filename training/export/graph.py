@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from app.bundle import INPUT_NAMES, TensorSpec
+from bundle.manifest import INPUT_NAMES, TensorSpec
 from training.errors import UsageError
 from training.export.checkpoint import SUMMARIZATION, label_names, one_line
 

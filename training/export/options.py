@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from app import bundle as bundle_schema
+import bundle.manifest as bundle_schema
 from training import config as cfg
 
 

@@ -12,11 +12,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.bundle import INPUT_NAMES, ParityReport
+from bundle.batch import Batch
+from bundle.manifest import INPUT_NAMES, ParityReport
 from training.errors import TrainingError
 from training.export.checkpoint import SUMMARIZATION, one_line
 from training.export.options import ExportConfig
-from training.export.parity_data import Example, Pred, Scorer, pad_batch
+from training.export.parity_data import Example, Pred, Scorer, batch_of
 
 log = logging.getLogger("training.export")  # one logger name for the whole command
 
@@ -107,8 +108,8 @@ def run_batches(
 ) -> list[Pred]:
     preds: list[Pred] = []
     for start in range(0, len(examples), batch_size):
-        feed = pad_batch(examples[start : start + batch_size], pad_id)
-        preds.extend(split(runner(feed), feed))
+        batch = batch_of(examples[start : start + batch_size], pad_id)
+        preds.extend(split(runner(batch.feed()), batch))
     return preds
 
 
@@ -152,7 +153,7 @@ class Slice:
     reference: list[Pred]
     reference_metric: float | None
     score: Scorer
-    split: Callable[[Sequence[np.ndarray], dict[str, np.ndarray]], list[Pred]]
+    split: Callable[[Sequence[np.ndarray], Batch], list[Pred]]
     pad_id: int
     batch_size: int
     data: str  # the file name, or "generated"
@@ -221,8 +222,8 @@ def parity(
     metric = held_out.score(preds)
     batch = Figures()  # batched (padded among others) against alone (no padding)
     for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
-        feed = pad_batch([ex], held_out.pad_id)
-        (single,) = held_out.split(runner(feed), feed)
+        alone = batch_of([ex], held_out.pad_id)
+        (single,) = held_out.split(runner(alone.feed()), alone)
         batch.add(task, preds[i], single)
     thresholds, failures = gate_failures(
         variant, figs, batch, metric, held_out.reference_metric, task, conf

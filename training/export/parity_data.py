@@ -1,6 +1,7 @@
 """The parity gate's held-out examples, tokenized as the bundle will tokenize at serving time:
 read from an evaluation file by the fine-tuning task modules, or generated from the vocabulary;
-batches of them, and a batch's outputs split into per-example predictions."""
+batches of them, and a batch's outputs split into per-example predictions (both by
+:mod:`bundle.batch`, as the server batches and splits)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app import extractive
-from app.bundle import INPUT_NAMES, TokenizerSpec
+from bundle import extractive
+from bundle.batch import Batch, WorkItem, mask_rows, pad_batch, real_tokens, token_positions
+from bundle.manifest import INPUT_NAMES, TokenizerSpec
 from training.errors import DataError, UsageError
 from training.export.checkpoint import SUMMARIZATION, default_labels, one_line
 from training.tasks import Features, LabelVocab, hf_source
@@ -85,7 +87,7 @@ def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Examp
 
     Returns the examples (at most ``n`` sampled rows; for qa ``n`` questions, one example per
     window) and, for qa, the scorer of a run's predictions on them (official SQuAD F1 after
-    :mod:`app.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
+    :mod:`bundle.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
     """
     if not hf_source.is_source(path) and not path.is_file():
         raise UsageError(f"--eval {path} does not exist")
@@ -221,17 +223,10 @@ def mask_examples(examples: list[Example], spec: TokenizerSpec, seed: int) -> li
     return out
 
 
-def pad_batch(examples: Sequence[Example], pad_id: int) -> dict[str, np.ndarray]:
-    """Right-padded (batch, longest) int64 arrays of the three inputs."""
-    longest = max(len(e.ids) for e in examples)
-    ids = np.full((len(examples), longest), pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    types = np.zeros_like(ids)
-    for i, e in enumerate(examples):
-        ids[i, : len(e.ids)] = e.ids
-        mask[i, : len(e.ids)] = 1
-        types[i, : len(e.ids)] = e.type_ids
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+def batch_of(examples: Sequence[Example], pad_id: int) -> Batch:
+    """The examples right-padded into one batch, as the server pads its work items
+    (:func:`bundle.batch.pad_batch`)."""
+    return pad_batch([WorkItem.of(e.ids, e.type_ids) for e in examples], pad_id)
 
 
 @dataclass
@@ -256,21 +251,20 @@ Scorer = Callable[[Sequence[Pred]], float | None]
 def split_outputs(
     task: str,
     outputs: Sequence[np.ndarray],
-    feed: dict[str, np.ndarray],
+    batch: Batch,
     *,
     multi_label: bool = False,
     fill_mask_output: str = "topk",
     mask_id: int = -1,
     cls_id: int = -1,
 ) -> list[Pred]:
-    """Per-example predictions from a batch's outputs (real tokens only)."""
-    lengths = feed["attention_mask"].sum(1)
-    n = len(lengths)
+    """Per-example predictions from a batch's outputs (real tokens only), cut into rows by
+    :mod:`bundle.batch` as the server cuts them."""
+    n = batch.size
     if task == SUMMARIZATION:
         (logits,) = outputs
         preds = []
-        for i, n_tok in enumerate(lengths):
-            at = np.flatnonzero(feed["input_ids"][i, :n_tok] == cls_id)
+        for i, at in enumerate(token_positions(batch, cls_id)):
             v = logits[i, at]  # (sentences, 2)
             top = np.argsort(-extractive.sentence_scores(v), kind="stable")[:SUMMARY_TOP]
             chosen = np.zeros(len(at), dtype=np.int64)
@@ -283,27 +277,22 @@ def split_outputs(
         return [Pred(logits[i], np.atleast_1d(labels[i])) for i in range(n)]
     if task == "token-classification":
         (logits,) = outputs
-        return [
-            Pred(logits[i, :n_tok], logits[i, :n_tok].argmax(-1)) for i, n_tok in enumerate(lengths)
-        ]
+        return [Pred(row, row.argmax(-1)) for row in real_tokens(logits, batch)]
     if task == "qa":
         start, end = outputs
         preds = []
-        for i, n_tok in enumerate(lengths):
-            v = np.stack([start[i, :n_tok], end[i, :n_tok]])  # (2, tokens)
+        for s_row, e_row in zip(real_tokens(start, batch), real_tokens(end, batch), strict=True):
+            v = np.stack([s_row, e_row])  # (2, tokens)
             preds.append(Pred(v, v.argmax(-1)))
         return preds
     if fill_mask_output == "logits":
         (logits,) = outputs
-        ids = feed["input_ids"]
         preds = []
-        for i, n_tok in enumerate(lengths):
-            at = np.flatnonzero(ids[i, :n_tok] == mask_id)
+        for i, at in enumerate(token_positions(batch, mask_id)):
             v = logits[i, at]  # (masks, vocab)
             preds.append(Pred(v, v.argmax(-1)))
         return preds
-    positions = outputs[0]
-    rows = [np.flatnonzero(positions[:, 0] == i) for i in range(n)]
+    rows = mask_rows(outputs[0], n)
     if len(outputs) == 2:  # the reference: (positions, probs (masks, vocab))
         probs = outputs[1]
         return [Pred(probs[r], probs[r].argmax(-1)) for r in rows]

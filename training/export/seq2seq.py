@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from app import bundle as bundle_schema
-from app.bundle import GenerationSpec, ParityReport, TensorSpec, VariantSpec
+import bundle.manifest as bundle_schema
+from bundle import decoding
+from bundle.batch import WorkItem, pad_batch
+from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
 from training.export.graph import quantize_int8
@@ -221,13 +223,9 @@ class TranslationParity:
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return ids, mask
+    """(input_ids, attention_mask) of ``rows`` right-padded as the server pads them."""
+    batch = pad_batch([WorkItem.of(r) for r in rows], pad)
+    return batch.input_ids, batch.attention_mask
 
 
 def torch_translations(
@@ -261,17 +259,15 @@ def ort_translations(
     eos: int,
     beams: int = 1,
 ) -> list[list[int]]:
-    from app import generation
-
     out: list[list[int]] = []
     for lo in range(0, len(sources), batch):
         ids, mask = _padded(sources[lo : lo + batch], pad)
         state = s2s.encode(ids, mask)
         limits = [max_new] * len(ids)
         if beams == 1:
-            out += generation.greedy(s2s, state, limits, start, eos)
+            out += decoding.greedy(s2s, state, limits, start, eos)
         else:
-            out += generation.beam_search(s2s, state, beams, limits, start, eos)
+            out += decoding.beam_search(s2s, state, beams, limits, start, eos)
     return out
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app import bundle as bundle_schema
-from app.bundle import FileEntry, Manifest, TokenizerSpec, VariantSpec
+import bundle.manifest as bundle_schema
+from bundle.manifest import FileEntry, Manifest, TokenizerSpec, VariantSpec
 from training.errors import TrainingError, UsageError
 from training.export.checkpoint import (
     Checkpoint,

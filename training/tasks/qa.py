@@ -24,7 +24,7 @@ removes them), and it splits Latin runs with nltk's word tokenizer (tokens such 
 its F1). Scoring CMRC 2018 dev with a second annotator's answer and with gold spans of jittered
 boundaries as predictions (nltk replaced by a whitespace split), the two agree to 0.02 points.
 
-Span decoding is :mod:`app.qa`, shared with the server.
+Span decoding is :mod:`bundle.qa`, shared with the server.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from app.qa import QAPrediction, decode_batch
+from bundle.qa import QAPrediction, decode_batch
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import Features, LabelVocab, hf_source
@@ -397,7 +397,7 @@ def features(
     ``<= max_seq_len``), ``start_positions``/``end_positions`` (token indices of the first located
     answer when it lies wholly inside the window, else 0 = [CLS]), ``example_index`` (index into
     ``examples``) and ``offset_mapping``: an int32 array ``(tokens, 2)`` of character offsets into
-    the context, -1 for question/special tokens (what :func:`app.qa.decode` expects).
+    the context, -1 for question/special tokens (what :func:`bundle.qa.decode` expects).
 
     ``labels`` is unused (the common task surface has it). ``training=True`` leaves out
     answerable questions whose answer could not be located. ``stats``:
@@ -517,7 +517,7 @@ def postprocess(
     examples: Sequence[Example],
     config: Config,
 ) -> dict[str, QAPrediction]:
-    """Span decoding of every example (see :func:`app.qa.decode_batch`).
+    """Span decoding of every example (see :func:`bundle.qa.decode_batch`).
 
     Args:
         outputs: ``(start_logits, end_logits)``, each ``(windows, tokens)`` in feature order

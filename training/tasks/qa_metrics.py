@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.qa import QAPrediction
+from bundle.qa import QAPrediction
 from training.errors import UsageError
 
 if TYPE_CHECKING:

@@ -7,14 +7,14 @@ readers of :mod:`training.tasks.classification`), or a datasets source. Columns 
     article/highlights (CNN/DailyMail), document/summary (XSum), text/summary, story/highlights,
     source/target, content/abstract, ...
 
-A document is split into paragraphs (blank lines) and sentences by ``app.text.split_sentences``
+A document is split into paragraphs (blank lines) and sentences by ``bundle.text.split_sentences``
 (English and Chinese, the splitter pretraining uses too), kept with their character spans.
 Oracle labels: starting from nothing, the sentence that most raises ROUGE-1 F + ROUGE-2 F of the
 selection (joined in document order) against the reference is added, until none raises it or
 ``oracle_sentences`` are chosen (rouge-score's tokenisation with Porter stemming; one token per
 CJK character, which rouge-score alone would drop).
 
-Model input (:func:`app.extractive.pack`): ``[CLS] s1 [SEP] [CLS] s2 [SEP] ...`` with segment
+Model input (:func:`bundle.extractive.pack`): ``[CLS] s1 [SEP] [CLS] s2 [SEP] ...`` with segment
 ids alternating 0, 1, 0, ... per sentence, whole sentences while they fit in ``max_seq_len``
 tokens; the sentences after are not read (``sentences_cut`` in the report; an oracle sentence
 among them is ``labels_lost``). The head is ``BertForTokenClassification`` with two labels
@@ -23,7 +23,7 @@ among them is ``labels_lost``). The head is ``BertForTokenClassification`` with 
 binary cross-entropy of that score. ``config.json`` records ``finetuning_task:
 extractive-summarization``, which tells export and evaluate that it is not a tagger.
 
-Prediction (:func:`app.extractive.select`, as the server): the ``summary_sentences`` best-scored
+Prediction (:func:`bundle.extractive.select`, as the server): the ``summary_sentences`` best-scored
 sentences, skipping one that shares a word trigram with a sentence already chosen
 (``trigram_blocking``), in document order. Metrics: ROUGE-1/2/L/Lsum F (rouge-score, stemming
 on, in %) of the predicted summaries, always beside the lead-3 baseline (the first three
@@ -51,7 +51,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import ArrayLike
 
-from app import extractive
+from bundle import extractive
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, hf_source
@@ -416,7 +416,7 @@ def features(
     training: bool = False,
     chunk_size: int = 256,
 ) -> Features:
-    """One row per document (:func:`app.extractive.pack`).
+    """One row per document (:func:`bundle.extractive.pack`).
 
     Columns: ``input_ids``, ``token_type_ids`` (alternating per sentence), ``attention_mask``,
     ``labels`` (when the documents have references: 1 at the [CLS] of an oracle sentence, 0 at
@@ -517,7 +517,7 @@ def postprocess(
     config: Config | None = None,
 ) -> list[Prediction]:
     """Logits ``(rows, tokens, 2)`` (or one ``(tokens, 2)`` array per row) -> one summary per
-    example: :func:`app.extractive.select` over the scores at the sentences' [CLS]."""
+    example: :func:`bundle.extractive.select` over the scores at the sentences' [CLS]."""
     config = config or Config()
     out: list[Prediction | None] = [None] * len(examples)
     rows = zip(

@@ -34,7 +34,7 @@ evaluation when ``--best-metric eval_bleu_beam``). Hypotheses are the decoded id
 tokens (the tokenizer's WordPiece decoder joins ``##`` pieces and cleans the space before
 punctuation) and, with ``join_punctuation``, without the spaces BERT's pre-tokenizer put around a
 hyphen, apostrophe or slash inside a word (``T - Shirt`` -> ``T-Shirt``): :func:`detokenize`
-(``app/generation.py``, shared with serving).
+(``bundle/decoding.py``, shared with serving).
 An uncased target tokenizer cannot produce case or accents: BLEU against the raw references is
 then also reported against references normalised the same way (``*_normalized``).
 ``predictions.txt`` holds the beam hypotheses (one line per source line), ``predictions_greedy.txt``
@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# ids -> text, shared with serving (app/generation.py): offline BLEU scores the served string
-from app.generation import detokenize
+# ids -> text, shared with serving (bundle/decoding.py): offline BLEU scores the served string
+from bundle.decoding import detokenize
 from training import config as cfg
 from training.errors import DataError, UsageError
 from training.tasks import IGNORE_INDEX, Features, LabelVocab, collate, hf_source

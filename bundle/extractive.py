@@ -5,7 +5,7 @@ model's per-sentence scores a summary, by the same code in ``training/tasks/summ
 and ``app/tasks.py``, so a served summary is picked exactly as evaluation picks it:
 
 * :func:`sentence_spans`: paragraphs (split at blank lines), then sentences by
-  :func:`app.text.split_sentences` (English and Chinese; the splitter pretraining uses too).
+  :func:`bundle.text.split_sentences` (English and Chinese; the splitter pretraining uses too).
   ``text[start:end]`` is the sentence exactly, so answers point into the caller's text.
 * :func:`pack`: ``[CLS] s1 [SEP] [CLS] s2 [SEP] ...`` with segment ids alternating 0, 1, 0, ...
   per sentence. Whole sentences are packed while they fit in ``max_length`` tokens; the
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from app.text import split_sentences
+from bundle.text import split_sentences
 
 __all__ = [
     "Packed",
@@ -60,7 +60,7 @@ def sentence_spans(
     text: str, split: Callable[[str], list[str]] | None = None
 ) -> list[tuple[int, int]]:
     """Character ``(start, end)`` of every sentence of ``text``, in order: paragraphs, then
-    ``split`` (default :func:`app.text.split_sentences`) within each. ``text[start:end]`` is
+    ``split`` (default :func:`bundle.text.split_sentences`) within each. ``text[start:end]`` is
     the (stripped) sentence exactly."""
     split = split or split_sentences
     spans: list[tuple[int, int]] = []

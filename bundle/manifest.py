@@ -12,13 +12,14 @@ A bundle is a folder::
 
 A translation bundle holds two graphs per variant instead, ``encoder.<variant>.onnx`` and
 ``decoder.<variant>.onnx`` (``VariantSpec.file`` and ``VariantSpec.decoder``; see
-``app/generation.py``), a ``generation`` section, and ``target_tokenizer.json`` when the target
-side has its own vocabulary.
+``app/generation.py`` and :mod:`bundle.decoding`), a ``generation`` section, and
+``target_tokenizer.json`` when the target side has its own vocabulary.
 
 Every file is listed in the manifest with its size and sha256, and :func:`load_bundle` refuses a
 bundle whose files are missing or do not match. This module imports pydantic and the standard
 library only (no numpy, no onnxruntime, no torch), so both sides can use it: ``training.export``
-builds a :class:`Manifest` and calls :func:`write_manifest`; the app calls :func:`load_bundle`.
+builds a :class:`Manifest`, calls :func:`write_manifest` and reads the bundle back with
+:func:`load_bundle`, as the app loads it.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class GraphSpec(_Strict):
 
 
 class GenerationSpec(_Strict):
-    """How a translation bundle generates (app/generation.py): ids of the decoder's start, stop
+    """How a translation bundle generates (bundle/decoding.py): ids of the decoder's start, stop
     and pad tokens, defaults and limits of a request, and the cache's shape."""
 
     decoder_start_token_id: int
