@@ -31,7 +31,8 @@ __all__ = ["create_app"]
 
 DESCRIPTION = """\
 Classification, extractive QA, fill-mask, token classification, extractive summarisation and
-translation over ONNX model bundles, with dynamic batching. Every task response is `{model, results, usage}` with one result per
+translation over ONNX model bundles, with dynamic batching. Every task response is \
+`{model, results, usage}` with one result per
 input in input order; every error is `{"error": {"type", "message", "details"?}}`.
 """
 
