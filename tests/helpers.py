@@ -65,13 +65,16 @@ def tiny_config(vocab_size: int, max_positions: int = 64, **extra: Any) -> Any:
     )
 
 
-def build_checkpoint(folder: Path, kind: str, max_positions: int = 64) -> Path:
-    """A randomly initialised (seed 0) tiny BERT of ``kind`` saved HF-style with its tokenizer."""
+def build_checkpoint(
+    folder: Path, kind: str, max_positions: int = 64, labels: list[str] | None = None
+) -> Path:
+    """A randomly initialised (seed 0) tiny BERT of ``kind`` saved HF-style with its tokenizer
+    (``labels``: other label names than :data:`LABELS`' for the kind)."""
     import torch
     import transformers
 
     torch.manual_seed(0)
-    labels = LABELS.get(kind, ["x", "y"])
+    labels = labels or LABELS.get(kind, ["x", "y"])
     config = tiny_config(
         len(VOCAB),
         max_positions,
