@@ -113,8 +113,12 @@ class QARequest(_Request):
     context: Text | None = None
     inputs: list[QAPair] | None = Field(default=None, min_length=1)
     top_k: int = Field(default=1, ge=1, le=20, description="Answers per question, best first.")
-    max_answer_length: int = Field(
-        default=30, ge=1, le=512, description="Longest answer, in tokens."
+    max_answer_length: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description="Longest answer, in tokens (default: the model's, as it was fine-tuned; 30 "
+        "for models that do not say).",
     )
     allow_no_answer: bool = Field(
         default=False,

@@ -146,15 +146,16 @@ class Settings(BaseSettings):
     )
 
     # --- extractive QA ---
-    qa_doc_stride: int = Field(
-        default=128,
+    qa_doc_stride: int | None = Field(
+        default=None,
         description="QA: context tokens shared by consecutive windows of a long context "
-        "(capped at half a window's context room).",
+        "(capped at half a window's context room); default: the bundle's, as it was "
+        "fine-tuned (128 for bundles that do not say).",
     )
-    qa_max_query_length: int = Field(
-        default=64,
+    qa_max_query_length: int | None = Field(
+        default=None,
         description="QA: questions are cut to this many tokens (capped at a quarter of the "
-        "model's max length).",
+        "model's max length); default: the bundle's (64 for bundles that do not say).",
     )
 
     # --- security and observability ---
@@ -274,7 +275,7 @@ class Settings(BaseSettings):
                 "or more.",
             ),
             (
-                self.qa_doc_stride >= 0 and self.qa_max_query_length >= 1,
+                (self.qa_doc_stride or 0) >= 0 and (self.qa_max_query_length or 1) >= 1,
                 "qa_doc_stride must be 0 or more and qa_max_query_length 1 or more; fix "
                 "BERT_QA_DOC_STRIDE / BERT_QA_MAX_QUERY_LENGTH.",
             ),

@@ -62,7 +62,7 @@ from bundle.batch import (
     whole_rows,
 )
 from bundle.decoding import detokenize
-from bundle.manifest import Bundle, Task
+from bundle.manifest import LOGITS, QA_OUTPUTS, TOPK_OUTPUTS, Bundle, Task
 
 __all__ = [
     "TASK_MODELS",
@@ -80,6 +80,8 @@ __all__ = [
 
 TextInput = str | tuple[str, str]
 FloatArray = npt.NDArray[np.float64]
+QA_START, QA_END = QA_OUTPUTS
+POSITIONS, TOP_IDS, TOP_SCORES = TOPK_OUTPUTS
 QA_N_BEST = 20  # candidate spans scored per question (as training's n_best_size)
 FILL_MASK_LOGITS_TOP_K = 50  # most candidates per mask from a full-logits fill-mask graph
 
@@ -211,7 +213,7 @@ class Classification(TaskModel):
         k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
         results = []
         for row in rows:
-            logits = row.arrays["logits"]  # (labels,)
+            logits = row.arrays[LOGITS]  # (labels,)
             scores = sigmoid(logits) if self.multi_label else softmax(logits)
             order = np.argsort(-scores, kind="stable")[:k]
             results.append(
@@ -237,18 +239,24 @@ class QuestionAnswering(TaskModel):
 
     Args:
         doc_stride: context tokens shared by consecutive windows (capped per model so that
-            a window always advances).
+            a window always advances); None: the bundle's (its fine-tuning run's).
         max_query_length: questions are cut to this many tokens (capped at a quarter of the
-            model's max length).
+            model's max length); None: the bundle's.
     """
 
     task = "qa"
 
-    def __init__(self, bundle: Bundle, doc_stride: int = 128, max_query_length: int = 64) -> None:
+    def __init__(
+        self, bundle: Bundle, doc_stride: int | None = None, max_query_length: int | None = None
+    ) -> None:
         super().__init__(bundle)
-        self.max_query_length = max(1, min(max_query_length, self.max_length // 4))
-        room = self.max_length - self.max_query_length - 3  # [CLS] q [SEP] c [SEP]
-        self.doc_stride = max(0, min(doc_stride, room // 2))
+        spec = bundle.qa
+        self.max_query_length, self.doc_stride = qa_decode.window_sizes(
+            self.max_length,
+            spec.doc_stride if doc_stride is None else doc_stride,
+            spec.max_query_length if max_query_length is None else max_query_length,
+        )
+        self.max_answer_length = spec.max_answer_length
         self.tokenizer.enable_truncation(
             self.max_length, stride=self.doc_stride, strategy="only_second"
         )
@@ -295,7 +303,7 @@ class QuestionAnswering(TaskModel):
         prepared: Prepared,
         rows: Sequence[RowOutput],
         top_k: int,
-        max_answer_length: int,
+        max_answer_length: int | None,
         allow_no_answer: bool,
     ) -> list[QAResult]:
         state: _QAState = prepared.state
@@ -303,12 +311,12 @@ class QuestionAnswering(TaskModel):
         for context, n in zip(state.contexts, state.windows, strict=True):
             window_rows = rows[w : w + n]
             pred = qa_decode.decode(
-                [r.arrays["start_logits"] for r in window_rows],
-                [r.arrays["end_logits"] for r in window_rows],
+                [r.arrays[QA_START] for r in window_rows],
+                [r.arrays[QA_END] for r in window_rows],
                 state.offsets[w : w + n],
                 context,
                 n_best_size=max(QA_N_BEST, top_k),
-                max_answer_length=max_answer_length,
+                max_answer_length=max_answer_length or self.max_answer_length,
                 allow_null=allow_no_answer,
             )
             w += n
@@ -369,19 +377,19 @@ class FillMask(TaskModel):
         if self.spec.output == "logits":
             rows = []
             for i, at in enumerate(token_positions(batch, self.mask_id)):
-                probs = softmax(outputs["logits"][i, at])  # (masks, vocab)
+                probs = softmax(outputs[LOGITS][i, at])  # (masks, vocab)
                 top = np.argsort(-probs, axis=-1, kind="stable")[:, : self.max_top_k]
                 scores = np.take_along_axis(probs, top, axis=-1)
                 rows.append({"positions": at, "ids": top, "scores": scores})
             return rows
-        positions = outputs["mask_positions"]  # (masks, 2): (row, position)
+        positions = outputs[POSITIONS]  # (masks, 2): (row, position)
         out = []
         for sel in mask_rows(positions, batch.size):
             out.append(
                 {
                     "positions": positions[sel, 1],
-                    "ids": outputs["top_ids"][sel],
-                    "scores": outputs["top_scores"][sel],
+                    "ids": outputs[TOP_IDS][sel],
+                    "scores": outputs[TOP_SCORES][sel],
                 }
             )
         return out
@@ -470,7 +478,7 @@ class TokenClassification(TaskModel):
     ) -> list[TokenClassifyResult]:
         results = []
         for text, enc, row in zip(texts, prepared.state, rows, strict=True):
-            probs = softmax(row.arrays["logits"])  # (tokens, labels)
+            probs = softmax(row.arrays[LOGITS])  # (tokens, labels)
             best = probs.argmax(-1)
             # A word takes the tag of its first sub-token (as training labels it); its span
             # runs to the end of its last sub-token.
@@ -547,8 +555,8 @@ class ExtractiveSummarization(TaskModel):
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         """Each row's logits at its sentences' [CLS] only: (sentences, 2)."""
-        logits = outputs["logits"]
-        return [{"logits": logits[i, item.payload]} for i, item in enumerate(batch.items)]
+        logits = outputs[LOGITS]
+        return [{LOGITS: logits[i, item.payload]} for i, item in enumerate(batch.items)]
 
     def finish(
         self, prepared: Prepared, rows: Sequence[RowOutput], max_sentences: int
@@ -558,7 +566,7 @@ class ExtractiveSummarization(TaskModel):
         for text, doc, packed, row in zip(
             state.texts, state.spans, state.packed, rows, strict=True
         ):
-            scores = extractive.sentence_scores(row.arrays["logits"])
+            scores = extractive.sentence_scores(row.arrays[LOGITS])
             read = [doc[k] for k in packed.sentences]
             candidates = [text[s:e] for s, e in read]
             chosen = [
@@ -647,8 +655,10 @@ TASK_MODELS: dict[str, type[TaskModel]] = {
 }
 
 
-def make_task_model(bundle: Bundle, *, doc_stride: int = 128, max_query_length: int = 64) -> Any:
-    """The task model for `bundle` (QA takes the window settings)."""
+def make_task_model(
+    bundle: Bundle, *, doc_stride: int | None = None, max_query_length: int | None = None
+) -> Any:
+    """The task model for `bundle` (QA takes the window settings; None: the bundle's)."""
     if bundle.task == "qa":
         return QuestionAnswering(bundle, doc_stride, max_query_length)
     return TASK_MODELS[bundle.task](bundle)

@@ -132,6 +132,36 @@ class FillMaskSpec(_Strict):
         return self
 
 
+class QASpec(_Strict):
+    """How an extractive-QA model reads a long context, as it was fine-tuned (its run's
+    ``--doc-stride``, ``--max-query-length``, ``--max-answer-length``): the service's defaults
+    for the bundle (:func:`bundle.qa.window_sizes` caps the first two to the model's length).
+    Bundles written before this field serve with :data:`QA_DEFAULTS`."""
+
+    doc_stride: int = Field(ge=0)
+    max_query_length: int = Field(ge=1)
+    max_answer_length: int = Field(ge=1)
+
+
+QA_DEFAULTS = QASpec(doc_stride=128, max_query_length=64, max_answer_length=30)  # run_squad's
+
+# The graph outputs of each kind of encoder head, in order: what export names and the service
+# reads (one output, ``logits``, for classification, token classification, extractive
+# summarisation and fill-mask with ``output: logits``).
+LOGITS = "logits"
+QA_OUTPUTS = ("start_logits", "end_logits")
+TOPK_OUTPUTS = ("mask_positions", "top_ids", "top_scores")
+
+
+def output_names(task: str, fill_mask_output: str | None = None) -> tuple[str, ...]:
+    """The output names of an encoder task's graph (``fill_mask_output``: topk or logits)."""
+    if task == "qa":
+        return QA_OUTPUTS
+    if task == "fill-mask" and fill_mask_output == "topk":
+        return TOPK_OUTPUTS
+    return (LOGITS,)
+
+
 class ParityReport(_Strict):
     """How closely a variant reproduces the PyTorch model on the held-out slice.
 
@@ -239,6 +269,7 @@ class Manifest(_Strict):
     max_seq_length: int = Field(gt=0)
     tokenizer: TokenizerSpec
     fill_mask: FillMaskSpec | None = None
+    qa: QASpec | None = None  # qa only; None (bundles before 2026-12-06): QA_DEFAULTS
     # translation: the target side's tokenizer when it differs from the source's (else None),
     # and the generation settings
     target_tokenizer: TokenizerSpec | None = None
@@ -263,6 +294,11 @@ class Manifest(_Strict):
             names = ENCODER_INPUT_NAMES if self.task == "translation" else INPUT_NAMES
             if [t.name for t in spec.inputs] != list(names):
                 raise ValueError(f"variant {key!r} inputs must be {', '.join(names)}")
+            if self.task != "translation":
+                fill = self.fill_mask.output if self.fill_mask is not None else None
+                expected = output_names(self.task, fill)
+                if tuple(t.name for t in spec.outputs) != expected:
+                    raise ValueError(f"variant {key!r} outputs must be {', '.join(expected)}")
             if (self.task == "translation") != (spec.decoder is not None):
                 raise ValueError(
                     f"variant {key!r}: a decoder graph is for, and only for, translation"
@@ -275,6 +311,8 @@ class Manifest(_Strict):
             raise ValueError(f"a {self.task} bundle needs labels")
         if (self.task == "fill-mask") != (self.fill_mask is not None):
             raise ValueError("fill_mask is required for, and only for, the fill-mask task")
+        if self.qa is not None and self.task != "qa":
+            raise ValueError("qa applies to the qa task only")
         if self.multi_label and self.task != "classification":
             raise ValueError("multi_label applies to classification only")
         listed = {f.path for f in self.all_files()}
@@ -305,6 +343,11 @@ class Bundle:
     @property
     def task(self) -> Task:
         return self.manifest.task
+
+    @property
+    def qa(self) -> QASpec:
+        """The QA window settings the bundle was fine-tuned with (else :data:`QA_DEFAULTS`)."""
+        return self.manifest.qa or QA_DEFAULTS
 
     @property
     def model_file(self) -> Path:

@@ -35,6 +35,7 @@ __all__ = [
     "decode",
     "decode_batch",
     "offsets_array",
+    "window_sizes",
 ]
 
 # One window's offsets as a tokenizer gives them: (char_start, char_end) per token, with None or
@@ -101,6 +102,15 @@ class QAPrediction:
         if not self.nbest:
             return float("inf")
         return self.null_score - self.nbest[0].score
+
+
+def window_sizes(max_length: int, doc_stride: int, max_query_length: int) -> tuple[int, int]:
+    """``(max_query_length, doc_stride)`` as a model of ``max_length`` tokens reads them: the
+    question cut to a quarter of the window at most, consecutive windows sharing at most half
+    the room left for context (``[CLS] q [SEP] c [SEP]``), so that every window advances."""
+    query = max(1, min(max_query_length, max_length // 4))
+    room = max_length - query - 3
+    return query, max(0, min(doc_stride, room // 2))
 
 
 def offsets_array(offsets: ArrayLike | Sequence[OffsetRow], length: int | None = None) -> NDArray:

@@ -78,6 +78,10 @@ def make_bundle(folder: Path, variants: dict[str, str] | None = None, **override
         "created_at": datetime.now(UTC),
     }
     fields.update(overrides)
+    fill = fields.get("fill_mask")
+    names = B.output_names(fields["task"], fill.output if fill is not None else None)
+    outputs = [B.TensorSpec(name=n, dtype="float32", shape=["batch", 2]) for n in names]
+    fields["variants"] = {k: v.model_copy(update={"outputs": outputs}) for k, v in specs.items()}
     B.write_manifest(B.Manifest(**fields), folder)
     return folder
 
@@ -161,6 +165,8 @@ def test_unknown_schema_version(tmp_path: Path) -> None:
         (lambda m: m["variants"]["fp32"].update(sha256="xyz"), "sha256: String should match"),
         (lambda m: m["variants"]["fp32"]["inputs"].pop(), "inputs must be input_ids"),
         (lambda m: m["variants"]["fp32"].update(file="../x.onnx"), "outside the bundle"),
+        (lambda m: m["variants"]["fp32"]["outputs"][0].update(name="scores"), "must be logits"),
+        (lambda m: m.update(qa=QA_WINDOWS), "qa applies to the qa task only"),
     ],
 )
 def test_invalid_manifest_is_one_line(tmp_path: Path, edit: Any, message: str) -> None:
@@ -189,6 +195,32 @@ def test_fill_mask_needs_its_spec(tmp_path: Path) -> None:
     assert B.load_bundle(folder).manifest.fill_mask == spec
     with pytest.raises(ValueError, match="top_k is required"):
         B.FillMaskSpec(output="topk", mask_token_id=4)
+
+
+QA_WINDOWS = {"doc_stride": 16, "max_query_length": 8, "max_answer_length": 5}
+
+
+def test_qa_windows_default_for_bundles_that_do_not_say(tmp_path: Path) -> None:
+    old = B.load_bundle(make_bundle(tmp_path / "old", task="qa", labels=[]))
+    assert old.manifest.qa is None and old.qa == B.QA_DEFAULTS
+    spec = B.QASpec(**QA_WINDOWS)
+    new = B.load_bundle(make_bundle(tmp_path / "new", task="qa", labels=[], qa=spec))
+    assert new.qa == spec
+    assert [t.name for t in new.variant.outputs] == ["start_logits", "end_logits"]
+
+
+@pytest.mark.parametrize(
+    ("length", "stride", "query", "expected"),
+    [(384, 128, 64, (64, 128)), (64, 128, 64, (16, 22)), (64, 8, 4, (4, 8)), (8, 5, 64, (2, 1))],
+)
+def test_qa_window_sizes_keep_every_window_advancing(
+    length: int, stride: int, query: int, expected: tuple[int, int]
+) -> None:
+    from bundle.qa import window_sizes
+
+    got_query, got_stride = window_sizes(length, stride, query)
+    assert (got_query, got_stride) == expected
+    assert got_stride < length - got_query - 3  # each window reads new context
 
 
 def test_reader_imports_neither_torch_nor_numpy(tmp_path: Path) -> None:

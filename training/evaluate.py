@@ -33,11 +33,12 @@ from training.finetuning import (
     data_report,
     prefixed,
     resolve_config,
+    run_config_of,
 )
 from training.task_model import model_config
 from training.tasks import LabelVocab
 from training.tasks.base import AnyTask
-from training.tasks.registry import TASKS, get_task, infer_task
+from training.tasks.registry import get_task, infer_task
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,6 @@ class EvaluateConfig(ModelOptions):
         "auto", help="auto = bf16 where the hardware has it (AMX/AVX-512 CPUs, Ampere+ GPUs)"
     )
     threads: int | None = cfg.field(None, help="CPU threads for torch (default: all cores)")
-
-
-def run_config_of(model_dir: Path) -> dict[str, Any]:
-    """The ``run_config.json`` of the fine-tuning run that made ``model_dir`` (its root, or the
-    run above a ``checkpoints/step-N`` folder); empty when there is none."""
-    folders = [model_dir]
-    if model_dir.parent.name == engine.CHECKPOINTS:
-        folders.append(model_dir.parent.parent)
-    for folder in folders:
-        path = folder / "run_config.json"
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("task") in TASKS:
-                return dict(saved)
-    return {}
 
 
 def task_of_model(model_dir: Path, saved: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import time
 import typing
 from collections.abc import Iterator, Sequence
@@ -318,3 +319,18 @@ __all__ = [
     "prefixed",
     "resolve_config",
 ]
+
+
+def run_config_of(model_dir: Path) -> dict[str, Any]:
+    """The ``run_config.json`` of the fine-tuning run that made ``model_dir`` (its root, or the
+    run above a ``checkpoints/step-N`` folder); empty when there is none."""
+    folders = [model_dir]
+    if model_dir.parent.name == engine.CHECKPOINTS:
+        folders.append(model_dir.parent.parent)
+    for folder in folders:
+        path = folder / "run_config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("task") in TASKS:
+                return dict(saved)
+    return {}

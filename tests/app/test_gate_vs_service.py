@@ -27,6 +27,9 @@ NAMES = ["john", "mary", "paris", "london"]
 # predicted at an entity's start is indistinguishable from B-X in an entity list).
 NER_TAGS = ["O", "B-PER", "B-LOC"]
 ROWS = 24
+# The QA checkpoint's fine-tuning windows (its run_config.json): the manifest records them, and
+# both the gate and the service read contexts with them.
+QA_RUN = {"task": "qa", "doc_stride": 12, "max_query_length": 10, "max_answer_length": 4}
 
 
 def _sentence(rng: random.Random, lo: int, hi: int) -> str:
@@ -105,6 +108,8 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, dict
     for kind, path in files.items():
         labels = NER_TAGS if kind == "token-classification" else None
         ckpt = build_checkpoint(root / "ckpt" / kind, kind, labels=labels)
+        if kind == "qa":
+            (ckpt / "run_config.json").write_text(json.dumps(QA_RUN), encoding="utf-8")
         args = ["--checkpoint", ckpt, "--out", root / "models" / kind, "--eval", path]
         assert export(*args, "--max-steps", "64", "--variants", "fp32") == 0, kind
     with serve(root / "models", variant="fp32", max_batch_size=8, max_wait_ms=5) as live:
@@ -146,8 +151,11 @@ def test_qa_f1(gated: tuple[Live, dict[str, Path]]) -> None:
         for qa in paragraph["qas"]
     ]
     pairs = [{"question": qa["question"], "context": context} for qa, context in qas]
+    bundle = live.model("qa").bundle
+    assert bundle.qa.model_dump() == {k: v for k, v in QA_RUN.items() if k != "task"}
     got = results(live, "/v1/qa", {"model": "qa", "inputs": pairs})
     assert any(r["windows"] > 1 for r in got)  # the windowing is exercised
+    assert all(len(r["answers"][0]["text"].split()) <= QA_RUN["max_answer_length"] for r in got)
     f1 = [
         f1_score(r["answers"][0]["text"], [a["text"] for a in qa["answers"]])
         for r, (qa, _) in zip(got, qas, strict=True)

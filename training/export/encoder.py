@@ -16,7 +16,15 @@ import numpy as np
 
 import bundle.manifest as bundle_schema
 from bundle.batch import Batch
-from bundle.manifest import FillMaskSpec, ParityReport, TensorSpec, TokenizerSpec, VariantSpec
+from bundle.manifest import (
+    QA_DEFAULTS,
+    FillMaskSpec,
+    ParityReport,
+    QASpec,
+    TensorSpec,
+    TokenizerSpec,
+    VariantSpec,
+)
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import Checkpoint, bundle_tokenizer, label_names, load_model
 from training.export.graph import (
@@ -56,6 +64,7 @@ from training.export.writer import (
     parse_variants,
     variant_spec,
 )
+from training.finetuning import run_config_of
 
 log = logging.getLogger("training.export")  # one logger name for the whole command
 
@@ -75,6 +84,7 @@ class Plan:
     multi_label: bool
     mask_id: int  # -1 when the task needs no [MASK]
     outputs: list[TensorSpec]
+    qa: QASpec | None = None  # qa: the windows of the fine-tuning run (else run_squad's)
 
 
 def make_plan(conf: ExportConfig) -> Plan:
@@ -107,7 +117,17 @@ def make_plan(conf: ExportConfig) -> Plan:
         and config.get("problem_type") == "multi_label_classification",
         mask_id=tspec.special_token_ids.get("mask", -1),
         outputs=output_specs(task, config, conf.fill_mask_output, conf.top_k),
+        qa=qa_spec(ckpt.path) if task == "qa" else None,
     )
+
+
+def qa_spec(checkpoint: Path) -> QASpec:
+    """The QA window settings of the fine-tuning run that made ``checkpoint`` (its
+    ``run_config.json``), else :data:`bundle.manifest.QA_DEFAULTS` (a checkpoint from
+    elsewhere): the served windows are the trained ones."""
+    saved = run_config_of(checkpoint)
+    fields = {k: saved.get(k, getattr(QA_DEFAULTS, k)) for k in QASpec.model_fields}
+    return QASpec.model_validate(fields)
 
 
 def served_labels(given: str | None, task: str, labels: list[str]) -> list[str]:
@@ -233,14 +253,20 @@ def build_variant(
 
 
 def manifest_fields(conf: ExportConfig, plan: Plan) -> dict[str, Any]:
-    """The manifest's fields of an encoder task: served labels, multi-label, fill-mask output."""
+    """The manifest's fields of an encoder task: served labels, multi-label, fill-mask output,
+    QA windows."""
     fill_mask = None
     if plan.ckpt.task == "fill-mask":
         top_k = conf.top_k if conf.fill_mask_output == "topk" else None
         fill_mask = FillMaskSpec(
             output=conf.fill_mask_output, top_k=top_k, mask_token_id=plan.mask_id
         )
-    return {"labels": plan.served_labels, "multi_label": plan.multi_label, "fill_mask": fill_mask}
+    return {
+        "labels": plan.served_labels,
+        "multi_label": plan.multi_label,
+        "fill_mask": fill_mask,
+        "qa": plan.qa,
+    }
 
 
 def encoder_contents(conf: ExportConfig) -> Contents:

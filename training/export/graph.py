@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bundle.manifest import INPUT_NAMES, TensorSpec
+from bundle.manifest import INPUT_NAMES, LOGITS, QA_OUTPUTS, TOPK_OUTPUTS, TensorSpec
 from training.errors import UsageError
 from training.export.checkpoint import SUMMARIZATION, label_names, one_line
 
@@ -62,21 +62,21 @@ def output_specs(
     vocab = int(config["vocab_size"])
     if task == "classification":
         n_labels = len(label_names(config))
-        return [TensorSpec(name="logits", dtype="float32", shape=["batch", n_labels])]
+        return [TensorSpec(name=LOGITS, dtype="float32", shape=["batch", n_labels])]
     if task in ("token-classification", SUMMARIZATION):
         n_labels = len(label_names(config))
-        return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", n_labels])]
+        return [TensorSpec(name=LOGITS, dtype="float32", shape=["batch", "sequence", n_labels])]
     if task == "qa":
         return [
-            TensorSpec(name="start_logits", dtype="float32", shape=["batch", "sequence"]),
-            TensorSpec(name="end_logits", dtype="float32", shape=["batch", "sequence"]),
+            TensorSpec(name=o, dtype="float32", shape=["batch", "sequence"]) for o in QA_OUTPUTS
         ]
     if fill_mask_output == "logits":
-        return [TensorSpec(name="logits", dtype="float32", shape=["batch", "sequence", vocab])]
+        return [TensorSpec(name=LOGITS, dtype="float32", shape=["batch", "sequence", vocab])]
+    positions, top_ids, top_scores = TOPK_OUTPUTS
     return [
-        TensorSpec(name="mask_positions", dtype="int64", shape=["masks", 2]),
-        TensorSpec(name="top_ids", dtype="int64", shape=["masks", top_k]),
-        TensorSpec(name="top_scores", dtype="float32", shape=["masks", top_k]),
+        TensorSpec(name=positions, dtype="int64", shape=["masks", 2]),
+        TensorSpec(name=top_ids, dtype="int64", shape=["masks", top_k]),
+        TensorSpec(name=top_scores, dtype="float32", shape=["masks", top_k]),
     ]
 
 

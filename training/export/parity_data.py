@@ -15,7 +15,8 @@ import numpy as np
 
 from bundle import extractive
 from bundle.batch import Batch, WorkItem, mask_rows, pad_batch, real_tokens, token_positions
-from bundle.manifest import INPUT_NAMES, TokenizerSpec
+from bundle.manifest import INPUT_NAMES, QASpec, TokenizerSpec
+from bundle.qa import window_sizes
 from training.errors import DataError, UsageError
 from training.export.checkpoint import SUMMARIZATION, default_labels, one_line
 from training.tasks import Features, LabelVocab, hf_source
@@ -104,7 +105,8 @@ def _eval_examples(
 ) -> tuple[list[Example], Scorer | None]:
     task, length = plan.ckpt.task, plan.tspec.max_length
     if task == "qa":
-        return _qa_examples(path, task_tokenizer(plan), length, n, seed)
+        assert plan.qa is not None
+        return _qa_examples(path, task_tokenizer(plan), length, plan.qa, n, seed)
     if task == SUMMARIZATION:
         sum_conf = summarization_task.Config(max_seq_len=length)
         documents = sample(summarization_task.load_examples(path, sum_conf), n, seed)
@@ -149,14 +151,16 @@ def _eval_examples(
 
 
 def _qa_examples(
-    path: Path, hf: Any, length: int, n: int, seed: int
+    path: Path, hf: Any, length: int, spec: QASpec, n: int, seed: int
 ) -> tuple[list[Example], Scorer]:
-    # The windows the server reads (app.tasks.QuestionAnswering): the question cut to a quarter of
-    # the window at most, consecutive windows sharing at most half the room left for context.
-    base = qa_task.Config()
-    query = max(1, min(base.max_query_length, length // 4))
-    stride = max(0, min(base.doc_stride, (length - query - 3) // 2))
-    conf = qa_task.Config(max_seq_len=length, max_query_length=query, doc_stride=stride)
+    # The windows and answers the server reads with the bundle's defaults (app.tasks).
+    query, stride = window_sizes(length, spec.doc_stride, spec.max_query_length)
+    conf = qa_task.Config(
+        max_seq_len=length,
+        max_query_length=query,
+        doc_stride=stride,
+        max_answer_length=spec.max_answer_length,
+    )
     questions = sample(qa_task.load_examples(path, conf), n, seed)
     feats = qa_task.features(questions, hf, conf)
 
