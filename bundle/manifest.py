@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -47,14 +47,7 @@ Task = Literal[
     "extractive-summarization",
     "translation",
 ]
-TASKS: tuple[Task, ...] = (
-    "classification",
-    "qa",
-    "fill-mask",
-    "token-classification",
-    "extractive-summarization",
-    "translation",
-)
+TASKS: tuple[Task, ...] = get_args(Task)
 VariantName = Literal["fp32", "int8", "fp16"]
 Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
