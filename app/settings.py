@@ -275,7 +275,8 @@ class Settings(BaseSettings):
                 "or more.",
             ),
             (
-                (self.qa_doc_stride or 0) >= 0 and (self.qa_max_query_length or 1) >= 1,
+                (self.qa_doc_stride is None or self.qa_doc_stride >= 0)
+                and (self.qa_max_query_length is None or self.qa_max_query_length >= 1),
                 "qa_doc_stride must be 0 or more and qa_max_query_length 1 or more; fix "
                 "BERT_QA_DOC_STRIDE / BERT_QA_MAX_QUERY_LENGTH.",
             ),

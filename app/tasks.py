@@ -316,7 +316,9 @@ class QuestionAnswering(TaskModel):
                 state.offsets[w : w + n],
                 context,
                 n_best_size=max(QA_N_BEST, top_k),
-                max_answer_length=max_answer_length or self.max_answer_length,
+                max_answer_length=(
+                    self.max_answer_length if max_answer_length is None else max_answer_length
+                ),
                 allow_null=allow_no_answer,
             )
             w += n

@@ -102,6 +102,8 @@ def test_every_field_is_documented() -> None:
         ({"max_body_bytes": 0}, "BERT_MAX_BODY_BYTES to 1 or more"),
         ({"port": 70000}, "BERT_PORT between 1 and 65535"),
         ({"metrics_requires_key": True}, "set BERT_API_KEY or set BERT_METRICS_REQUIRES_KEY=false"),
+        ({"qa_doc_stride": -1}, "BERT_QA_DOC_STRIDE"),
+        ({"qa_max_query_length": 0}, "BERT_QA_MAX_QUERY_LENGTH"),
     ],
 )
 def test_impossible_combinations_are_refused_with_the_fix(

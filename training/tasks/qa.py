@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from bundle.manifest import QA_DEFAULTS
 from bundle.qa import QAPrediction, decode_batch
 from training import config as cfg
 from training.errors import DataError, UsageError
@@ -94,10 +95,16 @@ SQUAD_V1_DEV_SPLIT: dict[str, tuple[str, ...]] = {
 @dataclass
 class Config:
     max_seq_len: int = cfg.field(384, help="tokens per window: [CLS] question [SEP] context [SEP]")
-    doc_stride: int = cfg.field(128, help="context tokens shared by consecutive windows")
-    max_query_length: int = cfg.field(64, help="questions are cut to this many tokens")
+    doc_stride: int = cfg.field(
+        QA_DEFAULTS.doc_stride, help="context tokens shared by consecutive windows"
+    )
+    max_query_length: int = cfg.field(
+        QA_DEFAULTS.max_query_length, help="questions are cut to this many tokens"
+    )
     n_best_size: int = cfg.field(20, help="candidate answers kept per question")
-    max_answer_length: int = cfg.field(30, help="longest answer, in tokens")
+    max_answer_length: int = cfg.field(
+        QA_DEFAULTS.max_answer_length, help="longest answer, in tokens"
+    )
     version_2_with_negative: bool | None = cfg.field(
         None, help="SQuAD v2: questions may have no answer (default: as the data file says)"
     )
