@@ -162,7 +162,9 @@ class ParityReport(_Strict):
     fill-mask top-k) over real tokens only. ``agreement`` is the share of examples (tokens, for
     token-classification; masks for fill-mask) whose top label equals PyTorch's.
     ``metric``/``reference_metric`` are the task metric of this variant and of PyTorch, in percent,
-    against gold labels where the data had them. ``batch_*`` compare batched with one-by-one runs.
+    against gold labels where the data had them; ``metric_gap`` is their difference on the same
+    examples (reference minus variant, points). ``*_ci``: 95 % intervals (agreement: Wilson over
+    examples; gap: paired, by example). ``batch_*`` compare batched with one-by-one runs.
     """
 
     status: Literal["passed", "failed", "not_checked"]
@@ -172,9 +174,12 @@ class ParityReport(_Strict):
     max_abs_diff: float | None = None
     mean_abs_diff: float | None = None
     agreement: float | None = None
+    agreement_ci: list[float] | None = None
     metric_name: str | None = None
     metric: float | None = None
     reference_metric: float | None = None
+    metric_gap: float | None = None
+    metric_gap_ci: list[float] | None = None
     batch_max_abs_diff: float | None = None
     batch_agreement: float | None = None
     thresholds: dict[str, float]
@@ -226,7 +231,7 @@ class VariantSpec(_Strict):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     fused_ops: dict[str, int] = {}  # e.g. {"Attention": 12, "SkipLayerNormalization": 24}
-    quantization: dict[str, str | bool] | None = None
+    quantization: dict[str, str | bool | int] | None = None
     parity: ParityReport
     decoder: GraphSpec | None = None  # translation only
 
@@ -268,6 +273,8 @@ class Manifest(_Strict):
     target_tokenizer: TokenizerSpec | None = None
     generation: GenerationSpec | None = None
     variants: dict[VariantName, VariantSpec]
+    # variants the export made and left out because they missed their parity gate, and why
+    gate_misses: dict[VariantName, ParityReport] = {}
     default_variant: VariantName
     files: list[FileEntry]  # tokenizer and other non-graph files
     evaluation: dict[str, float | int | str | None] = {}  # carried over from the checkpoint

@@ -101,7 +101,10 @@ def test_every_task_exports_and_matches_torch(
     fused = m.variants["fp32"].fused_ops
     assert fused["Attention"] == 2 and fused["EmbedLayerNormalization"] == 1
     assert fused["SkipLayerNormalization"] == 4 and fused["BiasGelu"] == 2
-    assert m.variants["int8"].fused_ops.get("QAttention") == 2
+    # per-token int8: each layer's three dense products (attention output, FFN in and out); the
+    # fused attention keeps its query/key/value projection in fp32
+    int8_ops = m.variants["int8"].fused_ops
+    assert int8_ops.get("MatMulIntegerToFloat") == 6 and "QAttention" not in int8_ops
     fp32 = m.variants["fp32"].parity
     assert fp32.status == "passed" and fp32.data == "generated" and fp32.examples > 0
     assert fp32.max_abs_diff is not None and fp32.max_abs_diff <= 1e-4
@@ -159,11 +162,13 @@ def test_manifest_records_tokenizer_source_and_versions(
     assert saved["truncation"]["max_length"] == 64  # serving gets the limit with the file
     # s8 weights where the exporting CPU has VNNI, u8 (no int16 saturation) where not
     assert m.variants["int8"].quantization == {
-        "method": "dynamic",
+        "method": "per-token",
         "weight_type": "QInt8" if cpu_has_vnni() else "QUInt8",
-        "op_types": "MatMul,Attention",
+        "op_types": "MatMul",
         "per_channel": True,
         "reduce_range": False,
+        "nodes": 6,  # two layers' dense products
+        "excluded": 1,  # the span head stays fp32
     }
 
 
@@ -301,7 +306,8 @@ def test_eval_squad_v2_is_scored_with_official_f1(ckpts: dict[str, Path], tmp_pa
     null = [np.zeros((2, len(e.ids)), np.float32) for e in examples]
     for v in null:
         v[:, 0] = 10.0
-    assert scorer([Pred(v, v.argmax(-1)) for v in null]) == pytest.approx(50.0)
+    per_question = scorer([Pred(v, v.argmax(-1)) for v in null])
+    assert per_question is not None and per_question.tolist() == [[0.0, 1.0], [1.0, 1.0]]
     out = tmp_path / "b"
     assert export("--checkpoint", ckpts["qa"], "--out", out, "--eval", data, *RELAXED) == 0
     parity = B.load_bundle(out).manifest.variants["int8"].parity
@@ -348,6 +354,25 @@ def test_label_names_are_served_while_the_gate_reads_the_checkpoints(
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
+def test_int8_that_misses_its_gate_is_left_out_and_the_exit_status_says_so(
+    ckpts: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    out = tmp_path / "b"
+    args = ["--checkpoint", ckpts["classification"], "--out", out, "--max-steps", "8"]
+    assert export(*args, "--int8-min-agreement", "1.5") == 5
+    assert "int8 left out of the bundle" in caplog.text and "it serves fp32" in caplog.text
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "< 1.5" in summary["gate_misses"]["int8"][0]
+    m = B.load_bundle(out).manifest
+    assert set(m.variants) == {"fp32"} and not (out / "model.int8.onnx").exists()
+    miss = m.gate_misses["int8"]
+    assert miss.status == "failed" and "< 1.5" in miss.failures[0]
+    assert miss.agreement_ci is not None and miss.agreement_ci[1] <= 1.0
+
+
 def test_failed_gate_writes_nothing(
     ckpts: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -361,6 +386,8 @@ def test_failed_gate_writes_nothing(
         "8",
         "--int8-min-agreement",
         "1.5",
+        "--on-gate-miss",
+        "fail",
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 4
@@ -470,3 +497,39 @@ def test_errors_are_one_line(
     assert rc != 0
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def _logits_of_first_row(session: ort.InferenceSession, rows: list[list[int]]) -> np.ndarray:
+    width = max(map(len, rows))
+    ids = np.zeros((len(rows), width), np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return np.asarray(session.run(None, feed)[0][0])
+
+
+@pytest.mark.parametrize("task", ["classification", "token-classification"])
+def test_per_token_int8_answers_do_not_depend_on_the_batch(
+    task: str, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A row's int8 logits alone equal its logits beside a long batch-mate and its padding
+    (integer products, the same float scaling: equal to the last bit here; the documented
+    tolerance is fp32's 1e-4); onnxruntime's dynamic int8 (one activation scale per tensor)
+    moves them, which is what this check is for."""
+    from training.export import quantize_int8
+
+    folder = bundles[task]
+    dynamic = tmp_path / "dynamic.onnx"
+    quantize_int8(folder / "model.fp32.onnx", dynamic, method="dynamic")
+    row = [VOCAB["[CLS]"], 7, 8, 9, VOCAB["[SEP]"]]
+    words = sorted(set(VOCAB.values()) - {VOCAB["[PAD]"]})
+    loud = [VOCAB["[CLS]"], *(words * 8)[:40], VOCAB["[SEP]"]]
+    moved = {}
+    for name, path in (("per-token", folder / "model.int8.onnx"), ("dynamic", dynamic)):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        alone = _logits_of_first_row(session, [row])
+        beside = _logits_of_first_row(session, [row, loud])
+        moved[name] = float(np.abs(alone - beside[: len(alone)]).max())
+    assert moved["per-token"] <= 1e-6, moved
+    assert moved["dynamic"] > 1e-6, moved

@@ -39,7 +39,7 @@ from training import config as cfg
 from training.cli import command_parser
 from training.cli import main as cli
 from training.errors import DataError, UsageError
-from training.export import ParityError
+from training.export import GATE_MISS_EXIT
 
 
 @dataclass
@@ -368,20 +368,41 @@ def export(
     seed: int,
     label_names: str | None = None,
 ) -> None:
-    """Export with the parity gate; an int8 variant that fails the gate is dropped (with the
-    reason) rather than failing the demo, since fp32 serves the same answers."""
+    """Export with the parity gate on all of ``parity_data``. A variant that misses its gate is
+    left out by the export (exit status 5), not a failure of the demo: fp32 serves the same
+    answers, and :func:`report_bundles` says which variant went and why."""
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(bundle), "--eval",
-            parity_data, "--max-steps", "128", "--seed", str(seed), "--overwrite"]  # fmt: skip
+            parity_data, "--seed", str(seed), "--overwrite", "--variants", variants]  # fmt: skip
     if label_names:
         argv += ["--label-names", label_names]
-    code = command([*argv, "--variants", variants], check=False)
-    if code == 0:
-        return
-    kept = ",".join(v for v in variants.split(",") if v == "fp32")
-    if code != ParityError.exit_code or not kept or kept == variants:
+    code = command(argv, check=False)
+    if code not in (0, GATE_MISS_EXIT):
         raise SystemExit(code)
-    print(f"    the gate refused a variant of {variants}: exporting {kept} only", flush=True)
-    command([*argv, "--variants", kept])
+
+
+def report_bundles(models: Path, recipe: Recipe) -> None:
+    """One line per bundle: its variants with their gate figures, and any left out and why."""
+    from bundle.manifest import read_manifest
+
+    print("\nbundles (parity against PyTorch on the held-out data):", flush=True)
+    for name in recipe.names.values():
+        m = read_manifest(models / name)
+        kept = [f"{v} ({_figures(s.parity)})" for v, s in m.variants.items()]
+        print(f"  {name}: {', '.join(kept)}")
+        for v, r in m.gate_misses.items():
+            print(f"    {v} missed its gate and was left out: {'; '.join(r.failures)}")
+        for v, s in m.variants.items():
+            if s.parity.note and "inconclusive" in s.parity.note:
+                print(f"    {v}: {s.parity.note}")
+
+
+def _figures(r: Any) -> str:
+    parts = [f"{r.examples} examples"]
+    if r.agreement is not None:
+        parts.append(f"agreement {r.agreement:.3f}")
+    if r.metric_gap is not None:
+        parts.append(f"{r.metric_name} -{r.metric_gap:.2f} points")
+    return ", ".join(parts)
 
 
 # --- serving ----------------------------------------------------------------------------------
@@ -503,6 +524,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--language zh needs --data-dir (the embedded data is English)")
     started = time.monotonic()
     recipe = build(conf)
+    report_bundles(Path(conf.models), recipe)
     print(f"\nbundles ready in {conf.models}/ ({time.monotonic() - started:.0f} s)", flush=True)
     return serve(conf, recipe) if conf.serve else 0
 

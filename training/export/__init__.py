@@ -6,8 +6,9 @@ One module per concern:
 * ``options``: :class:`ExportConfig`, the command's flags;
 * ``checkpoint``: what is read from the checkpoint folder (task, model, labels, tokenizer,
   evaluation report) and the manifest's account of it;
-* ``graph``: an encoder task's ONNX graph (export, BERT fusions, int8, fp16) and what the
-  installed onnxruntime can run;
+* ``graph``: an encoder task's ONNX graph (export, BERT fusions, fp16) and what the installed
+  onnxruntime can run;
+* ``quantize``: the int8 graphs (per-token, dynamic, static);
 * ``parity_data``: the held-out examples (evaluation file or generated), batches, predictions;
 * ``parity``: the comparison with PyTorch and the gate's thresholds;
 * ``encoder``: an encoder task's plan, variants and manifest fields;
@@ -33,21 +34,22 @@ from training.export.cli import add_parser, export, run
 from training.export.encoder import Plan, make_plan
 from training.export.graph import (
     convert_fp16,
-    cpu_has_vnni,
     cuda_available,
     export_graph,
     graph_module,
     optimize,
     output_specs,
-    quantize_int8,
 )
 from training.export.options import ExportConfig
 from training.export.parity_data import Example, Pred, batch_of, eval_examples
+from training.export.quantize import METHODS, cpu_has_vnni, quantize_int8
 from training.export.seq2seq import ort_translations, torch_translations
-from training.export.writer import Contents, ParityError, write_bundle
+from training.export.writer import GATE_MISS_EXIT, Contents, ParityError, write_bundle
 
 __all__ = [
+    "GATE_MISS_EXIT",
     "INPUT_NAMES",
+    "METHODS",
     "Checkpoint",
     "Contents",
     "Example",

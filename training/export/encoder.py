@@ -36,12 +36,11 @@ from training.export.graph import (
     op_counts,
     optimize,
     output_specs,
-    quantize_int8,
 )
 from training.export.options import ExportConfig
 from training.export.parity import (
     Slice,
-    gold_metric,
+    gold_units,
     log_report,
     ort_runner,
     parity,
@@ -57,6 +56,7 @@ from training.export.parity_data import (
     mask_examples,
     split_outputs,
 )
+from training.export.quantize import is_int8_op, quantize_int8
 from training.export.writer import (
     PROVIDER_OF_VARIANT,
     Contents,
@@ -89,7 +89,7 @@ class Plan:
 
 def make_plan(conf: ExportConfig) -> Plan:
     positive = {
-        "--max-steps": conf.max_steps,
+        "--max-steps": conf.positive_max_steps,
         "--batch-size": conf.batch_size,
         "--top-k": conf.top_k,
     }
@@ -157,7 +157,9 @@ def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scor
         examples, scorer = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
         data = Path(conf.eval).name
     else:
-        examples = generated_examples(task, plan.tokenizer, conf.max_steps, conf.seed, plan.tspec)
+        examples = generated_examples(
+            task, plan.tokenizer, conf.generated_examples, conf.seed, plan.tspec
+        )
         data = "generated"
     if task == "fill-mask":
         examples = mask_examples(examples, plan.tspec, conf.seed)
@@ -188,8 +190,8 @@ def held_out_slice(
             cls_id=plan.tspec.special_token_ids["cls"],
         )
 
-    def by_gold(preds: Sequence[Pred]) -> float | None:
-        return gold_metric(task, examples, preds)
+    def by_gold(preds: Sequence[Pred]) -> np.ndarray | None:
+        return gold_units(task, examples, preds)
 
     pad_id = plan.tspec.special_token_ids["pad"]
     wrapper.reference = True
@@ -215,7 +217,12 @@ def build_variant(
     quant = None
     if v == "int8":
         quant = quantize_int8(
-            fp32, path, conf.int8_per_channel, conf.int8_reduce_range, conf.int8_weight_type
+            fp32,
+            path,
+            conf.int8_per_channel,
+            conf.int8_reduce_range,
+            conf.int8_weight_type,
+            method=conf.int8_method,
         )
     elif v == "fp16":
         convert_fp16(fp32, path)
@@ -246,7 +253,7 @@ def build_variant(
         inputs=INPUT_SPECS,
         outputs=plan.outputs,
         # The optimiser's fusions, and in int8 the quantised ops that replaced them.
-        fused_ops={k: n for k, n in sorted(counts.items()) if k in fusions or k[0] == "Q"},
+        fused_ops={k: n for k, n in sorted(counts.items()) if k in fusions or is_int8_op(k)},
         quantization=quant,
         parity=report,
     )

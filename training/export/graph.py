@@ -1,22 +1,20 @@
 """The ONNX graphs of an encoder task: the wrapper module with the bundle's signature, the
-TorchScript export, onnxruntime's BERT fusions, int8 quantisation, fp16 conversion, and what the
+TorchScript export, onnxruntime's BERT fusions, fp16 conversion (int8: ``quantize``), and what the
 installed onnxruntime can run (opsets, CUDA)."""
 
 from __future__ import annotations
 
-import contextlib
 import glob
-import logging
 import platform
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from bundle.manifest import INPUT_NAMES, LOGITS, QA_OUTPUTS, TOPK_OUTPUTS, TensorSpec
 from training.errors import UsageError
 from training.export.checkpoint import SUMMARIZATION, label_names, one_line
+from training.export.quantize import quiet_onnxruntime_tools
 
 TORCHSCRIPT_OPSETS = (14, 20)  # what the TorchScript exporter of torch 2.x can write
 
@@ -120,101 +118,21 @@ def export_graph(
     wrapper.eval()  # the exporter restores the wrapper's mode; keep dropout off regardless
 
 
-@contextlib.contextmanager
-def _quiet_onnxruntime_tools() -> Iterator[None]:
-    """onnxruntime's optimizer and quantizer log every node (and advice) through the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def optimize(raw: Path, out: Path, num_heads: int, hidden: int) -> dict[str, int]:
     """onnxruntime's BERT fusions; returns the non-zero fused-op counts."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    with _quiet_onnxruntime_tools():
+    with quiet_onnxruntime_tools():
         opt = optimize_model(str(raw), model_type="bert", num_heads=num_heads, hidden_size=hidden)
         opt.save_model_to_file(str(out))
     return {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
-
-
-# Dynamic quantisation of the matrix products only: int8 embedding tables (QEmbedLayerNormalization,
-# Gather) save memory but no time, cost accuracy, and break on the MLM head's tied embeddings.
-INT8_OP_TYPES = ["MatMul", "Attention"]
-
-
-def _untie_initializers(model: Any) -> Any:
-    """Give every consumer of a shared weight matrix its own copy.
-
-    The MLM decoder shares the word-embedding table with EmbedLayerNormalization; the quantiser
-    rewrites the table in place for the decoder (transposed, int8), which breaks the embedding.
-    """
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in model.graph.initializer if len(t.dims) >= 2}
-    seen: dict[str, int] = {}
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            if name not in inits:
-                continue
-            seen[name] = seen.get(name, 0) + 1
-            if seen[name] > 1:
-                copy = numpy_helper.from_array(
-                    numpy_helper.to_array(inits[name]), f"{name}.copy{seen[name] - 1}"
-                )
-                model.graph.initializer.append(copy)
-                node.input[i] = copy.name
-    return model
-
-
-def cpu_has_vnni() -> bool:
-    """Whether this CPU multiplies u8 x s8 without int16 saturation (VNNI or AMX)."""
-    from training.engine import cpu_has
-
-    return cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def quantize_int8(
-    fp32: Path, out: Path, per_channel: bool, reduce_range: bool, weight_type: str = "auto"
-) -> dict[str, Any]:
-    """Dynamic int8 of ``fp32``; ``weight_type`` s8, u8 or auto (s8 where this CPU has VNNI)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    if weight_type == "auto":
-        weight_type = "s8" if cpu_has_vnni() else "u8"
-    qtype = QuantType.QInt8 if weight_type == "s8" else QuantType.QUInt8
-
-    model = _untie_initializers(onnx.load(str(fp32)))
-    with _quiet_onnxruntime_tools():
-        quantize_dynamic(
-            model,
-            str(out),
-            op_types_to_quantize=INT8_OP_TYPES,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            weight_type=qtype,
-            # Shape inference cannot type the outputs of fused com.microsoft ops.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    return {
-        "method": "dynamic",
-        "weight_type": qtype.name,
-        "op_types": ",".join(INT8_OP_TYPES),
-        "per_channel": per_channel,
-        "reduce_range": reduce_range,
-    }
 
 
 def convert_fp16(fp32: Path, out: Path) -> None:
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    with _quiet_onnxruntime_tools():
+    with quiet_onnxruntime_tools():
         model = OnnxModel(onnx.load(str(fp32)))
         model.convert_float_to_float16(keep_io_types=True)  # int64 in, float32 out, as fp32
         model.save_model_to_file(str(out))

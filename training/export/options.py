@@ -8,6 +8,8 @@ from typing import Literal
 import bundle.manifest as bundle_schema
 from training import config as cfg
 
+GENERATED_EXAMPLES = 256  # parity examples generated when no --eval file is given
+
 
 @dataclass
 class ExportConfig:
@@ -30,7 +32,11 @@ class ExportConfig:
         help="classification: comma-separated names the service answers with, one per output "
         "in output order (e.g. SST-2's 0,1: negative,positive); default: the checkpoint's labels",
     )
-    max_steps: int = cfg.field(256, help="parity examples at most (qa: questions)")
+    max_steps: int | None = cfg.field(
+        None,
+        help="parity examples at most (qa: questions; default: all of --eval, "
+        f"{GENERATED_EXAMPLES} generated ones without it)",
+    )
     seed: int = cfg.field(0, help="seed for sampling and generating parity examples")
     batch_size: int = cfg.field(32, help="batch size of the parity runs")
     max_length: int | None = cfg.field(
@@ -41,6 +47,11 @@ class ExportConfig:
         "topk", help="fill-mask graphs output top-k ids/scores at [MASK] positions, or logits"
     )
     top_k: int = cfg.field(10, help="k of the fill-mask top-k output")
+    int8_method: Literal["per-token", "dynamic"] = cfg.field(
+        "per-token",
+        help="int8: per-token (an activation scale per token: answers independent of the "
+        "batch) or dynamic (onnxruntime's quantize_dynamic: one activation scale per batch)",
+    )
     # Per-channel scales: on the MiniLM SST-2 fine-tune per-tensor int8 lost 1.03 points and flipped
     # labels between batched and single runs; per-channel lost none (benchmarks/inference_variants).
     int8_per_channel: bool = cfg.field(True, help="int8: per-channel weight scales")
@@ -88,3 +99,18 @@ class ExportConfig:
         None, help="evaluation report to carry into the manifest (default: the checkpoint's)"
     )
     overwrite: bool = cfg.field(False, help="replace a bundle already in --out")
+    on_gate_miss: Literal["drop", "fail"] = cfg.field(
+        "drop",
+        help="a variant other than fp32 that misses its gate: drop it (the bundle is written "
+        "without it, the manifest's gate_misses says why, and the command exits with status "
+        "5) or fail (nothing is written; status 4)",
+    )
+
+    @property
+    def generated_examples(self) -> int:
+        return GENERATED_EXAMPLES if self.max_steps is None else self.max_steps
+
+    @property
+    def positive_max_steps(self) -> int:
+        """--max-steps for the positive-flags check (unset is fine)."""
+        return 1 if self.max_steps is None else self.max_steps

@@ -18,6 +18,7 @@ from training.errors import TrainingError
 from training.export.checkpoint import SUMMARIZATION, one_line
 from training.export.options import ExportConfig
 from training.export.parity_data import Example, Pred, Scorer, batch_of
+from training.export.stats import Interval, paired_gap, ratio, units, wilson
 
 log = logging.getLogger("training.export")  # one logger name for the whole command
 
@@ -54,14 +55,12 @@ def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
     return float((pred.labels == g).sum()), int(g.size)
 
 
-def gold_metric(task: str, examples: Sequence[Example], preds: Sequence[Pred]) -> float | None:
-    """The task metric in % over the examples' gold; None when none has gold."""
-    total, n = 0.0, 0
-    for pred, ex in zip(preds, examples, strict=True):
-        m, k = metric_counts(task, pred, ex.gold)
-        total += m
-        n += k
-    return 100.0 * total / n if n else None
+def gold_units(task: str, examples: Sequence[Example], preds: Sequence[Pred]) -> np.ndarray | None:
+    """The task metric's (sum, count) per example against its gold; None when none has gold."""
+    sums, counts = zip(
+        *(metric_counts(task, p, e.gold) for p, e in zip(preds, examples, strict=True)), strict=True
+    )
+    return units(list(sums), list(counts)) if any(counts) else None
 
 
 METRIC_NAMES = {
@@ -80,6 +79,7 @@ class Figures:
     n_values: int = 0
     agree: int = 0
     compared: int = 0
+    examples: int = 0  # with something compared: the sample size of the agreement's interval
 
     def add(self, task: str, ref: Pred, got: Pred) -> None:
         d = abs_diff(ref, got)
@@ -90,10 +90,16 @@ class Figures:
         a, c = agreement_counts(task, ref, got)
         self.agree += a
         self.compared += c
+        self.examples += c > 0
 
     @property
     def agreement(self) -> float | None:
         return self.agree / self.compared if self.compared else None
+
+    @property
+    def agreement_ci(self) -> Interval | None:
+        share = self.agreement
+        return None if share is None else wilson(share, self.examples)
 
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
@@ -151,25 +157,46 @@ class Slice:
     task: str
     examples: list[Example]
     reference: list[Pred]
-    reference_metric: float | None
+    reference_units: np.ndarray | None  # the metric's (sum, count) per example, PyTorch's
     score: Scorer
     split: Callable[[Sequence[np.ndarray], Batch], list[Pred]]
     pad_id: int
     batch_size: int
     data: str  # the file name, or "generated"
 
+    @property
+    def reference_metric(self) -> float | None:
+        return None if self.reference_units is None else ratio(self.reference_units)
+
+
+@dataclass
+class Gap:
+    """A variant's task metric against PyTorch's on the same examples."""
+
+    metric: float | None = None
+    points: float | None = None  # PyTorch's metric minus the variant's
+    interval: Interval | None = None  # its 95 % interval
+
+    @classmethod
+    def of(cls, reference: np.ndarray | None, got: np.ndarray | None) -> Gap:
+        if got is None:
+            return cls()
+        paired = paired_gap(reference, got) if reference is not None else None
+        return cls(ratio(got), *(paired or (None, None)))
+
 
 def gate_failures(
-    variant: str,
-    figs: Figures,
-    batch: Figures,
-    metric: float | None,
-    reference_metric: float | None,
-    task: str,
-    conf: ExportConfig,
-) -> tuple[dict[str, float], list[str]]:
-    """(thresholds, failures) of ``variant``'s parity gate."""
+    variant: str, figs: Figures, batch: Figures, gap: Gap, task: str, conf: ExportConfig
+) -> tuple[dict[str, float], list[str], list[str]]:
+    """(thresholds, failures, inconclusive) of ``variant``'s parity gate.
+
+    fp32/fp16: max |difference| within the limit, batched and alone. int8 (:mod:`stats`): fails
+    when the 95 % interval of the metric gap lies wholly above ``int8_max_metric_drop``, or that
+    of agreement wholly below ``int8_min_agreement``; an interval across a threshold passes and
+    is listed as inconclusive. Batched against alone must agree fully (a count, not a sample).
+    """
     failures: list[str] = []
+    unsure: list[str] = []
     if variant != "int8":
         limit = conf.fp32_max_diff if variant == "fp32" else conf.fp16_max_diff
         if figs.max_abs_diff > limit:
@@ -178,16 +205,27 @@ def gate_failures(
             failures.append(
                 f"batched vs one-by-one max |diff| {batch.max_abs_diff:.3g} > {limit:g}"
             )
-        return {"max_abs_diff": limit}, failures
-    if figs.agreement is not None and figs.agreement < conf.int8_min_agreement:
-        failures.append(f"agreement {figs.agreement:.4f} < {conf.int8_min_agreement}")
-    if metric is not None and reference_metric is not None:
-        drop = reference_metric - metric
-        if drop > conf.int8_max_metric_drop:
-            failures.append(
-                f"{METRIC_NAMES[task]} {metric:.2f} is {drop:.2f} points below "
-                f"PyTorch's {reference_metric:.2f} (> {conf.int8_max_metric_drop})"
-            )
+        return {"max_abs_diff": limit}, failures, unsure
+    share, ci = figs.agreement, figs.agreement_ci
+    if share is not None and ci is not None:
+        low = conf.int8_min_agreement
+        said = (
+            f"agreement {share:.4f} (95 % CI {ci.low:.4f}-{ci.high:.4f}, {figs.examples} examples)"
+        )
+        if ci.high < low:
+            failures.append(f"{said} < {low}")
+        elif share < low or low in ci:
+            unsure.append(f"{said} vs {low}")
+    if gap.points is not None and gap.interval is not None:
+        most = conf.int8_max_metric_drop
+        said = (
+            f"{METRIC_NAMES[task]} {gap.metric:.2f} is {gap.points:.2f} points below PyTorch's "
+            f"(95 % CI {gap.interval.low:.2f} to {gap.interval.high:.2f})"
+        )
+        if gap.interval.low > most:
+            failures.append(f"{said} > {most}")
+        elif gap.points > most or most in gap.interval:
+            unsure.append(f"{said} vs {most}")
     if batch.agreement is not None and batch.agreement < conf.int8_min_batch_agreement:
         failures.append(
             f"batched vs one-by-one agreement {batch.agreement:.4f} < "
@@ -198,7 +236,7 @@ def gate_failures(
         "min_agreement": conf.int8_min_agreement,
         "min_batch_agreement": conf.int8_min_batch_agreement,
     }
-    return thresholds, failures
+    return thresholds, failures, unsure
 
 
 def parity(
@@ -219,18 +257,20 @@ def parity(
     figs = Figures()
     for ref, got in zip(held_out.reference, preds, strict=True):
         figs.add(task, ref, got)
-    metric = held_out.score(preds)
+    gap = Gap.of(held_out.reference_units, held_out.score(preds))
     batch = Figures()  # batched (padded among others) against alone (no padding)
     for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
         alone = batch_of([ex], held_out.pad_id)
         (single,) = held_out.split(runner(alone.feed()), alone)
         batch.add(task, preds[i], single)
-    thresholds, failures = gate_failures(
-        variant, figs, batch, metric, held_out.reference_metric, task, conf
-    )
+    thresholds, failures, unsure = gate_failures(variant, figs, batch, gap, task, conf)
     status: Literal["passed", "failed", "not_checked"] = "not_checked"
     if gate:
         status = "failed" if failures else "passed"
+    if unsure and not failures:
+        more = f"inconclusive on {len(held_out.examples)} examples: {'; '.join(unsure)}"
+        note = f"{note}; {more}" if note else more
+    ci = figs.agreement_ci
     return ParityReport(
         status=status,
         provider=provider,
@@ -239,9 +279,12 @@ def parity(
         max_abs_diff=figs.max_abs_diff,
         mean_abs_diff=figs.sum_abs_diff / figs.n_values if figs.n_values else None,
         agreement=figs.agreement,
-        metric_name=METRIC_NAMES[task] if metric is not None else None,
-        metric=metric,
+        agreement_ci=ci.as_list() if ci is not None else None,
+        metric_name=METRIC_NAMES[task] if gap.metric is not None else None,
+        metric=gap.metric,
         reference_metric=held_out.reference_metric,
+        metric_gap=gap.points,
+        metric_gap_ci=gap.interval.as_list() if gap.interval is not None else None,
         batch_max_abs_diff=batch.max_abs_diff,
         batch_agreement=batch.agreement,
         thresholds=thresholds,

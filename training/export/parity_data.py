@@ -19,6 +19,7 @@ from bundle.manifest import INPUT_NAMES, QASpec, TokenizerSpec
 from bundle.qa import window_sizes
 from training.errors import DataError, UsageError
 from training.export.checkpoint import SUMMARIZATION, default_labels, one_line
+from training.export.stats import units
 from training.tasks import Features, LabelVocab, hf_source
 from training.tasks import classification as classification_task
 from training.tasks import qa as qa_task
@@ -40,9 +41,10 @@ class Example:
     gold: Any = None
 
 
-def sample(items: list[Any], n: int, seed: int) -> list[Any]:
-    """At most ``n`` of ``items``, drawn with ``seed`` (all of them, in order, where they fit)."""
-    if len(items) <= n:
+def sample(items: list[Any], n: int | None, seed: int) -> list[Any]:
+    """At most ``n`` of ``items``, drawn with ``seed`` (all of them, in order, where they fit or
+    ``n`` is None)."""
+    if n is None or len(items) <= n:
         return items
     return random.Random(seed).sample(items, n)
 
@@ -81,7 +83,9 @@ def _rows(feats: Features) -> Iterator[tuple[list[int], list[int]]]:
     yield from zip(feats.column("input_ids"), feats.column("token_type_ids"), strict=True)
 
 
-def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Example], Scorer | None]:
+def eval_examples(
+    path: Path, plan: Plan, n: int | None, seed: int
+) -> tuple[list[Example], Scorer | None]:
     """Parity examples of an evaluation file, read and tokenized by the fine-tuning task's own
     code (:mod:`training.tasks`: column detection, label checks, IOB1 -> IOB2, SQuAD v1/v2
     windows) with the bundle's tokenizer and max length.
@@ -101,7 +105,7 @@ def eval_examples(path: Path, plan: Plan, n: int, seed: int) -> tuple[list[Examp
 
 
 def _eval_examples(
-    path: Path, plan: Plan, n: int, seed: int
+    path: Path, plan: Plan, n: int | None, seed: int
 ) -> tuple[list[Example], Scorer | None]:
     task, length = plan.ckpt.task, plan.tspec.max_length
     if task == "qa":
@@ -151,7 +155,7 @@ def _eval_examples(
 
 
 def _qa_examples(
-    path: Path, hf: Any, length: int, spec: QASpec, n: int, seed: int
+    path: Path, hf: Any, length: int, spec: QASpec, n: int | None, seed: int
 ) -> tuple[list[Example], Scorer]:
     # The windows and answers the server reads with the bundle's defaults (app.tasks).
     query, stride = window_sizes(length, spec.doc_stride, spec.max_query_length)
@@ -164,10 +168,19 @@ def _qa_examples(
     questions = sample(qa_task.load_examples(path, conf), n, seed)
     feats = qa_task.features(questions, hf, conf)
 
-    def score(preds: Sequence[Pred]) -> float:
+    language = qa_task.data_language(questions, conf.language)
+
+    def score(preds: Sequence[Pred]) -> np.ndarray:
+        """Official SQuAD F1 per question (its windows decoded together)."""
         logits = ([p.values[0] for p in preds], [p.values[1] for p in preds])  # ragged windows
         answers = qa_task.postprocess(logits, feats, questions, conf)
-        return qa_task.compute_metrics(answers, questions, conf)["f1"]
+        f1 = [
+            qa_task.f1_score(
+                answers[q.id].text if q.id in answers else "", qa_task.gold_answers(q), language
+            )
+            for q in questions
+        ]
+        return units(f1, [1] * len(f1))
 
     return [Example(ids, types) for ids, types in _rows(feats)], score
 
@@ -248,8 +261,9 @@ class Pred:
     ids: np.ndarray | None = None
 
 
-# The predictions of a run on the whole slice -> the task metric in % (None: no gold).
-Scorer = Callable[[Sequence[Pred]], float | None]
+# The predictions of a run on the whole slice -> the task metric's (sum, count) per example
+# (stats.units; None: no gold).
+Scorer = Callable[[Sequence[Pred]], np.ndarray | None]
 
 
 def split_outputs(

@@ -30,10 +30,10 @@ from bundle.batch import WorkItem, pad_batch
 from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpec
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
-from training.export.graph import quantize_int8
 from training.export.options import ExportConfig
 from training.export.parity import BATCH_CHECK_EXAMPLES, log_report
 from training.export.parity_data import generated_examples, sample
+from training.export.quantize import quantize_int8
 from training.export.writer import (
     Contents,
     check_request,
@@ -316,7 +316,7 @@ def translation_sources(conf: ExportConfig, tok: Any) -> tuple[list[list[int]], 
     from training.tasks import translation as tr
 
     if not conf.eval:
-        examples = generated_examples("translation", tok, conf.max_steps, conf.seed)
+        examples = generated_examples("translation", tok, conf.generated_examples, conf.seed)
         return [e.ids for e in examples], "generated"
     path = Path(conf.eval)
     if not path.is_file():
@@ -350,7 +350,7 @@ def translation_contents(conf: ExportConfig) -> Contents:
     from training.tasks.translation_model import quiet_load, silence_loss_notice
 
     positive = {
-        "--max-steps": conf.max_steps,
+        "--max-steps": conf.positive_max_steps,
         "--batch-size": conf.batch_size,
         "--max-beams": conf.max_beams,
     }
@@ -435,8 +435,9 @@ def translation_variant(
     if v == "int8":
         weights = conf.int8_weight_type
         enc32, dec32 = folder / "encoder.fp32.onnx", folder / "decoder.fp32.onnx"
-        quant = quantize_int8(enc32, enc, conf.int8_per_channel, conf.int8_reduce_range, weights)
-        quantize_int8(dec32, dec, conf.int8_per_channel, conf.int8_reduce_range, weights)
+        q = (conf.int8_per_channel, conf.int8_reduce_range, weights)
+        quant = quantize_int8(enc32, enc, *q, method=conf.int8_method)
+        quantize_int8(dec32, dec, *q, method=conf.int8_method)
     try:
         s2s = generation.Seq2Seq(
             enc, dec, layers=gen.num_layers, heads=gen.num_heads, head_dim=gen.head_dim

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bundle.manifest as bundle_schema
-from bundle.manifest import FileEntry, Manifest, TokenizerSpec, VariantSpec
+from bundle.manifest import FileEntry, Manifest, ParityReport, TokenizerSpec, VariantSpec
 from training.errors import TrainingError, UsageError
 from training.export.checkpoint import (
     Checkpoint,
@@ -44,6 +44,9 @@ class ParityError(TrainingError):
     """A requested variant failed the parity gate; nothing was written."""
 
     exit_code = 4
+
+
+GATE_MISS_EXIT = 5  # the bundle was written without a variant that missed its gate
 
 
 @dataclass
@@ -145,14 +148,8 @@ def write_bundle(contents: Contents) -> Manifest:
     try:
         specs = contents.graphs(staging)
         _drop_unlisted_graphs(staging, specs)
-        failed = {v: s.parity for v, s in specs.items() if s.parity.status == "failed"}
-        if failed:
-            summary = "; ".join(f"{v}: {', '.join(r.failures)}" for v, r in failed.items())
-            raise ParityError(
-                f"parity gate failed, bundle not written ({summary}); relax the threshold or "
-                "ask for fewer --variants"
-            )
-        manifest = _manifest(contents, specs, _write_tokenizers(contents, staging))
+        misses = _gate_misses(staging, specs, contents.conf.on_gate_miss)
+        manifest = _manifest(contents, specs, _write_tokenizers(contents, staging), misses)
         bundle_schema.write_manifest(manifest, staging)
         try:  # read it back exactly as the app will
             bundle_schema.load_bundle(staging, variant=manifest.default_variant)
@@ -164,6 +161,35 @@ def write_bundle(contents: Contents) -> Manifest:
         raise
     log.info("bundle %s written in %.1f s", out, time.perf_counter() - contents.started)
     return manifest
+
+
+def _gate_misses(
+    folder: Path, specs: dict[bundle_schema.VariantName, VariantSpec], on_miss: str
+) -> dict[bundle_schema.VariantName, ParityReport]:
+    """Take the variants that missed their gate out of ``specs`` (and their graphs out of
+    ``folder``) and return their reports; raise :class:`ParityError` instead when ``on_miss`` is
+    ``fail``, fp32 missed, or nothing would be left."""
+    failed = {v: s.parity for v, s in specs.items() if s.parity.status == "failed"}
+    if not failed:
+        return {}
+    summary = "; ".join(f"{v}: {', '.join(r.failures)}" for v, r in failed.items())
+    if on_miss == "fail" or "fp32" in failed or len(failed) == len(specs):
+        raise ParityError(
+            f"parity gate failed, bundle not written ({summary}); relax the threshold or "
+            "ask for fewer --variants"
+        )
+    for v in failed:
+        del specs[v]
+    _drop_unlisted_graphs(folder, specs)
+    log.warning(
+        "parity gate: %s left out of the bundle (%s); it serves %s. Exit status %d says so; "
+        "--on-gate-miss fail refuses to write the bundle instead",
+        ", ".join(failed),
+        summary,
+        ", ".join(specs),
+        GATE_MISS_EXIT,
+    )
+    return failed
 
 
 def _drop_unlisted_graphs(
@@ -196,6 +222,7 @@ def _manifest(
     contents: Contents,
     specs: dict[bundle_schema.VariantName, VariantSpec],
     files: list[FileEntry],
+    gate_misses: dict[bundle_schema.VariantName, ParityReport],
 ) -> Manifest:
     conf, ckpt, tspec = contents.conf, contents.ckpt, contents.tokenizer[1]
     target = contents.target_tokenizer
@@ -206,6 +233,7 @@ def _manifest(
         tokenizer=tspec,
         target_tokenizer=target[1] if target is not None else None,
         variants=specs,
+        gate_misses=gate_misses,
         default_variant="fp32" if "fp32" in specs else next(iter(specs)),
         files=files,
         evaluation=read_report(ckpt.path, conf.report),

@@ -166,7 +166,8 @@ def f1_score(prediction: str, golds: Sequence[str], language: str = "auto") -> f
     return max(_f1_tokens(p, st.tokens(g), st) for g in golds or [""])
 
 
-def _golds(ex: Example) -> list[str]:
+def gold_answers(ex: Example) -> list[str]:
+    """The answers a prediction is scored against, as the official scripts keep them."""
     if ex.is_impossible:
         return [""]
     if ex.v2:  # v2 script: golds that normalise to nothing are dropped
@@ -224,7 +225,7 @@ def compute_metrics(
     has_ans: dict[str, bool] = {}
     missing = 0
     for ex in examples:
-        golds = _golds(ex)
+        golds = gold_answers(ex)
         pred = predictions.get(ex.id)
         if pred is None:
             missing += 1
