@@ -60,9 +60,20 @@ SENSITIVE_NODES = 4  # kept in fp32 by the sensitivity row
 
 
 def calibration_feeds(conf: ExportConfig, plan: Any, path: Path) -> list[dict[str, np.ndarray]]:
+    """Batches of 32 training examples, all padded to one length (onnxruntime's histogram
+    calibrators stack every batch's activations into one array)."""
     examples, _ = eval_examples(path, plan, CALIBRATION_EXAMPLES, seed=1)
     pad = plan.tspec.special_token_ids["pad"]
-    return [batch_of(examples[i : i + 32], pad).feed() for i in range(0, len(examples), 32)]
+    width = max(len(e.ids) for e in examples)
+    feeds = []
+    for i in range(0, len(examples), 32):
+        feed = batch_of(examples[i : i + 32], pad).feed()
+        extra = width - feed["input_ids"].shape[1]
+        feeds.append(
+            {k: np.pad(v, ((0, 0), (0, extra)), constant_values=pad if k == "input_ids" else 0)
+             for k, v in feed.items()}
+        )  # fmt: skip
+    return feeds[:-1] if len(feeds) > 1 and len(feeds[-1]["input_ids"]) < 32 else feeds
 
 
 def sensitive_nodes(fp32: Path, feeds: list[dict[str, np.ndarray]], work: Path) -> list[str]:

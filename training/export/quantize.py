@@ -139,6 +139,11 @@ def quantize_int8(
         else:
             if calibration is None:
                 raise ValueError("static int8 needs calibration inputs")
+            # The calibrator picks the tensors to measure by their inferred types; only the
+            # symbolic shape inference types the outputs of fused com.microsoft ops.
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
             calibrate = {
                 "percentile": CalibrationMethod.Percentile,
                 "entropy": CalibrationMethod.Entropy,
