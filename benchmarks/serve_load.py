@@ -59,6 +59,8 @@ import httpx
 import numpy as np
 
 from benchmarks.common import data_dir, machine, markdown_table, write_result
+from benchmarks.load import CLIENTS, closed_loop, open_loop
+from benchmarks.peers import PEER_PYTHON, Peer, infinity
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS: dict[str, dict[str, Any]] = {  # name -> BertConfig overrides
@@ -207,10 +209,17 @@ def running(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_process(cmd: list[str], log: Path, timeout: float = 900) -> Iterator[tuple[str, int]]:
-    """:func:`running`, yielding (url, process id)."""
+def running_process(
+    cmd: list[str],
+    log: Path,
+    timeout: float = 900,
+    ready_path: str = "/readyz",
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, int]]:
+    """:func:`running`, yielding (url, process id); ``env`` is added to this environment (less
+    its ``BERT_`` settings)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")} | (env or {})
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*cmd, "--port", str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
@@ -222,7 +231,7 @@ def running_process(cmd: list[str], log: Path, timeout: float = 900) -> Iterator
             if proc.poll() is not None:
                 raise SystemExit(f"server exited ({proc.returncode}); see {log}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=5).status_code == 200:
                     break
             if time.monotonic() > end:
                 raise SystemExit(f"server not ready after {timeout} s; see {log}")
@@ -320,142 +329,6 @@ def baseline_server(ckpt: str, task: str, port: int, threads: int, device: str =
 
 
 # ------------------------------------------------------------------------------------- load
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
-    q = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99])
-    return {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "p99_ms": float(q[2])}
-
-
-CLIENTS = ("aiohttp", "httpx")
-
-
-@contextlib.asynccontextmanager
-async def poster(kind: str, url: str, connections: int) -> Any:
-    """An async `post(path, body) -> status` over `connections` keep-alive connections."""
-    if kind == "aiohttp":
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=connections)
-        timeout = aiohttp.ClientTimeout(total=120)
-        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
-
-            async def post_aiohttp(path: str, body: Any) -> int:
-                async with session.post(path, json=body) as r:
-                    await r.read()
-                    return r.status
-
-            yield post_aiohttp
-        return
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-
-        async def post_httpx(path: str, body: Any) -> int:
-            return (await client.post(path, json=body)).status_code
-
-        yield post_httpx
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU seconds of a process (this one when None), threads included."""
-    if pid is None:
-        t = os.times()
-        return t.user + t.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def closed_loop(
-    url: str,
-    path: str,
-    bodies: list[Any],
-    concurrency: int,
-    seconds: float,
-    warmup: float,
-    client: str = "aiohttp",
-    server_pid: int | None = None,
-) -> dict[str, Any]:
-    """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count
-    (CPU per request too: the server's, from /proc, and this load generator's)."""
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    errors = 0
-    cpu: dict[str, float] = {}
-    async with poster(client, url, concurrency) as post:
-        t_start = loop.time()
-        t_measure, t_end = t_start + warmup, t_start + warmup + seconds
-
-        async def mark() -> None:
-            await asyncio.sleep(max(0.0, t_measure - loop.time()))
-            cpu["client"] = cpu_seconds()
-            cpu["server"] = cpu_seconds(server_pid) if server_pid else 0.0
-
-        async def client_loop(i: int) -> None:
-            nonlocal errors
-            k = i
-            while (t0 := loop.time()) < t_end:
-                status = await post(path, bodies[k % len(bodies)])
-                k += concurrency
-                if t0 >= t_measure:
-                    if status == 200:
-                        latencies.append(loop.time() - t0)
-                    else:
-                        errors += 1
-
-        await asyncio.gather(mark(), *(client_loop(i) for i in range(concurrency)))
-        elapsed = loop.time() - t_measure
-        client_cpu = cpu_seconds() - cpu["client"]
-        server_cpu = cpu_seconds(server_pid) - cpu["server"] if server_pid else float("nan")
-    n = max(len(latencies), 1)
-    return {"requests": len(latencies), "errors": errors,
-            "throughput": len(latencies) / elapsed, **percentiles(latencies),
-            "server_cpu_ms": 1000 * server_cpu / n,
-            "client_cpu_ms": 1000 * client_cpu / n}  # fmt: skip
-
-
-async def open_loop(
-    url: str,
-    path: str,
-    bodies: list[Any],
-    rate: float,
-    seconds: float,
-    cap: int = 512,
-    client: str = "aiohttp",
-) -> dict[str, Any]:
-    """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
-    omission); at most `cap` in flight (more are counted as dropped)."""
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    errors = dropped = 0
-    in_flight = 0
-    async with poster(client, url, cap) as post:
-
-        async def one(body: Any, scheduled: float) -> None:
-            nonlocal errors, in_flight
-            try:
-                status = await post(path, body)
-                if status == 200:
-                    latencies.append(loop.time() - scheduled)
-                else:
-                    errors += 1
-            finally:
-                in_flight -= 1
-
-        start = loop.time() + 0.05
-        tasks = []
-        for i in range(int(rate * seconds)):
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - loop.time()))
-            if in_flight >= cap:
-                dropped += 1
-                continue
-            in_flight += 1
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
-        await asyncio.gather(*tasks)
-    return {"rate": rate, "requests": len(latencies), "errors": errors, "dropped": dropped,
-            **percentiles(latencies)}  # fmt: skip
 
 
 def scrape(url: str, model: str) -> dict[str, float]:
@@ -565,27 +438,38 @@ def run_model(
     ]
     if args.quick:
         systems = systems[:3]
+    peers: list[Peer] = []
+    if task == "classification":  # infinity serves classifiers (its /classify), not QA
+        peers = [
+            infinity(ckpt, engine, args.max_batch, args.threads, args.peer_python)
+            for engine in filter(None, args.peers.split(","))
+        ]
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
-    for system, variant, max_batch in [*systems, ("(c) naive pipeline", "torch fp32", 0)]:
+    runs: list[tuple[str, str, int | Peer]] = [
+        *systems,
+        ("(c) naive pipeline", "torch fp32", 0),
+        *[("(d) " + p.name, "onnxruntime fp32" if "optimum" in p.name else "torch fp32", p)
+          for p in peers],
+    ]  # fmt: skip
+    for system, variant, how in runs:
         print(f"{label} {task}: {system} {variant}", flush=True)
-        cmd = (
-            naive(ckpt, task, args.threads, args.provider)
-            if system.startswith("(c)")
-            else ours(
-                bundle.parent, name, variant, max_batch, args.threads, args.workers, args.provider
-            )
-        )
+        path, sent, env, ready = PATHS[task], bodies, {}, "/readyz"
+        if isinstance(how, Peer):
+            cmd, path, env, ready = how.command, how.classify_path, how.env, how.ready_path
+            sent = [how.body(t) for t in texts]
+        elif system.startswith("(c)"):
+            cmd = naive(ckpt, task, args.threads, args.provider)
+        else:
+            cmd = ours(bundle.parent, name, variant, how, args.threads, args.workers, args.provider)
         log = logs / f"{name}-{system[1]}-{variant.replace(' ', '-')}.log"
-        with running_process(cmd, log) as (url, pid):
-            if not system.startswith("(c)"):
+        with running_process(cmd, log, ready_path=ready, env=env) as (url, pid):
+            if system[1] in "ab":
                 check_provider(url, name, args.provider)
             for c in levels:
                 before = scrape(url, name) if system.startswith("(a)") else None
                 res = asyncio.run(
-                    closed_loop(
-                        url, PATHS[task], bodies, c, args.seconds, args.warmup, args.client, pid
-                    )
+                    closed_loop(url, path, sent, c, args.seconds, args.warmup, args.client, pid)
                 )
                 row = {"model": label, "task": task, "system": system, "variant": variant,
                        "concurrency": c, **res}  # fmt: skip
@@ -643,6 +527,22 @@ def targets(rows: list[dict[str, Any]], top: int, provider: str = "cpu") -> list
     a, c = at("(a)", fast), at("(c)", "torch fp32")
     if a and c:
         out.append([f"(a) {fast} / (c)", f"{a / c:.2f}x", ">= 6x", a / c >= 6])
+    level = 32 if any(r["concurrency"] == 32 for r in rows) else top
+    mine = [r for r in rows if r["system"].startswith("(a)") and r["variant"] == fast]
+    ours = next((r for r in mine if r["concurrency"] == level), None)
+    peer = max(
+        (r for r in rows if r["system"].startswith("(d)") and r["concurrency"] == level),
+        key=lambda r: float(r["throughput"]),
+        default=None,
+    )
+    if ours and peer:
+        ratio = ours["throughput"] / peer["throughput"]
+        out.append([
+            f"(a) {fast} / best peer ({peer['system'][4:]}), concurrency {level}",
+            f"{ratio:.2f}x; p99 {ours['p99_ms']:.0f} vs {peer['p99_ms']:.0f} ms",
+            ">= 1.5x, p99 no worse",
+            ratio >= 1.5 and ours["p99_ms"] <= peer["p99_ms"],
+        ])  # fmt: skip
     return out
 
 
@@ -677,6 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N sentences / questions")
     p.add_argument("--vocab", type=Path, help="bert-base-uncased vocab.txt")
     p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="load generator client")
+    p.add_argument(
+        "--peers", default="",
+        help="comma-separated infinity-emb engines to serve the same classifier as (d): "
+        "optimum (onnxruntime), torch; installed as benchmarks/peers.py says",
+    )  # fmt: skip
+    p.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="infinity's venv python")
     p.add_argument(
         "--provider", choices=sorted(VARIANTS), default="cpu",
         help="onnxruntime provider of (a) and (b), and (c)'s torch device: cuda needs "

@@ -1,6 +1,6 @@
 """Translation serving: continuous batching of generation against static batching, same run.
 
-A closed-loop load generator (``serve_load.closed_loop``: N clients back to back, aiohttp)
+A closed-loop load generator (``load.closed_loop``: N clients back to back, aiohttp)
 sends Multi30k ``test_2016_flickr`` English sentences of about 20 words (``--words``, default
 17-23), one per request, to ``POST /v1/translate`` of ``python -m app`` serving one translation
 bundle, which this program starts on loopback twice:
@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks.common import data_dir, machine, markdown_table, write_result
-from benchmarks.serve_load import closed_loop, running_process
+from benchmarks.load import closed_loop
+from benchmarks.serve_load import running_process
 
 MODES = {"continuous": 8, "static": 1}
 

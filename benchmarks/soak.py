@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx
 
 from benchmarks.common import machine, markdown_table, write_result
+from benchmarks.load import percentiles
 from benchmarks.serve_load import (
     PRESETS,
     export,
-    percentiles,
     random_checkpoint,
     running_process,
     squad_pairs,
