@@ -54,7 +54,9 @@ class ExportConfig:
     )
     # Per-channel scales: on the MiniLM SST-2 fine-tune per-tensor int8 lost 1.03 points and flipped
     # labels between batched and single runs; per-channel lost none (benchmarks/inference_variants).
-    int8_per_channel: bool = cfg.field(True, help="int8: per-channel weight scales")
+    int8_per_channel: bool = cfg.field(
+        True, help="int8 dynamic: per-channel weight scales (per-token: always)"
+    )
     # On x86 CPUs without VNNI (AVX2 only) onnxruntime multiplies u8 activations by s8 weights
     # with pairwise int16 sums that saturate: a tiny QA model's int8 answers all changed on such
     # a CPU. u8 weights take another kernel that does not saturate; s8 is the fast one on VNNI.
@@ -64,7 +66,8 @@ class ExportConfig:
         "u8 (right on every x86 CPU), auto = s8 where the exporting CPU has VNNI, else u8",
     )
     int8_reduce_range: bool = cfg.field(
-        False, help="int8: 7-bit weights (another cure for s8 saturation, less precise)"
+        False,
+        help="int8 dynamic: 7-bit weights (another cure for s8 saturation, less precise)",
     )
     fp32_max_diff: float = cfg.field(1e-4, help="gate: fp32 max |logit difference|")
     fp16_max_diff: float = cfg.field(1e-2, help="gate: fp16 max |logit difference| (GPU)")
