@@ -67,7 +67,7 @@ class ExportConfig:
     )
     int8_reduce_range: bool = cfg.field(
         False,
-        help="int8 dynamic: 7-bit weights (another cure for s8 saturation, less precise)",
+        help="int8: 7-bit weights (another cure for s8 saturation, less precise)",
     )
     fp32_max_diff: float = cfg.field(1e-4, help="gate: fp32 max |logit difference|")
     fp16_max_diff: float = cfg.field(1e-2, help="gate: fp16 max |logit difference| (GPU)")

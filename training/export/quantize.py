@@ -102,14 +102,14 @@ def quantize_int8(
     model = _untie_initializers(onnx.load(str(fp32)))
     if method == "per-token":
         skip = head_nodes(model) if exclude is None else list(exclude)
-        count = per_token(model, wtype, skip)
+        count = per_token(model, wtype, skip, reduce_range)
         onnx.save(model, str(out))
         return {
             "method": method,
             "weight_type": "QInt8" if wtype == "s8" else "QUInt8",
             "op_types": "MatMul",
             "per_channel": True,
-            "reduce_range": False,
+            "reduce_range": reduce_range,
             "nodes": count,
             "excluded": len(skip),
         }
@@ -184,7 +184,9 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def per_token(model: Any, weight_type: str, exclude: Sequence[str] = ()) -> int:
+def per_token(
+    model: Any, weight_type: str, exclude: Sequence[str] = (), reduce_range: bool = False
+) -> int:
     """Rewrite, in place, every ``MatMul`` of an activation by a 2-D weight (except ``exclude``)
     as per-token int8; returns how many were rewritten.
 
@@ -218,7 +220,9 @@ def per_token(model: Any, weight_type: str, exclude: Sequence[str] = ()) -> int:
             continue
         count += 1
         p = f"pt{count}"
-        qw, scale, zero = _quantize_columns(numpy_helper.to_array(weights[w]), weight_type)
+        qw, scale, zero = _quantize_columns(
+            numpy_helper.to_array(weights[w]), weight_type, reduce_range
+        )
         graph.initializer.extend(
             [
                 numpy_helper.from_array(qw, f"{p}/w"),
@@ -265,14 +269,18 @@ def per_token(model: Any, weight_type: str, exclude: Sequence[str] = ()) -> int:
     return count
 
 
-def _quantize_columns(w: np.ndarray, weight_type: str) -> tuple[np.ndarray, ...]:
-    """(int8 weights, scale, zero point) per column of ``w`` (in, out): symmetric s8, or
-    asymmetric u8 over each column's range (zero included, so 0 stays exact)."""
+def _quantize_columns(
+    w: np.ndarray, weight_type: str, reduce_range: bool = False
+) -> tuple[np.ndarray, ...]:
+    """(int8 weights, scale, zero point) per column of ``w`` (in, out): symmetric s8 (7-bit,
+    -63..63, with ``reduce_range``), or asymmetric u8 over each column's range (zero included,
+    so 0 stays exact)."""
     w = w.astype(np.float32)
     if weight_type == "s8":
-        scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0
+        top = 63.0 if reduce_range else 127.0
+        scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / top
         return (
-            np.clip(np.round(w / scale), -127, 127).astype(np.int8),
+            np.clip(np.round(w / scale), -top, top).astype(np.int8),
             scale.astype(np.float32),
             np.zeros(w.shape[1], np.int8),
         )
