@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bundle.manifest import ParityReport, read_manifest
 from training import config as cfg
 from training.cli import command_parser
 from training.cli import main as cli
@@ -382,7 +383,6 @@ def export(
 
 def report_bundles(models: Path, recipe: Recipe) -> None:
     """One line per bundle: its variants with their gate figures, and any left out and why."""
-    from bundle.manifest import read_manifest
 
     print("\nbundles (parity against PyTorch on the held-out data):", flush=True)
     for name in recipe.names.values():
@@ -396,7 +396,7 @@ def report_bundles(models: Path, recipe: Recipe) -> None:
                 print(f"    {v}: {s.parity.note}")
 
 
-def _figures(r: Any) -> str:
+def _figures(r: ParityReport) -> str:
     parts = [f"{r.examples} examples"]
     if r.agreement is not None:
         parts.append(f"agreement {r.agreement:.3f}")

@@ -89,7 +89,7 @@ class Plan:
 
 def make_plan(conf: ExportConfig) -> Plan:
     positive = {
-        "--max-steps": conf.positive_max_steps,
+        "--max-steps": conf.max_steps,
         "--batch-size": conf.batch_size,
         "--top-k": conf.top_k,
     }

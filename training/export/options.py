@@ -112,8 +112,3 @@ class ExportConfig:
     @property
     def generated_examples(self) -> int:
         return GENERATED_EXAMPLES if self.max_steps is None else self.max_steps
-
-    @property
-    def positive_max_steps(self) -> int:
-        """--max-steps for the positive-flags check (unset is fine)."""
-        return 1 if self.max_steps is None else self.max_steps

@@ -57,10 +57,10 @@ def metric_counts(task: str, pred: Pred, gold: Any) -> tuple[float, int]:
 
 def gold_units(task: str, examples: Sequence[Example], preds: Sequence[Pred]) -> np.ndarray | None:
     """The task metric's (sum, count) per example against its gold; None when none has gold."""
-    sums, counts = zip(
-        *(metric_counts(task, p, e.gold) for p, e in zip(preds, examples, strict=True)), strict=True
-    )
-    return units(list(sums), list(counts)) if any(counts) else None
+    pairs = [metric_counts(task, p, e.gold) for p, e in zip(preds, examples, strict=True)]
+    if not any(count for _, count in pairs):
+        return None
+    return units([s for s, _ in pairs], [c for _, c in pairs])
 
 
 METRIC_NAMES = {

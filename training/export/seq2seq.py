@@ -350,7 +350,7 @@ def translation_contents(conf: ExportConfig) -> Contents:
     from training.tasks.translation_model import quiet_load, silence_loss_notice
 
     positive = {
-        "--max-steps": conf.positive_max_steps,
+        "--max-steps": conf.max_steps,
         "--batch-size": conf.batch_size,
         "--max-beams": conf.max_beams,
     }

@@ -66,14 +66,17 @@ class Contents:
     fields: dict[str, Any] = field(default_factory=dict)  # the manifest's fields of this task only
 
 
-def check_request(conf: ExportConfig, task: str | None, positive: dict[str, int]) -> Checkpoint:
+def check_request(
+    conf: ExportConfig, task: str | None, positive: dict[str, int | None]
+) -> Checkpoint:
     """What every export checks before any slow step: the required flags, the ``positive`` ones
-    (flag -> value), the checkpoint (of ``task``, where given), ``--out`` and ``--opset``."""
+    (flag -> value; None: unset), the checkpoint (of ``task``, where given), ``--out`` and
+    ``--opset``."""
     if not conf.checkpoint:
         raise UsageError("--checkpoint DIR is required")
     if not conf.out:
         raise UsageError("--out DIR is required (e.g. models/NAME)")
-    if min(positive.values()) < 1:
+    if min(v for v in positive.values() if v is not None) < 1:
         *first, last = positive
         raise UsageError(f"{', '.join(first)} and {last} must be positive")
     ckpt = inspect_checkpoint(conf.checkpoint, task)
@@ -147,8 +150,8 @@ def write_bundle(contents: Contents) -> Manifest:
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is shared
     try:
         specs = contents.graphs(staging)
+        misses = _gate_misses(specs, contents.conf.on_gate_miss)
         _drop_unlisted_graphs(staging, specs)
-        misses = _gate_misses(staging, specs, contents.conf.on_gate_miss)
         manifest = _manifest(contents, specs, _write_tokenizers(contents, staging), misses)
         bundle_schema.write_manifest(manifest, staging)
         try:  # read it back exactly as the app will
@@ -164,11 +167,11 @@ def write_bundle(contents: Contents) -> Manifest:
 
 
 def _gate_misses(
-    folder: Path, specs: dict[bundle_schema.VariantName, VariantSpec], on_miss: str
+    specs: dict[bundle_schema.VariantName, VariantSpec], on_miss: str
 ) -> dict[bundle_schema.VariantName, ParityReport]:
-    """Take the variants that missed their gate out of ``specs`` (and their graphs out of
-    ``folder``) and return their reports; raise :class:`ParityError` instead when ``on_miss`` is
-    ``fail``, fp32 missed, or nothing would be left."""
+    """Take the variants that missed their gate out of ``specs`` and return their reports;
+    raise :class:`ParityError` instead when ``on_miss`` is ``fail``, fp32 missed, or nothing
+    would be left."""
     failed = {v: s.parity for v, s in specs.items() if s.parity.status == "failed"}
     if not failed:
         return {}
@@ -180,7 +183,6 @@ def _gate_misses(
         )
     for v in failed:
         del specs[v]
-    _drop_unlisted_graphs(folder, specs)
     log.warning(
         "parity gate: %s left out of the bundle (%s); it serves %s. Exit status %d says so; "
         "--on-gate-miss fail refuses to write the bundle instead",
