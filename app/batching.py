@@ -2,19 +2,22 @@
 
 Flow (as in text-embeddings-inference):
 
-    submit(items, deadline) ── admit or refuse at once (bounded queue, counted in items)
-        │                          full -> OverloadedError(retry_after); draining -> NotReadyError
+    submit(items, deadline, priority) ── admit or refuse at once: queue (or the priority's
+        │          share) full, or predicted to finish past the latency objective -> 429 with
+        │          retry_after; predicted to miss its deadline -> 504; draining -> 503
         ▼
-    queue (arrival order) ── batching task: wait until a batch is full or the oldest item has
-        │                      waited max_wait (while a batch runs: until it is about to end);
-        │                      pick items by `plan_batch` (token budget, max size, similar
-        │                      lengths); pad
+    queue ── batching task: wait until a batch is full or the oldest item has waited max_wait
+        │      (while a batch runs: until it is about to end); fail now the requests that can
+        │      no longer meet their deadline; pick items by `plan_batch` in the order of
+        │      service of `app.scheduling` (priority, deadline, arrival; inputs passed over
+        │      `patience` times first; token budget, max size, similar lengths); pad
         ▼
     worker thread(s): backend.predict(batch) ── `workers` batches run at once, and up to
         │                                        max_in_flight - 1 more wait prepared
         ▼
     results scattered back to each request by (request, index): a request whose items were
-    split over several batches still gets its answers in input order.
+    split over several batches still gets its answers in input order; each batch's time and
+    tokens teach the latency model (`app.scheduling.Workload`) that admission predicts with.
 
 Failure semantics: a request past its deadline fails with RequestTimeoutError and its queued items
 are removed; a cancelled request (client gone) has its queued items removed before inference;
@@ -45,6 +48,7 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.metrics import Metrics
+from app.scheduling import Priority, Workload, plan_batch, rank
 from app.settings import Settings
 from bundle.batch import Batch, WorkItem, pad_batch
 
@@ -87,7 +91,17 @@ class BatcherConfig:
         concurrent: the backend runs the batches it is handed together (continuous batching
             of generation: ``app.generation.ContinuousDecoder``): each of the max_in_flight
             batches gets its own worker thread, and a batch is handed over once it is due,
-            not held back while others run.
+            not held back while others run. Batch times then overlap, so no latency is
+            predicted: deadlines are kept by their timers only, and target_latency_s is unused.
+        patience: with group_by_length, how many batches of its own priority class may pass
+            an input over before it must go in the next one (0: FIFO order; see
+            `app.scheduling`). Bounds the tail that length grouping costs under saturation.
+        target_latency_s: a latency objective (None: none). Batches are cut to run within a
+            quarter of it (by the learned batch latency), and a request whose predicted wait
+            and run pass it is refused at once with 429 and Retry-After instead of answered
+            late.
+        low_priority_share: share of queue_size that "low" priority inputs may fill; the rest
+            is kept for the higher classes.
     """
 
     max_batch_tokens: int = 8192
@@ -100,12 +114,21 @@ class BatcherConfig:
     max_padding_ratio: float = 1.0
     idle_dispatch: bool = False
     concurrent: bool = False
+    patience: int = 1
+    target_latency_s: float | None = None
+    low_priority_share: float = 0.5
 
     def __post_init__(self) -> None:
         limits = ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight", "workers")
         for name in limits:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ValueError(f"patience must be 0 or more, got {self.patience}")
+        if self.target_latency_s is not None and self.target_latency_s <= 0:
+            raise ValueError(f"target_latency_s must be > 0, got {self.target_latency_s}")
+        if not 0 < self.low_priority_share <= 1:
+            raise ValueError(f"low_priority_share must be in (0, 1], got {self.low_priority_share}")
         if self.max_wait_s < 0:
             raise ValueError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
         if not 0 <= self.max_padding_ratio <= 1:
@@ -123,75 +146,32 @@ class BatcherConfig:
             workers=settings.inference_workers,
             max_padding_ratio=settings.max_padding_ratio,
             idle_dispatch=settings.idle_dispatch,
+            patience=settings.grouping_patience,
+            target_latency_s=(
+                None if settings.target_p99_ms is None else settings.target_p99_ms / 1000.0
+            ),
         )
-
-
-def plan_batch(
-    lengths: Sequence[int],
-    *,
-    max_batch_tokens: int,
-    max_batch_size: int,
-    group_by_length: bool = True,
-    max_padding_ratio: float = 1.0,
-) -> list[int]:
-    """Choose the next batch from the queue.
-
-    Args:
-        lengths: token count of every queued item, in arrival order (index 0 = oldest).
-        max_batch_tokens: the batch must satisfy len(chosen) x max(chosen lengths) <= this.
-        max_batch_size: the batch holds at most this many items.
-        group_by_length: False = FIFO: take items in arrival order and stop at the first that
-            does not fit (it leads the next batch). True = the oldest item anchors the batch and
-            the rest is filled with the items whose lengths are closest to it (ties: older first),
-            skipping any that would break the budget.
-        max_padding_ratio: with group_by_length, also skip an item that would make padding more
-            than this share of the batch (padded tokens - real tokens) / padded tokens. A batch
-            of the queue's diverse lengths padded to its longest wastes compute that on a CPU
-            costs as much as real tokens; the skipped items lead the next batch instead.
-
-    Returns:
-        Indices into `lengths`, always including 0 when lengths[0] <= max_batch_tokens.
-
-    Why nearest-to-the-oldest: a padded batch costs size x longest, so mixing a 10-token and a
-    500-token input wastes 490 tokens of compute. Anchoring on the oldest item keeps the fairness
-    of FIFO (every batch takes the head of the queue, so an item waits at most as many batches as
-    there are items ahead of it: no starvation of odd lengths), while picking neighbours by length
-    gives most of the padding saving of fully length-sorted batches. Sorted fixed windows would
-    save a little more padding but can leave the oldest item waiting behind windows of other
-    lengths. The cost, a sort of at most queue_size keys per batch, is negligible next to inference.
-    """
-    if not lengths:
-        return []
-    order: Sequence[int] = range(len(lengths))
-    if group_by_length:
-        anchor = lengths[0]
-        order = sorted(order, key=lambda i: (abs(lengths[i] - anchor), i))
-    chosen: list[int] = []
-    padded = real = 0
-    for i in order:
-        width = max(padded, lengths[i])
-        if (len(chosen) + 1) * width > max_batch_tokens:
-            if not group_by_length:
-                break
-            continue
-        padding = 1 - (real + lengths[i]) / ((len(chosen) + 1) * width)
-        if chosen and group_by_length and padding > max_padding_ratio:
-            continue
-        chosen.append(i)
-        padded, real = width, real + lengths[i]
-        if len(chosen) == max_batch_size:
-            break
-    return chosen
 
 
 class _Request(Generic[R]):
     """One submit() call: its future, results gathered so far, and its items still queued."""
 
-    __slots__ = ("finished", "future", "queued", "remaining", "results", "size", "timer")
+    __slots__ = (
+        "deadline", "finished", "future", "priority", "queued", "remaining", "results", "size",
+        "timer",
+    )  # fmt: skip
 
-    def __init__(self, future: asyncio.Future[list[R]], size: int) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[list[R]],
+        size: int,
+        priority: Priority = "normal",
+        deadline: float | None = None,
+    ) -> None:
         self.future = future
         self.size = size
+        self.priority = priority
+        self.deadline = deadline  # loop time
         self.results: list[Any] = [None] * size
         self.remaining = size
         self.queued: set[int] = set()  # sequence numbers of this request's items in the queue
@@ -199,15 +179,22 @@ class _Request(Generic[R]):
         self.finished = False  # cleanup done (idempotence guard)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class _Entry(Generic[R]):
-    """One queued item: which request and position it answers, and when it arrived."""
+    """One queued item: which request and position it answers, when it arrived, its place in
+    the order of service (class, deadline, arrival), and how often a batch passed it over."""
 
     seq: int
     request: _Request[R]
     index: int
     item: WorkItem
     enqueued_at: float  # time.monotonic()
+    rank: int = 1
+    due: float = float("inf")  # the request's deadline (loop time), inf without one
+    skips: int = 0
+
+    def key(self) -> tuple[int, float, int]:
+        return self.rank, self.due, self.seq
 
 
 class Batcher(Generic[R]):
@@ -247,7 +234,6 @@ class Batcher(Generic[R]):
             thread_name_prefix=f"infer-{model}",
         )
         self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
-        self._queued_tokens = 0
         self._seq = itertools.count()
         self._accepting = True
         self._wakeup = asyncio.Event()
@@ -258,6 +244,14 @@ class Batcher(Generic[R]):
         self._task: asyncio.Task[None] | None = None
         self._items_per_s: float | None = None  # smoothed throughput of one worker
         self._running: dict[int, tuple[float, int]] = {}  # (start, size) of each running batch
+        # Predictions only without concurrent batches (their wall times overlap).
+        self._predicts = not cfg.concurrent
+        self._load = Workload(
+            max_batch_size=cfg.max_batch_size,
+            max_batch_tokens=cfg.max_batch_tokens,
+            workers=cfg.workers,
+            target_s=cfg.target_latency_s if self._predicts else None,
+        )
 
     # --- public API ---
 
@@ -284,7 +278,10 @@ class Batcher(Generic[R]):
             )
 
     def submit(
-        self, items: Sequence[WorkItem], deadline: float | None = None
+        self,
+        items: Sequence[WorkItem],
+        deadline: float | None = None,
+        priority: Priority = "normal",
     ) -> asyncio.Future[list[R]]:
         """Queue one request's items, or refuse them at once.
 
@@ -292,7 +289,9 @@ class Batcher(Generic[R]):
             items: the request's tokenized inputs; each at most max_batch_tokens long.
             deadline: absolute time on the event loop clock (`loop.time()`) after which the
                 request fails with RequestTimeoutError, even if some items are running; None
-                means no deadline.
+                means no deadline. Within a priority class, earlier deadlines are served first.
+            priority: the request's class (`app.scheduling.PRIORITIES`): a higher class is
+                served first, and "low" may fill only low_priority_share of the queue.
 
         Returns:
             A future of the results, one per item, in input order. Cancelling it (e.g. the
@@ -302,8 +301,10 @@ class Batcher(Generic[R]):
             NotReadyError: the batcher is draining.
             PayloadTooLargeError: more items than the whole queue holds.
             ValidationFailedError: an item longer than max_batch_tokens.
-            OverloadedError: the queue cannot take these items now (carries retry_after).
-            RequestTimeoutError: the deadline has already passed.
+            OverloadedError: the queue (or the class's share of it) cannot take these items now,
+                or they would finish after target_latency_s (carries retry_after).
+            RequestTimeoutError: the deadline has passed, or the learned batch latency says
+                the items cannot be answered before it.
         """
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -324,26 +325,16 @@ class Batcher(Generic[R]):
         if not items:
             future.set_result([])
             return future
-        if len(self._queue) + len(items) > cfg.queue_size:
-            if self.metrics:
-                self.metrics.inc_rejected(self.model)
-            raise OverloadedError(
-                f"model {self.model!r} has {len(self._queue)} inputs queued (limit "
-                f"{cfg.queue_size}); retry later",
-                retry_after=self._retry_after(len(items)),
-            )
-        if deadline is not None and deadline <= loop.time():
-            if self.metrics:
-                self.metrics.inc_timeout(self.model)
-            raise RequestTimeoutError("the request's deadline passed before it was queued")
-
-        req: _Request[R] = _Request(future, len(items))
+        self._admit(items, deadline, priority, loop.time())
+        req: _Request[R] = _Request(future, len(items), priority, deadline)
         now = time.monotonic()
+        cls = rank(priority)
+        due = float("inf") if deadline is None else deadline
         for i, item in enumerate(items):
             seq = next(self._seq)
-            self._queue[seq] = _Entry(seq, req, i, item, now)
+            self._queue[seq] = _Entry(seq, req, i, item, now, cls, due)
             req.queued.add(seq)
-            self._queued_tokens += item.length
+            self._load.queued(cls, item.length)
         if deadline is not None:
             req.timer = loop.call_at(deadline, self._expire, req)
         future.add_done_callback(functools.partial(self._on_request_done, req))
@@ -403,7 +394,7 @@ class Batcher(Generic[R]):
         """Whether the queue holds enough to fill a batch, so waiting longer gains nothing."""
         return (
             len(self._queue) >= self.config.max_batch_size
-            or self._queued_tokens >= self.config.max_batch_tokens
+            or self._load.queued_tokens >= self._load.token_cap()
         )
 
     def _busy_until(self) -> float | None:
@@ -447,35 +438,72 @@ class Batcher(Generic[R]):
         # A request cancelled a moment ago may not have run its done-callback yet.
         for req in {e.request for e in self._queue.values() if e.request.future.done()}:
             self._forget(req)
+        self._expire_hopeless()
         if not self._queue:
             return False
-        entries = list(self._queue.values())
         cfg = self.config
+        entries = sorted(self._queue.values(), key=_Entry.key)
+        served = entries[0].rank
+        if cfg.group_by_length:
+            # Urgent first: inputs of the served class passed over `patience` times, or whose
+            # deadline comes within two batches.
+            batch_s = self._load.batch_s() if self._predicts else None
+            soon = asyncio.get_running_loop().time() + 2 * (batch_s or 0.0)
+            urgent = [
+                e for e in entries
+                if e.rank == served and (e.skips >= cfg.patience or e.due <= soon)
+            ]  # fmt: skip
+            if urgent:
+                first = set(map(id, urgent))
+                entries = urgent + [e for e in entries if id(e) not in first]
+        else:
+            urgent = []
         picked = plan_batch(
             [e.item.length for e in entries],
-            max_batch_tokens=cfg.max_batch_tokens,
+            max_batch_tokens=max(self._load.token_cap(), entries[0].item.length),
             max_batch_size=cfg.max_batch_size,
             group_by_length=cfg.group_by_length,
             max_padding_ratio=cfg.max_padding_ratio,
+            urgent=len(urgent),
+            classes=[e.rank for e in entries],
         )
         chosen = [entries[i] for i in picked]
         for e in chosen:
             del self._queue[e.seq]
             e.request.queued.discard(e.seq)
-            self._queued_tokens -= e.item.length
+            self._load.queued(e.rank, e.item.length, -1)
+        # Passed over: left behind by a batch that took a later input of its own class.
+        last = max(e.key() for e in chosen if e.rank == served)
+        for e in self._queue.values():
+            if e.rank == served and e.key() < last:
+                e.skips += 1
         self._depth_changed()
         batch = pad_batch([e.item for e in chosen])
         if self.metrics:
             self.metrics.observe_batch(
                 self.model, batch.size, batch.padded_tokens, batch.padding_ratio
             )
+        self._load.dispatched(batch.padded_tokens)
         task = asyncio.get_running_loop().create_task(self._run_batch(batch, chosen))
         self._in_flight.add(task)
-        task.add_done_callback(self._batch_done)
+        task.add_done_callback(functools.partial(self._batch_done, batch.padded_tokens))
         return True
 
-    def _batch_done(self, task: asyncio.Task[None]) -> None:
+    def _expire_hopeless(self) -> None:
+        """Fail now (504) each queued request whose deadline comes before even a batch of its
+        own could finish, instead of running it to answer too late."""
+        if not self._predicts or not self._load.latency.ready:
+            return
+        start = asyncio.get_running_loop().time() + self._load.busy_s(self._elapsed())
+        for req in {e.request for e in self._queue.values() if e.due != float("inf")}:
+            own = [self._queue[seq].item.length for seq in req.queued]
+            alone = self._load.latency.predict(len(own) * max(own)) or 0.0
+            if req.deadline is not None and start + alone > req.deadline:
+                self._expire(req)
+
+    def _batch_done(self, tokens: int, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._load.dispatched(tokens, -1)
         self._wakeup.set()  # the backend may be idle now: a held batch need not wait longer
 
     async def _run_batch(self, batch: Batch, entries: list[_Entry[R]]) -> None:
@@ -496,7 +524,8 @@ class Batcher(Generic[R]):
                 self._fail(req, InferenceError())
             return
         self._slots.release()
-        self._record(batch.size, seconds, [started - e.enqueued_at for e in entries])
+        waits = [(e.request.priority, started - e.enqueued_at) for e in entries]
+        self._record(batch, seconds, waits)
         for e, result in zip(entries, results, strict=True):
             req = e.request
             if req.future.done():  # timed out or cancelled meanwhile
@@ -524,8 +553,7 @@ class Batcher(Generic[R]):
         """Deadline timer: fail the request and remove whatever of it is still queued."""
         if req.future.done():
             return
-        if self.metrics:
-            self.metrics.inc_timeout(self.model)
+        self._count_timeout(req.priority)
         queued = len(req.queued)
         self._fail(
             req,
@@ -553,7 +581,8 @@ class Batcher(Generic[R]):
             req.timer.cancel()
         removed = len(req.queued)
         for seq in req.queued:
-            self._queued_tokens -= self._queue.pop(seq).item.length
+            e = self._queue.pop(seq)
+            self._load.queued(e.rank, e.item.length, -1)
         req.queued.clear()
         if req.future.cancelled() and self.metrics:
             self.metrics.inc_dropped(self.model, removed)
@@ -561,25 +590,84 @@ class Batcher(Generic[R]):
             self._depth_changed()
             self._wakeup.set()
 
+    # --- admission and estimates ---
+
+    def _admit(
+        self, items: Sequence[WorkItem], deadline: float | None, priority: Priority, now: float
+    ) -> None:
+        """Refuse `items` at once when they cannot be served well: the queue (or the class's
+        share of it) is full -> 429; the deadline has passed or is out of reach -> 504; the
+        predicted latency passes the objective -> 429."""
+        cfg = self.config
+        limit = cfg.queue_size
+        if priority == "low":
+            limit = max(1, int(cfg.queue_size * cfg.low_priority_share))
+        if len(self._queue) + len(items) > limit:
+            share = "" if limit == cfg.queue_size else f"; {priority} priority may use {limit}"
+            self._count_refusal(priority)
+            raise OverloadedError(
+                f"model {self.model!r} has {len(self._queue)} inputs queued (limit "
+                f"{cfg.queue_size}{share}); retry later",
+                retry_after=self._retry_after(len(self._queue) + len(items) - limit),
+            )
+        if deadline is not None and deadline <= now:
+            self._count_timeout(priority)
+            raise RequestTimeoutError("the request's deadline passed before it was queued")
+        if not self._predicts:
+            return
+        wait = self._load.predicted_s(rank(priority), [i.length for i in items], self._elapsed())
+        if wait is None:
+            return
+        if deadline is not None and now + wait > deadline:
+            self._count_timeout(priority)
+            raise RequestTimeoutError(
+                f"the request cannot be answered within its deadline: what is queued ahead of "
+                f"it and its own inputs take about {wait * 1000:.0f} ms, and "
+                f"{max(0.0, deadline - now) * 1000:.0f} ms are left; retry later, with a longer "
+                "timeout_ms or a higher priority",
+                details={"predicted_ms": round(wait * 1000)},
+            )
+        target = cfg.target_latency_s
+        if target is not None and wait > target:
+            self._count_refusal(priority)
+            raise OverloadedError(
+                f"model {self.model!r} would answer in about {wait * 1000:.0f} ms, past its "
+                f"latency objective of {target * 1000:.0f} ms; retry later",
+                retry_after=min(_MAX_RETRY_S, max(_MIN_RETRY_S, wait - target)),
+            )
+
+    def _elapsed(self) -> float:
+        """Seconds the running batches have run so far, summed."""
+        now = time.monotonic()
+        return sum(now - started for started, _ in list(self._running.values()))
+
     # --- stats ---
 
     def _depth_changed(self) -> None:
         if self.metrics:
             self.metrics.set_queue_depth(self.model, len(self._queue))
 
-    def _record(self, size: int, seconds: float, waits: list[float]) -> None:
+    def _count_refusal(self, priority: Priority) -> None:
+        if self.metrics:
+            self.metrics.inc_rejected(self.model, priority)
+
+    def _count_timeout(self, priority: Priority) -> None:
+        if self.metrics:
+            self.metrics.inc_timeout(self.model, priority)
+
+    def _record(self, batch: Batch, seconds: float, waits: list[tuple[Priority, float]]) -> None:
         if seconds > 0:
-            rate = size / seconds
+            rate = batch.size / seconds
             prev = self._items_per_s
             self._items_per_s = rate if prev is None else prev + _RATE_SMOOTHING * (rate - prev)
+            self._load.observe(batch.padded_tokens, batch.padding_ratio, seconds)
         if self.metrics:
             self.metrics.observe_inference_time(self.model, seconds)
-            for wait in waits:
-                self.metrics.observe_queue_time(self.model, max(0.0, wait))
+            for priority, wait in waits:
+                self.metrics.observe_queue_time(self.model, max(0.0, wait), priority)
 
-    def _retry_after(self, incoming: int) -> float:
-        """Seconds until the queue has likely drained enough to take `incoming` more items."""
-        excess = len(self._queue) + incoming - self.config.queue_size
+    def _retry_after(self, excess: int) -> float:
+        """Seconds until the queue has likely drained `excess` items."""
         if not self._items_per_s:
             return _MIN_RETRY_S
         rate = self._items_per_s * (1 if self.config.concurrent else self.config.workers)

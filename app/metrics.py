@@ -53,7 +53,7 @@ class Metrics:
         )  # fmt: skip
         self.queue_time = Histogram(
             f"{p}_queue_time_seconds", "Time an input waited in the batch queue.",
-            ["model"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["model", "priority"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_time = Histogram(
             f"{p}_inference_time_seconds", "Backend time of one batch.",
@@ -83,12 +83,15 @@ class Metrics:
             ["model"], registry=r,
         )  # fmt: skip
         self.rejected = Counter(
-            f"{p}_rejected_requests", "Requests refused with 429 because the queue was full.",
-            ["model"], registry=r,
+            f"{p}_rejected_requests",
+            "Requests refused with 429: the queue (or the priority's share) was full, or the "
+            "predicted latency passed the objective.",
+            ["model", "priority"], registry=r,
         )  # fmt: skip
         self.timeouts = Counter(
-            f"{p}_timeouts", "Requests that passed their deadline (504).", ["model"], registry=r
-        )
+            f"{p}_timeouts", "Requests that passed, or could not meet, their deadline (504).",
+            ["model", "priority"], registry=r,
+        )  # fmt: skip
         self.tokens = Counter(
             f"{p}_tokens", "Real (unpadded) tokens sent to the model.", ["model"], registry=r
         )
@@ -121,9 +124,9 @@ class Metrics:
         self.batch_tokens.labels(model=model).observe(padded_tokens)
         self.padding_ratio.labels(model=model).observe(padding_ratio)
 
-    def observe_queue_time(self, model: str, seconds: float) -> None:
-        """Record how long one input waited before its batch was dispatched."""
-        self.queue_time.labels(model=model).observe(seconds)
+    def observe_queue_time(self, model: str, seconds: float, priority: str = "normal") -> None:
+        """Record how long one input of `priority` waited before its batch started."""
+        self.queue_time.labels(model=model, priority=priority).observe(seconds)
 
     def observe_inference_time(self, model: str, seconds: float) -> None:
         """Record the backend time of one batch."""
@@ -134,13 +137,13 @@ class Metrics:
         self.dropped_requests.labels(model=model).inc()
         self.dropped_items.labels(model=model).inc(items)
 
-    def inc_rejected(self, model: str) -> None:
-        """Count one request refused with 429."""
-        self.rejected.labels(model=model).inc()
+    def inc_rejected(self, model: str, priority: str = "normal") -> None:
+        """Count one request of `priority` refused with 429."""
+        self.rejected.labels(model=model, priority=priority).inc()
 
-    def inc_timeout(self, model: str) -> None:
-        """Count one request that passed its deadline."""
-        self.timeouts.labels(model=model).inc()
+    def inc_timeout(self, model: str, priority: str = "normal") -> None:
+        """Count one request of `priority` that passed, or could not meet, its deadline."""
+        self.timeouts.labels(model=model, priority=priority).inc()
 
     def inc_tokens(self, model: str, tokens: int) -> None:
         """Count the real tokens of one request sent to `model`."""

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.errors import NotReadyError, UnauthorizedError, error_response
+from app.scheduling import Priority
 from app.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -99,6 +100,8 @@ def _inputs_as_list(body: Any) -> list[Any]:
 
 class _TaskRequest(Protocol):
     model: str | None
+    priority: Priority
+    timeout_ms: int | None
 
 
 B = TypeVar("B", bound=_TaskRequest)
@@ -178,7 +181,12 @@ async def _answer(route: _TaskRoute[B], body: B, request: Request, service: Serv
     small = service.is_small(route.texts(inputs))
     prepare_args = route.prepare_args(body, inputs)
     prepared, rows = await service.infer(
-        request, model, lambda: tm.prepare(*prepare_args), inline=small
+        request,
+        model,
+        lambda: tm.prepare(*prepare_args),
+        inline=small,
+        priority=body.priority,
+        timeout_ms=body.timeout_ms,
     )
     finish_args = route.finish_args(body, inputs)
     results = await service.offload(tm.finish, prepared, rows, *finish_args, inline=small)

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from app.scheduling import Priority
+
 __all__ = [
     "ClassifyRequest",
     "ClassifyResponse",
@@ -54,6 +56,24 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _TaskRequest(_Request):
+    """Fields of every request that is queued for a model: how it is scheduled."""
+
+    priority: Priority = Field(
+        default="normal",
+        description="Scheduling class: higher classes are served first; under overload "
+        '"low" is refused (429) before the others wait.',
+    )
+    timeout_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=3_600_000,
+        description="Deadline in ms from arrival (capped by the server's request timeout). "
+        "Earlier deadlines are served first within a class; a request that cannot be answered "
+        "in time gets 504 at once, not after it has run.",
+    )
+
+
 class Usage(BaseModel):
     inputs: int = Field(description="Inputs in the request.")
     tokens: int = Field(
@@ -69,7 +89,7 @@ class _Response(BaseModel):
 # --- classification ------------------------------------------------------------------------------
 
 
-class ClassifyRequest(_Request):
+class ClassifyRequest(_TaskRequest):
     model: ModelName = None
     inputs: Text | TextList | PairList = Field(
         description="A text, a list of texts, or a list of [text, text_pair] pairs.",
@@ -105,7 +125,7 @@ class QAPair(_Request):
     context: Text
 
 
-class QARequest(_Request):
+class QARequest(_TaskRequest):
     """One pair as `question` + `context`, or several as `inputs`."""
 
     model: ModelName = None
@@ -164,7 +184,7 @@ class QAResponse(_Response):
 # --- fill-mask -----------------------------------------------------------------------------------
 
 
-class FillMaskRequest(_Request):
+class FillMaskRequest(_TaskRequest):
     model: ModelName = None
     inputs: Text | TextList = Field(
         description="Text(s) holding the mask token, e.g. 'Paris is the [MASK] of France.'"
@@ -197,7 +217,7 @@ class FillMaskResponse(_Response):
 # --- token classification ------------------------------------------------------------------------
 
 
-class TokenClassifyRequest(_Request):
+class TokenClassifyRequest(_TaskRequest):
     model: ModelName = None
     inputs: Text | TextList
     truncate: bool = True
@@ -222,7 +242,7 @@ class TokenClassifyResponse(_Response):
 # --- extractive summarization --------------------------------------------------------------------
 
 
-class SummarizeRequest(_Request):
+class SummarizeRequest(_TaskRequest):
     model: ModelName = None
     inputs: Text | TextList = Field(
         description="A document, or a list of documents (English or Chinese).",
@@ -267,7 +287,7 @@ class SummarizeResponse(_Response):
 # --- translation ---------------------------------------------------------------------------------
 
 
-class TranslateRequest(_Request):
+class TranslateRequest(_TaskRequest):
     model: ModelName = None
     inputs: Text | TextList = Field(
         description="A source text, or a list of them.", examples=["A dog runs in the park."]

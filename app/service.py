@@ -33,6 +33,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.registry import LoadedModel, Registry, choose_provider
+from app.scheduling import Priority
 from app.settings import Settings, available_cores
 from app.tasks import Prepared, make_task_model
 
@@ -253,9 +254,12 @@ class Service:
         prepare: Callable[[], Prepared],
         *,
         inline: bool = False,
+        priority: Priority = "normal",
+        timeout_ms: int | None = None,
     ) -> tuple[Prepared, Sequence[RowOutput]]:
         """Tokenize (on the loop when `inline`, else in the pool), queue, and wait for the rows
-        of one request (in input order).
+        of one request (in input order). Its deadline is `timeout_ms` from now, at most the
+        server's request timeout; `priority` is its scheduling class.
 
         Timings go to `request.state.timings` (the middleware turns them into headers).
 
@@ -264,12 +268,15 @@ class Service:
                 request's batch failed; ClientClosedError when the client left.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.request_timeout_s
+        timeout_s = self.settings.request_timeout_s
+        if timeout_ms is not None:
+            timeout_s = min(timeout_s, timeout_ms / 1000.0)
+        deadline = loop.time() + timeout_s
         t0 = time.monotonic()
         prepared = await self.offload(prepare, inline=inline)
         t1 = time.monotonic()
         assert model.batcher is not None
-        future = model.batcher.submit(prepared.items, deadline)
+        future = model.batcher.submit(prepared.items, deadline, priority)
         rows = await self._wait(request, future)
         starts = {(r.started, r.seconds) for r in rows}
         request.state.timings = {

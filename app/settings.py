@@ -113,7 +113,22 @@ class Settings(BaseSettings):
     )
     queue_size: int = Field(
         default=1024,
-        description="Most inputs queued per model; beyond it requests are refused with 429.",
+        description="Most inputs queued per model; beyond it requests are refused with 429 "
+        '("low" priority requests may fill half of it).',
+    )
+    grouping_patience: int = Field(
+        default=1,
+        ge=0,
+        description="Batches of its own priority that may pass an input over to group similar "
+        "lengths before it must go in the next one: bounds the tail under saturation (0: FIFO "
+        "order, no length grouping).",
+    )
+    target_p99_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Latency objective in ms (unset: none). Batches are cut to run within a "
+        "quarter of it, by a line fitted to recent batch times against their tokens, and a "
+        "request predicted to finish later is refused at once with 429 and Retry-After.",
     )
 
     # --- requests ---

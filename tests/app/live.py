@@ -51,8 +51,13 @@ class Live:
         return self.service.registry.models[name]
 
     def sample(self, name: str, **labels: str) -> float:
-        value = self.service.metrics.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
+        """The sum of `name`'s samples with these labels (over the others it has)."""
+        return sum(
+            s.value
+            for family in self.service.metrics.registry.collect()
+            for s in family.samples
+            if s.name == name and labels.items() <= s.labels.items()
+        )
 
     def wait_loaded(self, timeout: float = 30) -> None:
         until(lambda: not self.service.loading, timeout)

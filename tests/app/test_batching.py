@@ -47,9 +47,16 @@ def expected(items: list[WorkItem]) -> list[FakeResult]:
     return [FakeResult(it.length, int(it.input_ids[0])) for it in items]
 
 
-def sample(metrics: Metrics, name: str) -> float:
-    value = metrics.registry.get_sample_value(name, {"model": MODEL})
-    return 0.0 if value is None else value
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples for MODEL with these labels (over the others, e.g. every
+    priority)."""
+    want = {"model": MODEL, **labels}
+    return sum(
+        s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == name and want.items() <= s.labels.items()
+    )
 
 
 def make(
@@ -94,7 +101,8 @@ def test_split_requests_get_results_in_input_order() -> None:
     c = [item(200 + i, n) for i, n in enumerate([49, 6, 50])]
 
     async def main() -> tuple[list[FakeResult], list[FakeResult]]:
-        async with make(backend, max_batch_size=3, max_wait_s=0) as b:
+        # patience=100: grouping by length alone (nothing is urgent).
+        async with make(backend, max_batch_size=3, max_wait_s=0, patience=100) as b:
             fa, fc = b.submit(a), b.submit(c)
             return await fa, await fc
 
@@ -265,6 +273,8 @@ def test_deadline_fails_a_queued_request_whose_items_never_run() -> None:
         async with make(backend, metrics, max_batch_size=1, max_in_flight=1, max_wait_s=0) as b:
             loop = asyncio.get_running_loop()
             running = b.submit([item(1, 4)])  # holds the only slot until the gate opens
+            while not b.in_flight:  # (queued together, the earlier deadline would go first)
+                await asyncio.sleep(0)
             late = b.submit([item(2, 4), item(3, 4)], deadline=loop.time() + 0.05)
             with pytest.raises(RequestTimeoutError):
                 await late

@@ -132,7 +132,8 @@ def settled(live: Live, model: str) -> None:
     assert batcher is not None
     until(lambda: batcher.queue_depth == 0 and batcher.in_flight == 0, timeout=10)
     assert live.sample("bert_queue_depth", model=model) == 0
-    assert batcher._queued_tokens == 0  # token bookkeeping back to zero: nothing leaked
+    load = batcher._load  # bookkeeping back to zero: nothing leaked
+    assert load.queued_tokens == 0 and load.items == [0, 0, 0], (load.tokens, load.items)
 
 
 def test_ten_times_the_sustainable_rate_every_request_is_answered(

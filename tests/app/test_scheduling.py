@@ -1,0 +1,231 @@
+"""Order of service and admission under load, with the deterministic FakeBackend: priority
+classes, earliest deadline first, the patience bound on length grouping, the learned batch
+latency, and what is refused at once (429 / 504) instead of answered late."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from app.backend import FakeBackend, FakeResult
+from app.batching import Batcher
+from app.errors import OverloadedError, RequestTimeoutError
+from app.metrics import Metrics
+from app.scheduling import LatencyModel, Workload, plan_batch
+from tests.app.test_batching import expected, item, make, run, sample
+
+
+async def until_running(b: object) -> None:
+    while not b.in_flight:
+        await asyncio.sleep(0)
+
+
+# --- plan_batch and the latency model ------------------------------------------------------------
+
+
+def test_urgent_items_go_first_whatever_their_padding() -> None:
+    lengths = [10, 10, 11, 120, 9]
+    grouped = plan_batch(lengths, max_batch_tokens=4096, max_batch_size=3, max_padding_ratio=0.1)
+    assert grouped == [0, 1, 2]
+    # Item 3 (120 tokens) was passed over enough: it leads, padding cap or not.
+    order = [3, 0, 1, 2, 4]
+    picked = plan_batch(
+        [lengths[i] for i in order],
+        max_batch_tokens=4096, max_batch_size=3, max_padding_ratio=0.1, urgent=1,
+    )  # fmt: skip
+    assert [order[i] for i in picked] == [3]  # the short ones would pad it past the cap
+    picked = plan_batch(
+        [lengths[i] for i in order], max_batch_tokens=4096, max_batch_size=3, urgent=2
+    )
+    assert [order[i] for i in picked] == [3, 0, 2]  # then the nearest to 120 tokens
+
+
+def test_fill_takes_the_anchors_class_before_lower_ones() -> None:
+    # Item 1 is the nearest length but of a lower class; item 2 (same class) goes first.
+    picked = plan_batch([20, 20, 40], max_batch_tokens=4096, max_batch_size=2, classes=[0, 2, 0])
+    assert picked == [0, 2]
+
+
+def test_latency_model_fits_a_line_and_falls_back_to_proportional() -> None:
+    m = LatencyModel(min_batches=4)
+    for tokens in (100, 200, 300):
+        m.observe(tokens, 0.002 + 0.0001 * tokens)
+    assert m.predict(100) is None and m.tokens_within(1.0) is None  # not ready yet
+    m.observe(400, 0.002 + 0.0001 * 400)
+    assert m.fixed == pytest.approx(0.002) and m.per_token == pytest.approx(0.0001)
+    assert m.predict(1000, batches=2) == pytest.approx(2 * 0.002 + 0.1)
+    assert m.tokens_within(0.012) == pytest.approx(100, abs=1)
+    same = LatencyModel(min_batches=2)
+    for _ in range(3):
+        same.observe(256, 0.0256)  # one token count: proportional
+    assert same.fixed == 0 and same.per_token == pytest.approx(0.0001)
+    flat = LatencyModel(min_batches=2)
+    for tokens in (10, 20, 30):
+        flat.observe(tokens, 0.02)  # no growth with tokens: the mean time
+    assert flat.per_token == 0 and flat.fixed == pytest.approx(0.02)
+    assert flat.tokens_within(0.01) == 1 and flat.tokens_within(0.03) > 10**6
+
+
+def test_workload_predicts_the_wait_of_a_class_from_what_is_ahead_of_it() -> None:
+    w = Workload(max_batch_size=4, max_batch_tokens=4096, workers=1, target_s=None)
+    for tokens in (10, 20, 30, 40):
+        w.observe(tokens, 0.0, tokens / 1000)  # 1 ms per token, no padding
+    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.010)
+    for _ in range(4):
+        w.queued(2, 10)  # low priority: not ahead of a normal request
+    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.010)
+    assert w.predicted_s(2, [10], 0.0) == pytest.approx(0.050)
+    w.dispatched(30)
+    assert w.predicted_s(1, [10], elapsed=0.01) == pytest.approx(0.030)
+    # A latency objective of 80 ms cuts batches to 20 ms: 20 tokens.
+    w.target_s = 0.08
+    assert w.token_cap() == 20
+
+
+# --- the batcher ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("patience", "long_batch"), [(1, 2), (100, 5)])
+def test_patience_bounds_how_often_an_odd_length_is_passed_over(
+    patience: int, long_batch: int
+) -> None:
+    # Inputs of odd lengths (30-100 tokens, none within the padding cap of another) queued
+    # between short ones: the first batch groups the short ones and passes the odd ones over.
+    # Grouping alone then gives each odd one its own batch, in arrival order, so the last waits
+    # 5 batches; with patience 1 they are urgent and go next, padding or not.
+    odd = [item(1, 30), item(2, 40), item(3, 55), item(4, 75), item(5, 100)]
+    items = [item(0, 8), *odd, *(item(10 + i, 8) for i in range(6))]
+    backend = FakeBackend()
+
+    async def main() -> list[FakeResult]:
+        async with make(
+            backend, max_batch_size=3, max_wait_s=0, max_padding_ratio=0.1, patience=patience
+        ) as b:
+            return await b.submit(items)
+
+    assert run(main()) == expected(items)
+    batches = [[int(i.input_ids[0]) for i in batch.items] for batch in backend.batches]
+    assert batches[0] == [0, 10, 11]
+    assert next(n for n, firsts in enumerate(batches) if 5 in firsts) == long_batch
+
+
+def test_higher_priority_is_served_first_and_earlier_deadlines_within_a_class() -> None:
+    gate, metrics = threading.Event(), Metrics()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> None:
+        async with make(backend, metrics, max_batch_size=1, max_in_flight=1, max_wait_s=0) as b:
+            loop = asyncio.get_running_loop()
+            running = b.submit([item(1, 4)])
+            await until_running(b)
+            low = b.submit([item(2, 4)], priority="low")
+            late = b.submit([item(3, 4)], deadline=loop.time() + 4)
+            soon = b.submit([item(4, 4)], deadline=loop.time() + 2)
+            high = b.submit([item(5, 4)], priority="high")
+            gate.set()
+            await asyncio.gather(running, low, late, soon, high)
+
+    run(main())
+    assert backend.seen_first_tokens() == [1, 5, 4, 3, 2]
+    assert sample(metrics, "bert_queue_time_seconds_count", priority="high") == 1
+    assert sample(metrics, "bert_queue_time_seconds_count", priority="low") == 1
+    assert sample(metrics, "bert_queue_time_seconds_count", priority="normal") == 3
+
+
+def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
+    gate, metrics = threading.Event(), Metrics()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> None:
+        async with make(
+            backend, metrics, max_batch_size=1, max_in_flight=1, max_wait_s=0, queue_size=4
+        ) as b:
+            running = b.submit([item(1, 4)])
+            await until_running(b)
+            queued = [b.submit([item(2, 4)], priority="low"), b.submit([item(3, 4)])]
+            with pytest.raises(OverloadedError, match="low priority may use 2"):
+                b.submit([item(4, 4)], priority="low")
+            queued += [b.submit([item(5, 4)], priority="high"), b.submit([item(6, 4)])]
+            with pytest.raises(OverloadedError):
+                b.submit([item(7, 4)], priority="high")  # the whole queue is full now
+            gate.set()
+            await asyncio.gather(running, *queued)
+
+    run(main())
+    assert sample(metrics, "bert_rejected_requests_total", priority="low") == 1
+    assert sample(metrics, "bert_rejected_requests_total", priority="high") == 1
+
+
+async def learn(b: Batcher[FakeResult], backend: FakeBackend, batches: int = 4) -> None:
+    """Run `batches` lone batches so the batcher's latency model is ready; return once the
+    last has left the backend."""
+    for n in range(batches):
+        await b.submit([item(90 + n, 4 * (n + 1))])
+    while b.in_flight:
+        await asyncio.sleep(0)
+
+
+def test_a_deadline_that_cannot_be_met_is_answered_504_at_once() -> None:
+    metrics = Metrics()
+    backend = FakeBackend(delay_s=0.05)  # every batch takes 50 ms
+
+    async def main() -> None:
+        async with make(backend, metrics, max_batch_size=1, max_wait_s=0) as b:
+            await learn(b, backend)
+            loop = asyncio.get_running_loop()
+            queued = [b.submit([item(i, 8)]) for i in range(4)]  # about 200 ms of work
+            before = backend.calls
+            with pytest.raises(RequestTimeoutError, match="cannot be answered within") as info:
+                b.submit([item(9, 8)], deadline=loop.time() + 0.1)
+            assert info.value.details["predicted_ms"] >= 150
+            assert backend.calls == before  # refused before running, not after
+            await asyncio.gather(*queued)
+            # With time enough, the same request is served.
+            assert await b.submit([item(9, 8)], deadline=loop.time() + 2) == expected([item(9, 8)])
+
+    run(main())
+    assert sample(metrics, "bert_timeouts_total", priority="normal") == 1
+
+
+def test_a_latency_objective_refuses_with_retry_after_and_cuts_batches() -> None:
+    backend = FakeBackend(delay_s=0.02)
+
+    async def main() -> None:
+        async with make(
+            backend, max_batch_size=8, max_wait_s=0, target_latency_s=0.1, idle_dispatch=True
+        ) as b:
+            await learn(b, backend)
+            gate_until = [b.submit([item(i, 8)]) for i in range(8)]
+            with pytest.raises(OverloadedError, match="latency objective of 100 ms") as info:
+                b.submit([item(50 + i, 8) for i in range(40)])
+            assert info.value.retry_after >= 1
+            high = b.submit([item(60, 8)], priority="high")  # nothing of its class ahead
+            await asyncio.gather(*gate_until, high)
+
+    run(main())
+
+
+def test_a_queued_request_past_hope_is_failed_before_it_runs() -> None:
+    gate = threading.Event()
+    backend = FakeBackend(delay_s=0.05)
+
+    async def main() -> None:
+        async with make(backend, max_batch_size=1, max_in_flight=1, max_wait_s=0) as b:
+            await learn(b, backend)
+            backend.gate = gate
+            loop = asyncio.get_running_loop()
+            running = b.submit([item(1, 4)])
+            await until_running(b)
+            # Admitted (about 100 ms predicted), then the running batch overruns: when it ends
+            # (at about 170 ms) a batch of its own (50 ms) can no longer make 200 ms.
+            doomed = b.submit([item(2, 4)], deadline=loop.time() + 0.2)
+            await asyncio.sleep(0.12)
+            gate.set()
+            with pytest.raises(RequestTimeoutError):
+                await doomed
+            await running
+
+    run(main())
+    assert 2 not in backend.seen_first_tokens()
