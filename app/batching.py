@@ -48,22 +48,33 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.metrics import Metrics
-from app.scheduling import Priority, Workload, plan_batch, rank
+from app.scheduling import (
+    PRIORITIES,
+    Deadlines,
+    Priority,
+    Workload,
+    plan_batch,
+    rank,
+    retry_hint,
+    too_late,
+)
 from app.settings import Settings
 from bundle.batch import Batch, WorkItem, pad_batch
 
-__all__ = ["Batcher", "BatcherConfig", "plan_batch"]
+__all__ = ["Batcher", "BatcherConfig"]
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-# retry_after bounds (seconds): below 1 s clients would hammer us; above 60 s is not a hint.
-_MIN_RETRY_S, _MAX_RETRY_S = 1.0, 60.0
 _RATE_SMOOTHING = 0.2  # weight of the newest batch in the throughput average
 # While a batch runs, the next one is handed over this long before the running one should end
 # (by the smoothed throughput), so the backend never waits for it and late arrivals still join.
 _HANDOVER_S = 0.002
+# A class counts as active this long after its last arrival (several active: smaller batches).
+_PRIORITY_ACTIVE_S = 1.0
+# A batch is chosen among this many batches' worth of the first queued inputs (deep queues).
+_WINDOW_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class BatcherConfig:
     max_padding_ratio: float = 1.0
     idle_dispatch: bool = False
     concurrent: bool = False
-    patience: int = 1
+    patience: int = 4
     target_latency_s: float | None = None
     low_priority_share: float = 0.5
 
@@ -234,6 +245,8 @@ class Batcher(Generic[R]):
             thread_name_prefix=f"infer-{model}",
         )
         self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
+        self._classes = [OrderedDict[int, _Entry[R]]() for _ in PRIORITIES]  # the same, by class
+        self._dues = Deadlines()
         self._seq = itertools.count()
         self._accepting = True
         self._wakeup = asyncio.Event()
@@ -244,6 +257,7 @@ class Batcher(Generic[R]):
         self._task: asyncio.Task[None] | None = None
         self._items_per_s: float | None = None  # smoothed throughput of one worker
         self._running: dict[int, tuple[float, int]] = {}  # (start, size) of each running batch
+        self._arrived = [float("-inf")] * len(PRIORITIES)  # last arrival per class (monotonic)
         # Predictions only without concurrent batches (their wall times overlap).
         self._predicts = not cfg.concurrent
         self._load = Workload(
@@ -329,10 +343,13 @@ class Batcher(Generic[R]):
         req: _Request[R] = _Request(future, len(items), priority, deadline)
         now = time.monotonic()
         cls = rank(priority)
+        self._arrived[cls] = now
         due = float("inf") if deadline is None else deadline
         for i, item in enumerate(items):
             seq = next(self._seq)
-            self._queue[seq] = _Entry(seq, req, i, item, now, cls, due)
+            self._queue[seq] = self._classes[cls][seq] = _Entry(seq, req, i, item, now, cls, due)
+            if deadline is not None:
+                self._dues.push(deadline, seq)
             req.queued.add(seq)
             self._load.queued(cls, item.length)
         if deadline is not None:
@@ -435,47 +452,35 @@ class Batcher(Generic[R]):
 
     def _dispatch(self) -> bool:
         """Take the next batch off the queue and hand it to the backend; False if none."""
-        # A request cancelled a moment ago may not have run its done-callback yet.
-        for req in {e.request for e in self._queue.values() if e.request.future.done()}:
-            self._forget(req)
         self._expire_hopeless()
-        if not self._queue:
+        entries, urgent = self._candidates()
+        if not entries:
             return False
         cfg = self.config
-        entries = sorted(self._queue.values(), key=_Entry.key)
         served = entries[0].rank
-        if cfg.group_by_length:
-            # Urgent first: inputs of the served class passed over `patience` times, or whose
-            # deadline comes within two batches.
-            batch_s = self._load.batch_s() if self._predicts else None
-            soon = asyncio.get_running_loop().time() + 2 * (batch_s or 0.0)
-            urgent = [
-                e for e in entries
-                if e.rank == served and (e.skips >= cfg.patience or e.due <= soon)
-            ]  # fmt: skip
-            if urgent:
-                first = set(map(id, urgent))
-                entries = urgent + [e for e in entries if id(e) not in first]
-        else:
-            urgent = []
+        size, tokens = cfg.max_batch_size, self._load.token_cap()
+        now = time.monotonic()
+        if sum(now - t < _PRIORITY_ACTIVE_S for t in self._arrived) > 1:
+            # Several classes are active: batches run a quarter as long, so that an arrival of
+            # the higher class waits for at most that (a running batch is not interrupted).
+            size, tokens = max(1, size // 4), max(1, tokens // 4)
         picked = plan_batch(
             [e.item.length for e in entries],
-            max_batch_tokens=max(self._load.token_cap(), entries[0].item.length),
-            max_batch_size=cfg.max_batch_size,
+            max_batch_tokens=max(tokens, entries[0].item.length),
+            max_batch_size=size,
             group_by_length=cfg.group_by_length,
             max_padding_ratio=cfg.max_padding_ratio,
-            urgent=len(urgent),
+            urgent=urgent,
             classes=[e.rank for e in entries],
         )
         chosen = [entries[i] for i in picked]
         for e in chosen:
-            del self._queue[e.seq]
+            self._remove(e.seq)
             e.request.queued.discard(e.seq)
-            self._load.queued(e.rank, e.item.length, -1)
         # Passed over: left behind by a batch that took a later input of its own class.
         last = max(e.key() for e in chosen if e.rank == served)
-        for e in self._queue.values():
-            if e.rank == served and e.key() < last:
+        for e in entries:
+            if e.rank == served and e.seq in self._queue and e.key() < last:
                 e.skips += 1
         self._depth_changed()
         batch = pad_batch([e.item for e in chosen])
@@ -489,17 +494,63 @@ class Batcher(Generic[R]):
         task.add_done_callback(functools.partial(self._batch_done, batch.padded_tokens))
         return True
 
+    def _candidates(self) -> tuple[list[_Entry[R]], int]:
+        """The queued inputs the next batch is chosen from, in order of service, and how many
+        of the first are urgent (`plan_batch`'s `urgent`).
+
+        Only a window is looked at, so that choosing stays cheap with a deep queue: the first
+        _WINDOW_BATCHES batches' worth of inputs by class and arrival, ordered by (class,
+        deadline, arrival), plus any input of the first class whose deadline comes within two
+        batches. Urgent: those, and the inputs of the first class passed over `patience` times.
+        """
+        cfg = self.config
+        width = _WINDOW_BATCHES * cfg.max_batch_size
+        window: list[_Entry[R]] = []
+        for queue in self._classes:
+            window.extend(itertools.islice(queue.values(), width - len(window)))
+            if len(window) >= width:
+                break
+        # A request cancelled a moment ago may not have run its done-callback yet.
+        for req in {e.request for e in window if e.request.future.done()}:
+            self._forget(req)
+        window = sorted((e for e in window if e.seq in self._queue), key=_Entry.key)
+        if not window or not cfg.group_by_length:
+            return window, 0
+        served = window[0].rank
+        batch_s = self._load.batch_s() if self._predicts else None
+        soon = asyncio.get_running_loop().time() + 2 * (batch_s or 0.0)
+        due = {e.seq: e for e in self._dues.due_by(self._queue, soon) if e.rank == served}
+        urgent = sorted(
+            {**due, **{e.seq: e for e in window if e.rank == served and e.skips >= cfg.patience}}
+            .values(),
+            key=_Entry.key,
+        )  # fmt: skip
+        if not urgent:
+            return window, 0
+        first = {e.seq for e in urgent}
+        return urgent + [e for e in window if e.seq not in first], len(urgent)
+
     def _expire_hopeless(self) -> None:
         """Fail now (504) each queued request whose deadline comes before even a batch of its
         own could finish, instead of running it to answer too late."""
         if not self._predicts or not self._load.latency.ready:
             return
         start = asyncio.get_running_loop().time() + self._load.busy_s(self._elapsed())
-        for req in {e.request for e in self._queue.values() if e.due != float("inf")}:
+        full = self._load.batch_s() or 0.0  # no batch of one request runs longer
+        for req in {e.request for e in self._dues.due_by(self._queue, start + full)}:
+            if req.finished or not req.queued:
+                continue
             own = [self._queue[seq].item.length for seq in req.queued]
             alone = self._load.latency.predict(len(own) * max(own)) or 0.0
             if req.deadline is not None and start + alone > req.deadline:
                 self._expire(req)
+
+    def _remove(self, seq: int) -> _Entry[R]:
+        """Take one input off the queue (its request's `queued` is the caller's)."""
+        e = self._queue.pop(seq)
+        del self._classes[e.rank][seq]
+        self._load.queued(e.rank, e.item.length, -1)
+        return e
 
     def _batch_done(self, tokens: int, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -553,7 +604,8 @@ class Batcher(Generic[R]):
         """Deadline timer: fail the request and remove whatever of it is still queued."""
         if req.future.done():
             return
-        self._count_timeout(req.priority)
+        if self.metrics:
+            self.metrics.inc_timeout(self.model, req.priority)
         queued = len(req.queued)
         self._fail(
             req,
@@ -581,8 +633,7 @@ class Batcher(Generic[R]):
             req.timer.cancel()
         removed = len(req.queued)
         for seq in req.queued:
-            e = self._queue.pop(seq)
-            self._load.queued(e.rank, e.item.length, -1)
+            self._remove(seq)
         req.queued.clear()
         if req.future.cancelled() and self.metrics:
             self.metrics.inc_dropped(self.model, removed)
@@ -602,39 +653,28 @@ class Batcher(Generic[R]):
         limit = cfg.queue_size
         if priority == "low":
             limit = max(1, int(cfg.queue_size * cfg.low_priority_share))
+        err: ServiceError | None = None
         if len(self._queue) + len(items) > limit:
             share = "" if limit == cfg.queue_size else f"; {priority} priority may use {limit}"
-            self._count_refusal(priority)
-            raise OverloadedError(
+            err = OverloadedError(
                 f"model {self.model!r} has {len(self._queue)} inputs queued (limit "
                 f"{cfg.queue_size}{share}); retry later",
                 retry_after=self._retry_after(len(self._queue) + len(items) - limit),
             )
-        if deadline is not None and deadline <= now:
-            self._count_timeout(priority)
-            raise RequestTimeoutError("the request's deadline passed before it was queued")
-        if not self._predicts:
+        elif deadline is not None and deadline <= now:
+            err = RequestTimeoutError("the request's deadline passed before it was queued")
+        elif self._predicts:
+            lengths = [i.length for i in items]
+            wait = self._load.predicted_s(rank(priority), lengths, self._elapsed())
+            left = None if deadline is None else deadline - now
+            err = None if wait is None else too_late(wait, left, cfg.target_latency_s, self.model)
+        if err is None:
             return
-        wait = self._load.predicted_s(rank(priority), [i.length for i in items], self._elapsed())
-        if wait is None:
-            return
-        if deadline is not None and now + wait > deadline:
-            self._count_timeout(priority)
-            raise RequestTimeoutError(
-                f"the request cannot be answered within its deadline: what is queued ahead of "
-                f"it and its own inputs take about {wait * 1000:.0f} ms, and "
-                f"{max(0.0, deadline - now) * 1000:.0f} ms are left; retry later, with a longer "
-                "timeout_ms or a higher priority",
-                details={"predicted_ms": round(wait * 1000)},
-            )
-        target = cfg.target_latency_s
-        if target is not None and wait > target:
-            self._count_refusal(priority)
-            raise OverloadedError(
-                f"model {self.model!r} would answer in about {wait * 1000:.0f} ms, past its "
-                f"latency objective of {target * 1000:.0f} ms; retry later",
-                retry_after=min(_MAX_RETRY_S, max(_MIN_RETRY_S, wait - target)),
-            )
+        if self.metrics:
+            timeout = isinstance(err, RequestTimeoutError)
+            count = self.metrics.inc_timeout if timeout else self.metrics.inc_rejected
+            count(self.model, priority)
+        raise err
 
     def _elapsed(self) -> float:
         """Seconds the running batches have run so far, summed."""
@@ -646,14 +686,6 @@ class Batcher(Generic[R]):
     def _depth_changed(self) -> None:
         if self.metrics:
             self.metrics.set_queue_depth(self.model, len(self._queue))
-
-    def _count_refusal(self, priority: Priority) -> None:
-        if self.metrics:
-            self.metrics.inc_rejected(self.model, priority)
-
-    def _count_timeout(self, priority: Priority) -> None:
-        if self.metrics:
-            self.metrics.inc_timeout(self.model, priority)
 
     def _record(self, batch: Batch, seconds: float, waits: list[tuple[Priority, float]]) -> None:
         if seconds > 0:
@@ -669,6 +701,6 @@ class Batcher(Generic[R]):
     def _retry_after(self, excess: int) -> float:
         """Seconds until the queue has likely drained `excess` items."""
         if not self._items_per_s:
-            return _MIN_RETRY_S
+            return retry_hint(0.0)
         rate = self._items_per_s * (1 if self.config.concurrent else self.config.workers)
-        return min(_MAX_RETRY_S, max(_MIN_RETRY_S, excess / rate))
+        return retry_hint(excess / rate)

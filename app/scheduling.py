@@ -16,16 +16,31 @@ protected by patience: under overload they wait, and admission refuses them firs
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
-from typing import Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import TypeVar, get_args
 
-__all__ = ["PRIORITIES", "LatencyModel", "Priority", "Workload", "plan_batch", "rank"]
+from app.errors import OverloadedError, RequestTimeoutError
+from app.schemas import Priority
 
-Priority = Literal["high", "normal", "low"]
+__all__ = [
+    "PRIORITIES", "Deadlines", "LatencyModel", "Priority", "Workload", "plan_batch", "rank",
+    "retry_hint", "too_late",
+]  # fmt: skip
+
+T = TypeVar("T")
+
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 _UNBOUNDED = 2**31  # tokens_within when time does not grow with tokens
+# Retry-After bounds (seconds): below 1 s clients would hammer us; above 60 s is not a hint.
+_MIN_RETRY_S, _MAX_RETRY_S = 1.0, 60.0
+
+
+def retry_hint(seconds: float) -> float:
+    """A Retry-After for a queue expected to have room in `seconds`, within sane bounds."""
+    return min(_MAX_RETRY_S, max(_MIN_RETRY_S, seconds))
 
 
 def rank(priority: Priority) -> int:
@@ -243,3 +258,56 @@ class Workload:
         batches = max(-(-count // self.max_batch_size), math.ceil(padded / self.token_cap()))
         queued = self.latency.predict(padded, batches) or 0.0
         return self.busy_s(elapsed) + queued / self.workers
+
+
+class Deadlines:
+    """The deadlines of queued inputs, as a heap of (deadline, seq): finds those due by a time
+    while visiting only them. Inputs that left the queue are not removed here; their rows are
+    dropped when met (and the heap is rebuilt when they are most of it)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int]] = []
+
+    def push(self, deadline: float, seq: int) -> None:
+        heapq.heappush(self._heap, (deadline, seq))
+
+    def due_by(self, queued: Mapping[int, T], t: float) -> list[T]:
+        """The entries of `queued` (by seq) whose deadline is at or before `t`."""
+        heap = self._heap
+        if len(heap) > 2 * len(queued) + 64:  # mostly stale rows
+            heap[:] = [row for row in heap if row[1] in queued]
+            heapq.heapify(heap)
+        while heap and heap[0][1] not in queued:
+            heapq.heappop(heap)
+        found, stack = [], [0]
+        while stack:
+            i = stack.pop()
+            if i < len(heap) and heap[i][0] <= t:
+                entry = queued.get(heap[i][1])
+                if entry is not None:
+                    found.append(entry)
+                stack += (2 * i + 1, 2 * i + 2)
+        return found
+
+
+def too_late(
+    wait_s: float, left_s: float | None, target_s: float | None, model: str
+) -> RequestTimeoutError | OverloadedError | None:
+    """Why a request predicted to be answered in `wait_s` is refused now, or None: 504 when
+    that is past its deadline (`left_s` from now), 429 with Retry-After when it is past the
+    latency objective `target_s`."""
+    if left_s is not None and wait_s > left_s:
+        return RequestTimeoutError(
+            f"the request cannot be answered within its deadline: what is queued ahead of it "
+            f"and its own inputs take about {wait_s * 1000:.0f} ms, and "
+            f"{max(0.0, left_s) * 1000:.0f} ms are left; retry later, with a longer timeout_ms "
+            "or a higher priority",
+            details={"predicted_ms": round(wait_s * 1000)},
+        )
+    if target_s is not None and wait_s > target_s:
+        return OverloadedError(
+            f"model {model!r} would answer in about {wait_s * 1000:.0f} ms, past its latency "
+            f"objective of {target_s * 1000:.0f} ms; retry later",
+            retry_after=retry_hint(wait_s - target_s),
+        )
+    return None

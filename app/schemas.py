@@ -12,8 +12,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from app.scheduling import Priority
-
 __all__ = [
     "ClassifyRequest",
     "ClassifyResponse",
@@ -54,6 +52,10 @@ ModelName = Annotated[
 class _Request(BaseModel):
     # Unknown fields are errors: a misspelt option ("topk") must not be silently ignored.
     model_config = ConfigDict(extra="forbid")
+
+
+# Scheduling classes of a request, most urgent first (the batcher's order: app.scheduling).
+Priority = Literal["high", "normal", "low"]
 
 
 class _TaskRequest(_Request):

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     )
     variant: Literal["auto", "fp32", "int8", "fp16"] = Field(
         default="auto",
-        description="ONNX variant to load: auto picks fp16 on CUDA, int8 on CPU when present, "
-        "else fp32.",
+        description="ONNX variant to load: auto picks fp16 on CUDA; on a CPU, int8 where it has "
+        "int8 dot-product instructions (VNNI, AMX, Arm dotprod), else fp32 (int8 runs no faster "
+        "without them); only variants that passed their parity gate.",
     )
     provider: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="onnxruntime execution provider: auto uses CUDA when available."
@@ -117,7 +118,7 @@ class Settings(BaseSettings):
         '("low" priority requests may fill half of it).',
     )
     grouping_patience: int = Field(
-        default=1,
+        default=4,
         ge=0,
         description="Batches of its own priority that may pass an input over to group similar "
         "lengths before it must go in the next one: bounds the tail under saturation (0: FIFO "
@@ -199,10 +200,11 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "target_p99_ms", mode="before")
     @classmethod
-    def _empty_key_is_none(cls, value: Any) -> Any:
-        # BERT_API_KEY= (empty) must mean "no key", never "the empty key".
+    def _empty_is_none(cls, value: Any) -> Any:
+        # BERT_API_KEY= (empty) must mean "no key", never "the empty key"; an empty
+        # BERT_TARGET_P99_MS (compose passes unset variables so) means no objective.
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         return value

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ async def closed_loop(
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
+    statuses: Counter[int] = Counter()
     cpu: dict[str, float] = {}
     async with poster(client, url, concurrency) as post:
         t_start = loop.time()
@@ -91,6 +93,7 @@ async def closed_loop(
                 status = await post(path, bodies[k % len(bodies)])
                 k += concurrency
                 if t0 >= t_measure:
+                    statuses[status] += 1
                     if status == 200:
                         latencies.append(loop.time() - t0)
                     else:
@@ -101,7 +104,7 @@ async def closed_loop(
         client_cpu = cpu_seconds() - cpu["client"]
         server_cpu = cpu_seconds(server_pid) - cpu["server"] if server_pid else float("nan")
     n = max(len(latencies), 1)
-    return {"requests": len(latencies), "errors": errors,
+    return {"requests": len(latencies), "errors": errors, "statuses": dict(statuses),
             "throughput": len(latencies) / elapsed, **percentiles(latencies),
             "server_cpu_ms": 1000 * server_cpu / n,
             "client_cpu_ms": 1000 * client_cpu / n}  # fmt: skip
@@ -121,6 +124,7 @@ async def open_loop(
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = dropped = 0
+    statuses: Counter[int] = Counter()
     in_flight = 0
     async with poster(client, url, cap) as post:
 
@@ -128,6 +132,7 @@ async def open_loop(
             nonlocal errors, in_flight
             try:
                 status = await post(path, body)
+                statuses[status] += 1
                 if status == 200:
                     latencies.append(loop.time() - scheduled)
                 else:
@@ -147,4 +152,4 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
         await asyncio.gather(*tasks)
     return {"rate": rate, "requests": len(latencies), "errors": errors, "dropped": dropped,
-            **percentiles(latencies)}  # fmt: skip
+            "statuses": dict(statuses), **percentiles(latencies)}  # fmt: skip

@@ -95,9 +95,9 @@ def _edit_manifest(folder: Path, edit: Any) -> None:
 
 def test_round_trip(tmp_path: Path) -> None:
     folder = make_bundle(tmp_path / "b")
-    b = B.load_bundle(folder)
+    b = B.load_bundle(folder, variant="int8")
     assert b.name == "tiny" and b.task == "classification"
-    assert b.variant.precision == "int8"  # the CPU provider prefers int8 once it passed parity
+    assert b.variant.precision == "int8"
     assert b.model_file == folder / "model.int8.onnx"
     assert b.tokenizer_file.read_text(encoding="utf-8") == '{"version": "1.0"}'
     raw = json.loads((folder / B.MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -119,8 +119,28 @@ def test_pick_variant_prefers_checked_variants(tmp_path: Path) -> None:
     m = B.read_manifest(folder)
     # fp16 exported where no GPU could check it is never picked automatically.
     assert B.pick_variant(m, ["CUDAExecutionProvider", "CPUExecutionProvider"]).precision == "fp32"
-    assert B.pick_variant(m, ["CPUExecutionProvider"]).precision == "int8"
+    # On a CPU int8 once it passed parity, where the CPU has int8 dot products; else fp32.
+    assert B.pick_variant(m, ["CPUExecutionProvider"], fast_int8=True).precision == "int8"
+    assert B.pick_variant(m, ["CPUExecutionProvider"], fast_int8=False).precision == "fp32"
     assert B.pick_variant(m, ["SomethingElse"]).precision == "fp32"  # the default variant
+    auto = B.load_bundle(folder).variant.precision
+    assert auto == ("int8" if B.fast_int8_cpu() else "fp32")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [
+        ("flags\t\t: fpu sse avx2 fma", False),
+        ("flags\t\t: fpu avx2 avx512f avx512_vnni", True),
+        ("flags\t\t: fpu avx2 avx_vnni", True),
+        ("Features\t: fp asimd asimddp", True),
+        ("processor : 0", True),  # no flags line: cannot tell, keep int8
+    ],
+)
+def test_fast_int8_cpu_reads_the_dot_product_flags(tmp_path: Path, flags: str, fast: bool) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\n{flags}\n", encoding="utf-8")
+    assert B.fast_int8_cpu(str(info)) is fast
 
 
 @pytest.mark.parametrize("byte_offset", [0, -1])

@@ -2,6 +2,7 @@
 
     with Client("http://localhost:8000", api_key="...") as client:
         best = client.classify(["a gripping film"]).results[0].labels[0]
+        batch_jobs = client.with_options(priority="low", timeout_ms=5000)  # same connections
 
 Answers are the service's own pydantic response models (`app.schemas`); failures raise one
 `ClientError` hierarchy that mirrors the service's error body. Only httpx, pydantic and the
@@ -16,6 +17,7 @@ only in how they drive it: a blocking or an awaited send and sleep.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -214,6 +216,15 @@ class Client:
         """`GET /readyz` (one send); raises `NotReadyError` (details: phase, failed) if not."""
         return self._run(Calls.ready())
 
+    def with_options(self, *, priority: str | None = None, timeout_ms: int | None = None) -> Self:
+        """A client on the same connection pool whose task calls are sent with these
+        scheduling options: `priority` ("high", "normal", "low": higher is served first, "low"
+        is refused first under overload) and `timeout_ms` (answered 504 at once when the
+        service cannot meet it). Closing either closes the pool of both."""
+        other = copy.copy(self)
+        other._core = self._core.with_scheduling(priority, timeout_ms)
+        return other
+
     def close(self) -> None:
         self._http.close()
 
@@ -350,6 +361,12 @@ class AsyncClient:
 
     async def ready(self) -> Status:
         return await self._run(Calls.ready())
+
+    def with_options(self, *, priority: str | None = None, timeout_ms: int | None = None) -> Self:
+        """As `Client.with_options`: same pool, these scheduling options on task calls."""
+        other = copy.copy(self)
+        other._core = self._core.with_scheduling(priority, timeout_ms)
+        return other
 
     async def aclose(self) -> None:
         await self._http.aclose()

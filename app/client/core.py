@@ -5,6 +5,7 @@ the deadline and parsing. No I/O happens here."""
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class Call(Generic[T]):
     result: type[T]
     body: dict[str, Any] | None = None
     retry: bool = True
+    scheduled: bool = False  # queued for a model: takes the priority and timeout_ms options
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,13 @@ class Core:
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
         self.clock = clock
+        self.scheduling: dict[str, Any] = {}  # priority / timeout_ms sent with task calls
+
+    def with_scheduling(self, priority: str | None, timeout_ms: int | None) -> Core:
+        """A copy whose task calls carry these scheduling options (None: leave as is)."""
+        core = copy.copy(self)
+        core.scheduling = {**self.scheduling, **_body(priority=priority, timeout_ms=timeout_ms)}
+        return core
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
@@ -177,10 +186,13 @@ class Core:
                 raise ClientTimeoutError(f"no answer within the {self.retry.deadline} s deadline")
             connect, read = min(connect, left), min(read, left)
         timeout = httpx.Timeout(read, connect=connect, pool=connect)
+        body = call.body
+        if call.scheduled and self.scheduling and body is not None:
+            body = {**self.scheduling, **body}
         return httpx.Request(
             call.method,
             self.base_url + call.path,
-            json=call.body,
+            json=body,
             headers=self.headers,
             extensions={"timeout": timeout.as_dict()},
         )
@@ -198,7 +210,7 @@ class Calls:
         inputs: Inputs, model: str | None, top_k: int | None, truncate: bool | None
     ) -> Call[ClassifyResponse]:
         body = _body(model=model, inputs=_listed(inputs), top_k=top_k, truncate=truncate)
-        return Call("POST", "/v1/classify", ClassifyResponse, body)
+        return Call("POST", "/v1/classify", ClassifyResponse, body, scheduled=True)
 
     @staticmethod
     def qa(
@@ -221,21 +233,21 @@ class Calls:
             pair: dict[str, Any] = {"question": question, "context": context}
         else:
             pair = {"inputs": [{"question": q, "context": c} for q, c in question]}
-        return Call("POST", "/v1/qa", QAResponse, {**pair, **options})
+        return Call("POST", "/v1/qa", QAResponse, {**pair, **options}, scheduled=True)
 
     @staticmethod
     def fill_mask(
         inputs: Texts, model: str | None, top_k: int | None, truncate: bool | None
     ) -> Call[FillMaskResponse]:
         body = _body(model=model, inputs=_listed(inputs), top_k=top_k, truncate=truncate)
-        return Call("POST", "/v1/fill-mask", FillMaskResponse, body)
+        return Call("POST", "/v1/fill-mask", FillMaskResponse, body, scheduled=True)
 
     @staticmethod
     def token_classify(
         inputs: Texts, model: str | None, truncate: bool | None
     ) -> Call[TokenClassifyResponse]:
         body = _body(model=model, inputs=_listed(inputs), truncate=truncate)
-        return Call("POST", "/v1/token-classify", TokenClassifyResponse, body)
+        return Call("POST", "/v1/token-classify", TokenClassifyResponse, body, scheduled=True)
 
     @staticmethod
     def summarize(
@@ -244,7 +256,7 @@ class Calls:
         body = _body(
             model=model, inputs=_listed(inputs), max_sentences=max_sentences, truncate=truncate
         )
-        return Call("POST", "/v1/summarize", SummarizeResponse, body)
+        return Call("POST", "/v1/summarize", SummarizeResponse, body, scheduled=True)
 
     @staticmethod
     def translate(
@@ -261,7 +273,7 @@ class Calls:
             max_new_tokens=max_new_tokens,
             truncate=truncate,
         )
-        return Call("POST", "/v1/translate", TranslateResponse, body)
+        return Call("POST", "/v1/translate", TranslateResponse, body, scheduled=True)
 
     @staticmethod
     def tokenize(inputs: Inputs, model: str | None) -> Call[TokenizeResponse]:

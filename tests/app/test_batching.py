@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from app.backend import FakeBackend, FakeResult
-from app.batching import Batcher, BatcherConfig, plan_batch
+from app.batching import Batcher, BatcherConfig
 from app.errors import (
     InferenceError,
     NotReadyError,
@@ -27,6 +27,7 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.metrics import Metrics
+from app.scheduling import plan_batch
 from bundle.batch import WorkItem
 
 T = TypeVar("T")

@@ -5,6 +5,7 @@ with a fake clock and sleep (exact, no real waiting)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -411,3 +412,18 @@ def test_qa_needs_one_form(bad: Callable[[Client], Any]) -> None:
     with mock_client(script, FakeTime()) as client, pytest.raises(TypeError, match="qa"):
         bad(client)
     assert script.requests == []
+
+
+def test_with_options_sends_priority_and_timeout_on_task_calls_only() -> None:
+    fake = FakeTime()
+    script = Script(ok())
+    with mock_client(script, fake) as client:
+        low = client.with_options(priority="low", timeout_ms=250)
+        low.classify("hi")
+        client.classify("hi")  # the original is unchanged
+        with contextlib.suppress(ClientError):
+            low.tokenize("hi")  # not queued for a model: no scheduling fields
+    bodies = [json.loads(r.content) for r in script.requests]
+    assert bodies[0] == {"priority": "low", "timeout_ms": 250, "inputs": "hi"}
+    assert bodies[1] == {"inputs": "hi"}
+    assert bodies[2] == {"inputs": "hi"}

@@ -401,7 +401,9 @@ def test_fuzzed_bodies_keep_the_contract(limited: Live, path: str) -> None:
         else:
             raw = json.dumps(body, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
         r = post_raw(limited, path, raw)
-        assert r.status_code < 500, (kind, body, r.text)
+        # A deadline the body asked for (timeout_ms: 1) may pass: 504, never another 5xx.
+        asked = isinstance(body, dict) and isinstance(body.get("timeout_ms"), int)
+        assert r.status_code < 500 or (asked and r.status_code == 504), (kind, body, r.text)
         if kind == "valid":
             assert conforms(path, body), body  # the generator follows the documented schema
             check_ok(path, body, r)
