@@ -27,7 +27,8 @@ CLIENTS = ("aiohttp", "httpx")
 
 @contextlib.asynccontextmanager
 async def poster(kind: str, url: str, connections: int) -> Any:
-    """An async `post(path, body) -> status` over `connections` keep-alive connections."""
+    """An async `post(path, body) -> (status, Retry-After seconds or None)` over `connections`
+    keep-alive connections."""
     if kind == "aiohttp":
         import aiohttp
 
@@ -35,20 +36,28 @@ async def poster(kind: str, url: str, connections: int) -> Any:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
 
-            async def post_aiohttp(path: str, body: Any) -> int:
+            async def post_aiohttp(path: str, body: Any) -> tuple[int, float | None]:
                 async with session.post(path, json=body) as r:
                     await r.read()
-                    return r.status
+                    return r.status, _retry_after(r.headers.get("retry-after"))
 
             yield post_aiohttp
         return
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
-        async def post_httpx(path: str, body: Any) -> int:
-            return (await client.post(path, json=body)).status_code
+        async def post_httpx(path: str, body: Any) -> tuple[int, float | None]:
+            r = await client.post(path, json=body)
+            return r.status_code, _retry_after(r.headers.get("retry-after"))
 
         yield post_httpx
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -71,7 +80,8 @@ async def closed_loop(
     server_pid: int | None = None,
 ) -> dict[str, Any]:
     """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count
-    (CPU per request too: the server's, from /proc, and this load generator's)."""
+    (CPU per request too: the server's, from /proc, and this load generator's). A client refused
+    with Retry-After waits that long before its next request, as a well-behaved client does."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     errors = 0
@@ -90,7 +100,7 @@ async def closed_loop(
             nonlocal errors
             k = i
             while (t0 := loop.time()) < t_end:
-                status = await post(path, bodies[k % len(bodies)])
+                status, retry_after = await post(path, bodies[k % len(bodies)])
                 k += concurrency
                 if t0 >= t_measure:
                     statuses[status] += 1
@@ -98,6 +108,8 @@ async def closed_loop(
                         latencies.append(loop.time() - t0)
                     else:
                         errors += 1
+                if retry_after is not None and status in (429, 503):
+                    await asyncio.sleep(min(retry_after, max(0.0, t_end - loop.time())))
 
         await asyncio.gather(mark(), *(client_loop(i) for i in range(concurrency)))
         elapsed = loop.time() - t_measure
@@ -131,7 +143,7 @@ async def open_loop(
         async def one(body: Any, scheduled: float) -> None:
             nonlocal errors, in_flight
             try:
-                status = await post(path, body)
+                status, _ = await post(path, body)
                 statuses[status] += 1
                 if status == 200:
                     latencies.append(loop.time() - scheduled)
