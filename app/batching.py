@@ -102,17 +102,13 @@ class BatcherConfig:
         concurrent: the backend runs the batches it is handed together (continuous batching
             of generation: ``app.generation.ContinuousDecoder``): each of the max_in_flight
             batches gets its own worker thread, and a batch is handed over once it is due,
-            not held back while others run. Batch times then overlap, so no latency is
-            predicted: deadlines are kept by their timers only, and target_latency_s is unused.
-        patience: with group_by_length, how many batches of its own priority class may pass
-            an input over before it must go in the next one (0: FIFO order; see
-            `app.scheduling`). Bounds the tail that length grouping costs under saturation.
-        target_latency_s: a latency objective (None: none). Batches are cut to run within a
-            quarter of it (by the learned batch latency), and a request whose predicted wait
-            and run pass it is refused at once with 429 and Retry-After instead of answered
-            late.
-        low_priority_share: share of queue_size that "low" priority inputs may fill; the rest
-            is kept for the higher classes.
+            not held back while others run. Batch times then overlap: nothing is predicted
+            (deadlines are kept by their timers; target_latency_s is unused).
+        patience: batches of its class that may pass an input over (length grouping) before
+            it must go in the next one (0: FIFO; see `app.scheduling`).
+        target_latency_s: latency objective or None: batches run within a quarter of it, and
+            requests predicted to finish later are refused (429, Retry-After).
+        low_priority_share: share of queue_size that "low" priority inputs may fill.
     """
 
     max_batch_tokens: int = 8192
@@ -168,8 +164,8 @@ class _Request(Generic[R]):
     """One submit() call: its future, results gathered so far, and its items still queued."""
 
     __slots__ = (
-        "deadline", "finished", "future", "priority", "queued", "remaining", "results", "size",
-        "timer",
+        "admitted", "deadline", "finished", "future", "predicted", "priority", "queued",
+        "remaining", "results", "size", "timer",
     )  # fmt: skip
 
     def __init__(
@@ -183,6 +179,8 @@ class _Request(Generic[R]):
         self.size = size
         self.priority = priority
         self.deadline = deadline  # loop time
+        self.admitted = 0.0  # loop time
+        self.predicted: float | None = None  # seconds to the answer, predicted at admission
         self.results: list[Any] = [None] * size
         self.remaining = size
         self.queued: set[int] = set()  # sequence numbers of this request's items in the queue
@@ -339,8 +337,9 @@ class Batcher(Generic[R]):
         if not items:
             future.set_result([])
             return future
-        self._admit(items, deadline, priority, loop.time())
+        predicted = self._admit(items, deadline, priority, loop.time())
         req: _Request[R] = _Request(future, len(items), priority, deadline)
+        req.admitted, req.predicted = loop.time(), predicted
         now = time.monotonic()
         cls = rank(priority)
         self._arrived[cls] = now
@@ -585,6 +584,8 @@ class Batcher(Generic[R]):
             req.remaining -= 1
             if req.remaining == 0:
                 req.future.set_result(req.results)
+                if req.predicted:
+                    self._load.answered(req.predicted, loop.time() - req.admitted)
 
     def _timed_predict(self, batch: Batch) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
@@ -645,15 +646,17 @@ class Batcher(Generic[R]):
 
     def _admit(
         self, items: Sequence[WorkItem], deadline: float | None, priority: Priority, now: float
-    ) -> None:
+    ) -> float | None:
         """Refuse `items` at once when they cannot be served well: the queue (or the class's
         share of it) is full -> 429; the deadline has passed or is out of reach -> 504; the
-        predicted latency passes the objective -> 429."""
+        predicted latency passes the objective -> 429. Returns the predicted seconds to the
+        answer (None when nothing is predicted)."""
         cfg = self.config
         limit = cfg.queue_size
         if priority == "low":
             limit = max(1, int(cfg.queue_size * cfg.low_priority_share))
         err: ServiceError | None = None
+        wait = None
         if len(self._queue) + len(items) > limit:
             share = "" if limit == cfg.queue_size else f"; {priority} priority may use {limit}"
             err = OverloadedError(
@@ -669,7 +672,7 @@ class Batcher(Generic[R]):
             left = None if deadline is None else deadline - now
             err = None if wait is None else too_late(wait, left, cfg.target_latency_s, self.model)
         if err is None:
-            return
+            return wait
         if self.metrics:
             timeout = isinstance(err, RequestTimeoutError)
             count = self.metrics.inc_timeout if timeout else self.metrics.inc_rejected

@@ -207,6 +207,9 @@ class Workload:
         self.flight_tokens = 0  # padded tokens of the batches handed over and not finished
         self.flights = 0
         self.padding = 1.0  # smoothed padded / real tokens of recent batches
+        # Answered / predicted time of recent requests; its 90th percentile scales predictions.
+        self._ratios: deque[float] = deque(maxlen=256)
+        self.calibration = 1.0
 
     @property
     def queued_tokens(self) -> int:
@@ -257,7 +260,20 @@ class Workload:
         padded = (sum(lengths) + sum(self.tokens[: cls + 1])) * self.padding
         batches = max(-(-count // self.max_batch_size), math.ceil(padded / self.token_cap()))
         queued = self.latency.predict(padded, batches) or 0.0
-        return self.busy_s(elapsed) + queued / self.workers
+        return (self.busy_s(elapsed) + queued / self.workers) * self.calibration
+
+    def answered(self, predicted_s: float, actual_s: float) -> None:
+        """Learn from one answered request how far its prediction was off. Predictions count
+        batch time and what is queued ahead, not inputs that length grouping lets overtake or
+        batches that run long; the 90th percentile of actual / predicted over the last 256
+        requests (at least 1) scales every prediction, so that a latency objective holds for
+        most requests, not the average one."""
+        if predicted_s <= 0:
+            return
+        self._ratios.append(actual_s / predicted_s)
+        if len(self._ratios) % 16 == 0:
+            ranked = sorted(self._ratios)
+            self.calibration = max(1.0, ranked[int(0.9 * (len(ranked) - 1))])
 
 
 class Deadlines:

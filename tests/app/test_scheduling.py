@@ -84,6 +84,21 @@ def test_workload_predicts_the_wait_of_a_class_from_what_is_ahead_of_it() -> Non
     assert w.token_cap() == 20
 
 
+def test_workload_scales_predictions_by_how_late_answers_came() -> None:
+    w = Workload(max_batch_size=4, max_batch_tokens=4096, workers=1, target_s=None)
+    for tokens in (10, 20, 30, 40):
+        w.observe(tokens, 0.0, tokens / 1000)
+    base = w.predicted_s(1, [10], 0.0)
+    assert base == pytest.approx(0.010)
+    for n in range(32):  # most answers took twice the prediction, a tenth three times
+        w.answered(0.010, 0.030 if n % 10 == 0 else 0.020)
+    assert w.calibration == pytest.approx(2.0)
+    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.020)
+    for _ in range(256):  # early answers never make predictions more optimistic
+        w.answered(0.010, 0.001)
+    assert w.calibration == 1.0
+
+
 # --- the batcher ---------------------------------------------------------------------------------
 
 
