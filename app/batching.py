@@ -406,6 +406,11 @@ class Batcher(Generic[R]):
             for req in {e.request for e in self._queue.values()}:
                 self._fail(req, InferenceError("the model's batcher failed; retry the request"))
 
+    def _mixed(self) -> bool:
+        """Whether several priority classes have arrived within the last _PRIORITY_ACTIVE_S."""
+        now = time.monotonic()
+        return sum(now - t < _PRIORITY_ACTIVE_S for t in self._arrived) > 1
+
     def _full(self) -> bool:
         """Whether the queue holds enough to fill a batch, so waiting longer gains nothing."""
         return (
@@ -429,13 +434,17 @@ class Batcher(Generic[R]):
         wait then lasts until shortly before the first running batch should end (when that is
         later than max_wait), so requests arriving meanwhile still join. This is where batches
         grow under load, at no cost in latency: the items could not have started earlier
-        anyway."""
+        anyway. With several priority classes active, a full batch waits so too, so that a
+        higher-class arrival meanwhile goes first instead of after a batch chosen early."""
         idle_below = 1 if self.config.concurrent else self.config.workers
-        while self._queue and self._accepting and not self._full():
+        while self._queue and self._accepting:
+            full = self._full()
+            if full and not self._mixed():
+                return
             if self.config.idle_dispatch and len(self._in_flight) < idle_below:
                 return
             oldest = next(iter(self._queue.values()))
-            due = oldest.enqueued_at + self.config.max_wait_s
+            due = float("-inf") if full else oldest.enqueued_at + self.config.max_wait_s
             busy = None if self.config.concurrent else self._busy_until()
             if busy is not None:
                 due = max(due, busy - _HANDOVER_S)
@@ -458,8 +467,7 @@ class Batcher(Generic[R]):
         cfg = self.config
         served = entries[0].rank
         size, tokens = cfg.max_batch_size, self._load.token_cap()
-        now = time.monotonic()
-        if sum(now - t < _PRIORITY_ACTIVE_S for t in self._arrived) > 1:
+        if self._mixed():
             # Several classes are active: batches run a quarter as long, so that an arrival of
             # the higher class waits for at most that (a running batch is not interrupted).
             size, tokens = max(1, size // 4), max(1, tokens // 4)
