@@ -52,6 +52,7 @@ from app.scheduling import (
     PRIORITIES,
     Deadlines,
     Priority,
+    Queued,
     Workload,
     plan_batch,
     rank,
@@ -188,24 +189,6 @@ class _Request(Generic[R]):
         self.finished = False  # cleanup done (idempotence guard)
 
 
-@dataclass(slots=True, eq=False)
-class _Entry(Generic[R]):
-    """One queued item: which request and position it answers, when it arrived, its place in
-    the order of service (class, deadline, arrival), and how often a batch passed it over."""
-
-    seq: int
-    request: _Request[R]
-    index: int
-    item: WorkItem
-    enqueued_at: float  # time.monotonic()
-    rank: int = 1
-    due: float = float("inf")  # the request's deadline (loop time), inf without one
-    skips: int = 0
-
-    def key(self) -> tuple[int, float, int]:
-        return self.rank, self.due, self.seq
-
-
 class Batcher(Generic[R]):
     """Dynamic batcher for one model.
 
@@ -242,8 +225,10 @@ class Batcher(Generic[R]):
             max_workers=cfg.max_in_flight if cfg.concurrent else cfg.workers,
             thread_name_prefix=f"infer-{model}",
         )
-        self._queue: OrderedDict[int, _Entry[R]] = OrderedDict()  # arrival order
-        self._classes = [OrderedDict[int, _Entry[R]]() for _ in PRIORITIES]  # the same, by class
+        self._queue: OrderedDict[int, Queued[_Request[R]]] = OrderedDict()  # arrival order
+        self._classes = [
+            OrderedDict[int, Queued[_Request[R]]]() for _ in PRIORITIES
+        ]  # the same, by class
         self._dues = Deadlines()
         self._seq = itertools.count()
         self._accepting = True
@@ -346,7 +331,7 @@ class Batcher(Generic[R]):
         due = float("inf") if deadline is None else deadline
         for i, item in enumerate(items):
             seq = next(self._seq)
-            self._queue[seq] = self._classes[cls][seq] = _Entry(seq, req, i, item, now, cls, due)
+            self._queue[seq] = self._classes[cls][seq] = Queued(seq, req, i, item, now, cls, due)
             if deadline is not None:
                 self._dues.push(deadline, seq)
             req.queued.add(seq)
@@ -501,26 +486,30 @@ class Batcher(Generic[R]):
         task.add_done_callback(functools.partial(self._batch_done, batch.padded_tokens))
         return True
 
-    def _candidates(self) -> tuple[list[_Entry[R]], int]:
+    def _candidates(self) -> tuple[list[Queued[_Request[R]]], int]:
         """The queued inputs the next batch is chosen from, in order of service, and how many
         of the first are urgent (`plan_batch`'s `urgent`).
 
         Only a window is looked at, so that choosing stays cheap with a deep queue: the first
-        _WINDOW_BATCHES batches' worth of inputs by class and arrival, ordered by (class,
-        deadline, arrival), plus any input of the first class whose deadline comes within two
-        batches. Urgent: those, and the inputs of the first class passed over `patience` times.
+        _WINDOW_BATCHES batches' worth of inputs by class and arrival and a batch's worth of the
+        earliest deadlines, ordered by (class, deadline, arrival), plus any input of the first
+        class whose deadline comes within two batches. Urgent: those, and the inputs of the
+        first class passed over `patience` times.
         """
         cfg = self.config
         width = _WINDOW_BATCHES * cfg.max_batch_size
-        window: list[_Entry[R]] = []
+        window: list[Queued[_Request[R]]] = []
         for queue in self._classes:
             window.extend(itertools.islice(queue.values(), width - len(window)))
             if len(window) >= width:
                 break
+        # Earliest deadlines too, wherever they are queued (EDF within a class, deep queues).
+        window += self._dues.earliest(self._queue, cfg.max_batch_size)
+        window = list({e.seq: e for e in window}.values())
         # A request cancelled a moment ago may not have run its done-callback yet.
         for req in {e.request for e in window if e.request.future.done()}:
             self._forget(req)
-        window = sorted((e for e in window if e.seq in self._queue), key=_Entry.key)
+        window = sorted((e for e in window if e.seq in self._queue), key=Queued.key)
         if not window or not cfg.group_by_length:
             return window, 0
         served = window[0].rank
@@ -530,7 +519,7 @@ class Batcher(Generic[R]):
         urgent = sorted(
             {**due, **{e.seq: e for e in window if e.rank == served and e.skips >= cfg.patience}}
             .values(),
-            key=_Entry.key,
+            key=Queued.key,
         )  # fmt: skip
         if not urgent:
             return window, 0
@@ -552,7 +541,7 @@ class Batcher(Generic[R]):
             if req.deadline is not None and start + alone > req.deadline:
                 self._expire(req)
 
-    def _remove(self, seq: int) -> _Entry[R]:
+    def _remove(self, seq: int) -> Queued[_Request[R]]:
         """Take one input off the queue (its request's `queued` is the caller's)."""
         e = self._queue.pop(seq)
         del self._classes[e.rank][seq]
@@ -564,7 +553,7 @@ class Batcher(Generic[R]):
         self._load.dispatched(tokens, -1)
         self._wakeup.set()  # the backend may be idle now: a held batch need not wait longer
 
-    async def _run_batch(self, batch: Batch, entries: list[_Entry[R]]) -> None:
+    async def _run_batch(self, batch: Batch, entries: list[Queued[_Request[R]]]) -> None:
         loop = asyncio.get_running_loop()
         try:
             started, results, seconds = await loop.run_in_executor(

@@ -20,17 +20,20 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import TypeVar, get_args
+from dataclasses import dataclass
+from typing import Generic, TypeVar, get_args
 
 from app.errors import OverloadedError, RequestTimeoutError
 from app.schemas import Priority
+from bundle.batch import WorkItem
 
 __all__ = [
-    "PRIORITIES", "Deadlines", "LatencyModel", "Priority", "Workload", "plan_batch", "rank",
-    "retry_hint", "too_late",
+    "PRIORITIES", "Deadlines", "LatencyModel", "Priority", "Queued", "Workload", "plan_batch",
+    "rank", "retry_hint", "too_late",
 ]  # fmt: skip
 
 T = TypeVar("T")
+Q = TypeVar("Q")
 
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 _UNBOUNDED = 2**31  # tokens_within when time does not grow with tokens
@@ -46,6 +49,25 @@ def retry_hint(seconds: float) -> float:
 def rank(priority: Priority) -> int:
     """0 for the most urgent class ("high"), counting up."""
     return PRIORITIES.index(priority)
+
+
+@dataclass(slots=True, eq=False)
+class Queued(Generic[Q]):
+    """One queued input: the request (of type Q) and position it answers, when it arrived, its
+    place in the order of service (class, deadline, arrival), and how often a batch passed it
+    over."""
+
+    seq: int
+    request: Q
+    index: int
+    item: WorkItem
+    enqueued_at: float  # time.monotonic()
+    rank: int = 1
+    due: float = float("inf")  # the request's deadline (loop time), inf without one
+    skips: int = 0
+
+    def key(self) -> tuple[int, float, int]:
+        return self.rank, self.due, self.seq
 
 
 def plan_batch(
@@ -286,6 +308,21 @@ class Deadlines:
 
     def push(self, deadline: float, seq: int) -> None:
         heapq.heappush(self._heap, (deadline, seq))
+
+    def earliest(self, queued: Mapping[int, T], k: int) -> list[T]:
+        """The entries of `queued` with the `k` earliest deadlines, earliest first (a walk of
+        the heap from its root: O(k log k), whatever the queue's depth)."""
+        heap, found = self._heap, list[T]()
+        frontier = [(heap[0], 0)] if heap else []
+        while frontier and len(found) < k:
+            _, i = heapq.heappop(frontier)
+            entry = queued.get(heap[i][1])
+            if entry is not None:
+                found.append(entry)
+            for child in (2 * i + 1, 2 * i + 2):
+                if child < len(heap):
+                    heapq.heappush(frontier, (heap[child], child))
+        return found
 
     def due_by(self, queued: Mapping[int, T], t: float) -> list[T]:
         """The entries of `queued` (by seq) whose deadline is at or before `t`."""

@@ -244,3 +244,44 @@ def test_a_queued_request_past_hope_is_failed_before_it_runs() -> None:
 
     run(main())
     assert 2 not in backend.seen_first_tokens()
+
+
+def test_beyond_the_window_high_priority_and_near_deadlines_still_go_first() -> None:
+    # 200 queued inputs (the window holds 4 batches of 4 = 16): a high-priority input queued
+    # last, and a normal one whose deadline is near, are both served before the old ones.
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> None:
+        async with make(backend, max_batch_size=4, max_in_flight=1, max_wait_s=0) as b:
+            loop = asyncio.get_running_loop()
+            running = b.submit([item(1, 4)])
+            await until_running(b)
+            old = [b.submit([item(1000 + i, 4)], deadline=loop.time() + 30) for i in range(200)]
+            # Urgent by deadline: within two batches of the (not yet learned: 0 s) batch time.
+            near = b.submit([item(2, 4)], deadline=loop.time() + 0.5)
+            high = b.submit([item(3, 4)], priority="high")
+            gate.set()
+            await asyncio.gather(running, near, high, *old)
+
+    run(main())
+    seen = backend.seen_first_tokens()
+    assert seen[1] == 3  # the high one leads the first batch after the running one
+    assert seen.index(2) < seen.index(1016)  # the near deadline ahead of the window's tail
+
+
+def test_batches_shrink_while_several_priorities_are_active() -> None:
+    backend = FakeBackend()
+
+    async def main() -> None:
+        async with make(backend, max_batch_size=8, max_wait_s=0) as b:
+            await b.submit([item(i, 4) for i in range(8)])  # one class: a full batch
+            await asyncio.gather(
+                b.submit([item(100 + i, 4) for i in range(8)], priority="low"),
+                b.submit([item(200, 4)], priority="high"),
+            )
+
+    run(main())
+    sizes = [batch.size for batch in backend.batches]
+    assert sizes[0] == 8
+    assert max(sizes[1:]) == 2  # a quarter of 8 while high and low are both active
