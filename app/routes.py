@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.errors import NotReadyError, UnauthorizedError, error_response
-from app.scheduling import Priority
 from app.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -24,6 +23,7 @@ from app.schemas import (
     FillMaskResponse,
     ModelInfo,
     ModelsResponse,
+    Priority,
     QARequest,
     QAResponse,
     Status,

@@ -33,7 +33,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.registry import LoadedModel, Registry, choose_provider
-from app.scheduling import Priority
+from app.schemas import Priority
 from app.settings import Settings, available_cores
 from app.tasks import Prepared, make_task_model
 

@@ -46,6 +46,7 @@ from app.schemas import (
     ClassifyResponse,
     FillMaskResponse,
     ModelsResponse,
+    Priority,
     QAResponse,
     Status,
     SummarizeResponse,
@@ -216,7 +217,9 @@ class Client:
         """`GET /readyz` (one send); raises `NotReadyError` (details: phase, failed) if not."""
         return self._run(Calls.ready())
 
-    def with_options(self, *, priority: str | None = None, timeout_ms: int | None = None) -> Self:
+    def with_options(
+        self, *, priority: Priority | None = None, timeout_ms: int | None = None
+    ) -> Self:
         """A client on the same connection pool whose task calls are sent with these
         scheduling options: `priority` ("high", "normal", "low": higher is served first, "low"
         is refused first under overload) and `timeout_ms` (answered 504 at once when the
@@ -362,7 +365,9 @@ class AsyncClient:
     async def ready(self) -> Status:
         return await self._run(Calls.ready())
 
-    def with_options(self, *, priority: str | None = None, timeout_ms: int | None = None) -> Self:
+    def with_options(
+        self, *, priority: Priority | None = None, timeout_ms: int | None = None
+    ) -> Self:
         """As `Client.with_options`: same pool, these scheduling options on task calls."""
         other = copy.copy(self)
         other._core = self._core.with_scheduling(priority, timeout_ms)

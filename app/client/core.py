@@ -26,6 +26,7 @@ from app.schemas import (
     ClassifyResponse,
     FillMaskResponse,
     ModelsResponse,
+    Priority,
     QAResponse,
     Status,
     SummarizeResponse,
@@ -141,7 +142,7 @@ class Core:
         self.clock = clock
         self.scheduling: dict[str, Any] = {}  # priority / timeout_ms sent with task calls
 
-    def with_scheduling(self, priority: str | None, timeout_ms: int | None) -> Core:
+    def with_scheduling(self, priority: Priority | None, timeout_ms: int | None) -> Core:
         """A copy whose task calls carry these scheduling options (None: leave as is)."""
         core = copy.copy(self)
         core.scheduling = {**self.scheduling, **_body(priority=priority, timeout_ms=timeout_ms)}
