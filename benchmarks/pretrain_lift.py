@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -99,6 +100,7 @@ def finetune(
             "--batch-size", "32", "--lr", str(args.lr), "--warmup-fraction", "0.1",
             "--dropout", "0.1", "--seed", str(seed), "--threads", str(args.threads),
             "--save-every", str(steps), "--no-progress", "--out", str(out), *task.args,
+            *shlex.split(args.finetune_args),
         ]  # fmt: skip
         started = time.time()
         log = out.with_suffix(".log")
@@ -134,6 +136,12 @@ def main() -> int:
     p.add_argument("--other-seeds", default="0", help="seeds of the other tasks")
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: per task)")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument(
+        "--finetune-args",
+        default="",
+        help="more `training finetune` flags for both arms, given with '=': "
+        "--finetune-args='--reinit-pooler --reinit-layers 1'",
+    )
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -182,7 +190,8 @@ def main() -> int:
     }
     head = (
         f"Lift of {model.name} over random init ({args.language}; fine-tuning batch 32, lr "
-        f"{args.lr}, dropout 0.1, evaluated once at the end)\n\n"
+        f"{args.lr}, dropout 0.1{', ' + args.finetune_args if args.finetune_args else ''}, "
+        "evaluated once at the end)\n\n"
         + (
             "Pretrained MLM accuracy: "
             + ", ".join(f"{k} {100 * v:.1f} %" for k, v in sorted(mlm.items()))
@@ -198,7 +207,13 @@ def main() -> int:
     write_result(
         work,
         "pretrain_lift",
-        {"model": str(model), "language": args.language, "mlm": mlm, "results": results},
+        {
+            "model": str(model),
+            "language": args.language,
+            "finetune_args": args.finetune_args,
+            "mlm": mlm,
+            "results": results,
+        },
         table,
     )
     return 0

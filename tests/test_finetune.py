@@ -13,9 +13,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from tests.resume import assert_same_weights, kill_after_checkpoint_then_resume
 from training import finetune
 from training.cli import build_parser, main
+from training.errors import UsageError
 from training.finetuning import resolve_config
 from training.modeling import bert_config
-from training.task_model import set_dropout
+from training.task_model import reinit_top, set_dropout
 from training.tokenizer import read_vocab_file
 from training.tokenizer import save as save_tokenizer
 
@@ -384,6 +385,45 @@ def test_dropout_option(slices, tmp_path: Path) -> None:
     assert main(cls_args(slices, out, "--dropout", "0.25", "--max-steps", "2")) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.25
+
+
+def test_reinit_pooler_and_top_layers(slices, tmp_path: Path) -> None:
+    """--reinit-pooler / --reinit-layers N start those weights afresh (BERT's init, seeded);
+    the rest keeps the checkpoint's."""
+    ckpt = BertForPreTraining.from_pretrained(str(slices["ckpt"]))
+    with torch.no_grad():  # a "pretrained" pooler and top layer: far from the initialisation
+        for p in (*ckpt.bert.pooler.parameters(), *ckpt.bert.encoder.layer[1].parameters()):
+            p.fill_(0.5)
+    src = tmp_path / "ckpt"
+    ckpt.save_pretrained(src)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (slices["ckpt"] / name).is_file():
+            (src / name).write_bytes((slices["ckpt"] / name).read_bytes())
+
+    def load() -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=2)
+
+    model = load()
+    assert reinit_top(model, 1, pooler=True) == ["pooler", "encoder.layer.1"]
+    fresh = model.bert.pooler.dense.weight
+    assert abs(fresh.std().item() - 0.02) < 0.005 and not fresh.eq(0.5).any()
+    assert model.bert.encoder.layer[1].output.LayerNorm.weight.eq(1).all()
+    assert model.bert.encoder.layer[1].attention.self.query.bias.eq(0).all()
+    kept = load()
+    assert torch.equal(model.bert.encoder.layer[0].attention.self.query.weight,
+                       kept.bert.encoder.layer[0].attention.self.query.weight)  # fmt: skip
+    assert reinit_top(load(), 0, pooler=False) == []
+    with pytest.raises(UsageError, match="2 encoder layers"):
+        reinit_top(load(), 3, pooler=False)
+
+    out = tmp_path / "run"
+    argv = cls_args(slices, out, "--model", str(src), "--reinit-pooler", "--max-steps", "1")
+    assert main(argv) == 0
+    assert json.loads((out / "run_config.json").read_text())["reinit_pooler"] is True
+    tuned = AutoModelForSequenceClassification.from_pretrained(str(out))
+    # one step at lr 1e-3 moves a weight by about 1e-3: fresh stays far from 0.5, kept close
+    assert (tuned.bert.pooler.dense.weight - 0.5).abs().min() > 0.3
+    assert (tuned.bert.encoder.layer[1].output.dense.weight - 0.5).abs().max() < 0.01
 
 
 def test_help_lists_every_task(capsys: pytest.CaptureFixture) -> None:

@@ -52,7 +52,7 @@ from training.finetuning import (
     prefixed,
     resolve_config,
 )
-from training.task_model import model_config, set_dropout
+from training.task_model import model_config, reinit_top, set_dropout
 from training.tasks import LabelVocab
 from training.tasks.base import AnyTask
 from training.tasks.registry import get_task
@@ -86,6 +86,14 @@ class FinetuneConfig(engine.LoopConfig, ModelOptions):
         help="dropout of every layer while fine-tuning (default: the checkpoint's; a model "
         "pretrained without dropout usually wants 0.1 here)",
     )
+    reinit_pooler: bool = cfg.field(
+        False,
+        help="start the pooler afresh instead of from the checkpoint (ours learns next-sentence "
+        "prediction there; classification heads read it)",
+    )
+    reinit_layers: int = cfg.field(
+        0, help="start this many of the top encoder layers afresh (few-update fine-tuning)"
+    )
 
 
 def _validate(conf: FinetuneConfig) -> None:
@@ -102,6 +110,8 @@ def _validate(conf: FinetuneConfig) -> None:
         raise UsageError("--eval-batch-size must be at least 1")
     if conf.dropout is not None and not 0 <= conf.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1), got {conf.dropout}")
+    if conf.reinit_layers < 0:
+        raise UsageError("--reinit-layers cannot be negative")
     if conf.eval_every < 0 or conf.save_every < 0:
         raise UsageError("--eval-every and --save-every cannot be negative")
 
@@ -159,6 +169,9 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
     model = task.load_model(conf.model, labels, fresh_head=True, conf=conf, tokenizer=tokenizer)
     if conf.dropout is not None:
         set_dropout(model, conf.dropout)
+    if conf.reinit_pooler or conf.reinit_layers:
+        fresh = reinit_top(model, conf.reinit_layers, conf.reinit_pooler)
+        log.info("started afresh: %s", ", ".join(fresh) or "nothing (no pooler)")
     if rt.is_main:
         log.info(
             "%s: %d training rows (%d batches of %d per epoch, %.2f epochs), %d eval rows; "

@@ -103,6 +103,44 @@ def set_dropout(model: nn.Module, p: float) -> None:
                 setattr(config, key, p)
 
 
+def reinit_top(model: nn.Module, layers: int, pooler: bool) -> list[str]:
+    """Start the pooler and/or the top ``layers`` encoder layers of ``model`` afresh (BERT's
+    initialisation, under the current seed): the parts pretraining specialised most (the pooler
+    to next-sentence prediction, the top layers to predicting masked words) carry the least to
+    a task trained on few updates (Zhang et al. 2021, "Revisiting Few-sample BERT
+    Fine-tuning"). Returns the names of the modules reinitialised."""
+    base: Any = getattr(model, "base_model", model)
+    targets: list[tuple[str, Any]] = []
+    if pooler and getattr(base, "pooler", None) is not None:
+        targets.append(("pooler", base.pooler))
+    stack = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers:
+        if stack is None or layers > len(stack):
+            raise UsageError(
+                f"--reinit-layers {layers}: the model has {0 if stack is None else len(stack)} "
+                "encoder layers"
+            )
+        first = len(stack) - layers
+        targets += [(f"encoder.layer.{first + i}", stack[first + i]) for i in range(layers)]
+    # transformers' own _init_weights skips loaded tensors (flagged initialised): BERT's scheme
+    # is written out instead
+    import torch
+    from torch import nn
+
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        for _, module in targets:
+            for sub in module.modules():
+                if isinstance(sub, nn.Linear):
+                    sub.weight.normal_(0.0, std)
+                    if sub.bias is not None:
+                        sub.bias.zero_()
+                elif isinstance(sub, nn.LayerNorm):
+                    sub.weight.fill_(1.0)
+                    sub.bias.zero_()
+    return [name for name, _ in targets]
+
+
 def _configs(config: Any) -> Iterator[Any]:
     """A model config and, for an encoder-decoder, the configs of its two halves."""
     yield config
