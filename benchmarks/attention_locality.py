@@ -99,7 +99,7 @@ def main() -> int:
         tok.sep_token_id,
     )  # fmt: skip
     rows = [
-        [f"{layer}.{head}", *(round(float(x), 3) for x in shares[layer, head])]
+        [f"{layer}.{head}", *(f"{float(x):.3f}" for x in shares[layer, head])]
         for layer in range(shares.shape[0])
         for head in range(shares.shape[1])
     ]
