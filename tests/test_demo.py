@@ -138,6 +138,9 @@ def test_chinese_models_build_and_serve_every_task(tmp_path: Path, data_dir: Pat
     env = {**os.environ, "TQDM_DISABLE": "1"}
     r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # the Chinese recipe pretrains with a fading locality bias (its neighbour heads need it)
+    run_config = json.loads((tmp_path / "work" / "pretrained" / "run_config.json").read_text())
+    assert run_config["locality_bias"] == 2.0
     names = {"zh-fill-mask", "chnsenticorp-classifier", "cmrc2018-qa", "msra-ner"}
     assert {p.name for p in models.iterdir()} == names
     ner = json.loads((models / "msra-ner" / "manifest.json").read_text())
