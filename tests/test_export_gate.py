@@ -86,3 +86,39 @@ def test_balanced_flips_cost_nothing_but_agreement() -> None:
     assert failures == [] and any("agreement 0.9800" in u for u in unsure), unsure
     failures, _ = _gate(4000, 60, 60)  # agreement 0.97 on 4,000: below 0.98 for sure
     assert len(failures) == 1 and failures[0].startswith("agreement 0.9700")
+
+
+def test_bleu_from_sentence_statistics_is_sacrebleus_corpus_bleu() -> None:
+    """The translation gate sums per-sentence sufficient statistics; their BLEU is sacreBLEU's
+    corpus score of the same hypotheses (not a mean of sentence BLEUs)."""
+    pytest.importorskip("sacrebleu")
+    from training.export.seq2seq import bleu_of, bleu_units
+    from training.tasks.translation import bleu
+
+    refs = ["a man rides a red bike .", "two dogs play in the snow .", "the woman is singing ."]
+    hyps = ["a man rides a bike .", "two dogs are playing in snow .", "a woman sings ."]
+    stats = bleu_units(hyps, refs, "13a")
+    assert stats.shape == (3, 10)
+    assert bleu_of(stats.sum(0)) == pytest.approx(bleu(hyps, refs).score, abs=1e-9)
+
+
+def test_paired_bootstrap_interval_covers_a_corpus_gap() -> None:
+    """Same draws for both sides: identical systems have a zero-width interval, a system worse
+    on every sentence one wholly above zero, and one worse on a single sentence of 40 one from
+    zero (the draws without that sentence) to past its point gap."""
+    from training.export.stats import paired_bootstrap
+
+    def share(s: np.ndarray) -> float:
+        return 100 * float(s[0] / s[1])
+
+    rng = np.random.default_rng(1)
+    ref = np.stack([rng.integers(5, 10, 40), np.full(40, 10)], axis=1).astype(float)
+    gap, ci = paired_bootstrap(ref, ref, share)
+    assert gap == 0 and ci == Interval(0.0, 0.0)
+    worse = ref - np.array([1.0, 0.0])
+    gap, ci = paired_bootstrap(ref, worse, share)
+    assert gap == pytest.approx(10.0) and ci.low > 9 and ci.high < 11
+    one = ref.copy()
+    one[0, 0] -= 5
+    gap, ci = paired_bootstrap(ref, one, share, seed=3)
+    assert gap == pytest.approx(100 * 5 / 400) and ci.low == 0.0 and ci.high > 1.0

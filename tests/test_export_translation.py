@@ -28,6 +28,13 @@ SOURCES = [s for s, _ in PAIRS] + [
     "mary",
     "they walk in paris and john was small",
 ]
+TARGETS = [t for _, t in PAIRS] + [
+    "a cat",
+    "the small green house of the car",
+    "he walks to london",
+    "john",
+    "we run and mary is big",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,7 +47,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ckpt = build_translation_checkpoint(root / "ckpt")
     src, tgt = root / "eval.src", root / "eval.tgt"
     src.write_text("".join(s + "\n" for s in SOURCES))
-    tgt.write_text("".join("x\n" for _ in SOURCES))
+    tgt.write_text("".join(t + "\n" for t in TARGETS))
     out = root / "bundle"
     args = ["--checkpoint", ckpt, "--out", out, "--eval", src, "--eval-target", tgt]
     assert export(*args, "--variants", "fp32,int8") == 0
@@ -112,6 +119,37 @@ def test_manifest_graphs_and_gate(exported: tuple[Path, Path]) -> None:
     fp32 = manifest["variants"]["fp32"]["parity"]
     assert fp32["agreement"] == 1.0 and fp32["max_abs_diff"] < 1e-4
     assert fp32["thresholds"] == {"min_equal": 1.0}
+    # with reference translations, BLEU of the greedy outputs beside PyTorch's, paired
+    assert fp32["metric_name"] == "bleu_greedy" and fp32["metric"] == fp32["reference_metric"]
+    assert fp32["metric_gap"] == 0.0 and fp32["metric_gap_ci"] == [0.0, 0.0]
+    int8 = manifest["variants"]["int8"]["parity"]
+    assert int8["thresholds"] == {"min_equal": 0.5, "max_metric_drop": 1.0}
+    low, high = int8["metric_gap_ci"]
+    assert low <= int8["metric_gap"] <= high
+    assert int8["metric"] == pytest.approx(int8["reference_metric"] - int8["metric_gap"])
+
+
+def test_int8_gate_judges_bleu_against_the_references(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An int8 translation is gated on its BLEU cost (paired bootstrap interval over sentences),
+    not only on token equality: asking it to beat PyTorch by 5 BLEU, which it cannot, drops it
+    with a message that gives the figures (exit status 5)."""
+    import json as json_mod
+
+    ckpt, _ = exported
+    root = tmp_path / "data"
+    root.mkdir()
+    src, tgt = root / "eval.src", root / "eval.tgt"
+    src.write_text("".join(s + "\n" for s in SOURCES))
+    tgt.write_text("".join(t + "\n" for t in TARGETS))
+    out = tmp_path / "bundle"
+    args = ["--checkpoint", ckpt, "--out", out, "--eval", src, "--eval-target", tgt]
+    assert export(*args, "--int8-max-metric-drop", "-5") == 5  # written without int8
+    manifest = json_mod.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["variants"]) == ["fp32"]
+    (miss,) = manifest["gate_misses"]["int8"]["failures"]
+    assert "greedy BLEU" in miss and "below PyTorch's (95 % CI" in miss and "> -5" in miss
 
 
 def test_broken_comparison_fails_the_gate(

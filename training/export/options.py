@@ -72,7 +72,9 @@ class ExportConfig:
     fp32_max_diff: float = cfg.field(1e-4, help="gate: fp32 max |logit difference|")
     fp16_max_diff: float = cfg.field(1e-2, help="gate: fp16 max |logit difference| (GPU)")
     int8_max_metric_drop: float = cfg.field(
-        1.0, help="gate: int8 task metric at most this many points below PyTorch"
+        1.0,
+        help="gate: int8 task metric at most this many points below PyTorch (translation with "
+        "reference translations: greedy BLEU)",
     )
     int8_min_agreement: float = cfg.field(0.98, help="gate: int8 top-label agreement")
     int8_min_batch_agreement: float = cfg.field(

@@ -185,6 +185,20 @@ class Gap:
         return cls(ratio(got), *(paired or (None, None)))
 
 
+def judge_gap(name: str, gap: Gap, most: float, failures: list[str], unsure: list[str]) -> None:
+    """The int8 metric rule: fail when the gap's whole 95 % interval lies above ``most`` points;
+    an interval across it (or a gap above it with an interval that is not) is inconclusive."""
+    assert gap.metric is not None and gap.points is not None and gap.interval is not None
+    said = (
+        f"{name} {gap.metric:.2f} is {gap.points:.2f} points below PyTorch's "
+        f"(95 % CI {gap.interval.low:.2f} to {gap.interval.high:.2f})"
+    )
+    if gap.interval.low > most:
+        failures.append(f"{said} > {most}")
+    elif gap.points > most or most in gap.interval:
+        unsure.append(f"{said} vs {most}")
+
+
 def gate_failures(
     variant: str, figs: Figures, batch: Figures, gap: Gap, task: str, conf: ExportConfig
 ) -> tuple[dict[str, float], list[str], list[str]]:
@@ -216,16 +230,8 @@ def gate_failures(
             failures.append(f"{said} < {low}")
         elif share < low or low in ci:
             unsure.append(f"{said} vs {low}")
-    if gap.points is not None and gap.interval is not None:
-        most = conf.int8_max_metric_drop
-        said = (
-            f"{METRIC_NAMES[task]} {gap.metric:.2f} is {gap.points:.2f} points below PyTorch's "
-            f"(95 % CI {gap.interval.low:.2f} to {gap.interval.high:.2f})"
-        )
-        if gap.interval.low > most:
-            failures.append(f"{said} > {most}")
-        elif gap.points > most or most in gap.interval:
-            unsure.append(f"{said} vs {most}")
+    if gap.points is not None and gap.interval is not None and gap.metric is not None:
+        judge_gap(METRIC_NAMES[task], gap, conf.int8_max_metric_drop, failures, unsure)
     if batch.agreement is not None and batch.agreement < conf.int8_min_batch_agreement:
         failures.append(
             f"batched vs one-by-one agreement {batch.agreement:.4f} < "

@@ -9,7 +9,10 @@ cross-attention, feed-forward, LM head), so the legacy TorchScript exporter trac
 with no cache objects. No onnxruntime BERT fusion here (its Attention op takes no cache).
 Parity gate: greedy ids of onnxruntime decoding == PyTorch's generate (num_beams=1) on the
 held-out sources (share equal >= fp32_min_equal / int8_min_equal), and the max |logit
-difference| of teacher-forced steps along PyTorch's outputs (reported).
+difference| of teacher-forced steps along PyTorch's outputs (reported). Where the sources come
+with reference translations (``--eval-target``, JSON records), int8 is also gated on its greedy
+BLEU cost against PyTorch's on the same sentences (``int8_max_metric_drop`` points, judged on
+the 95 % interval of a paired bootstrap over sentences, as the encoder tasks' metric gap is).
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpe
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
 from training.export.options import ExportConfig
-from training.export.parity import BATCH_CHECK_EXAMPLES, log_report
+from training.export.parity import BATCH_CHECK_EXAMPLES, Gap, judge_gap, log_report
 from training.export.parity_data import generated_examples, sample
 from training.export.quantize import quantize_int8
+from training.export.stats import paired_bootstrap
 from training.export.writer import (
     Contents,
     check_request,
@@ -220,6 +224,7 @@ class TranslationParity:
     mean_abs_diff: float
     batch_equal: float
     examples: int
+    outputs: list[list[int]]  # onnxruntime's greedy ids per source
 
 
 def _padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -307,29 +312,74 @@ def translation_parity(
             diffs.append(np.abs(logits[0] - ref[t].numpy()))
     flat = np.concatenate(diffs) if diffs else np.zeros(1)
     return TranslationParity(
-        equal, float(flat.max()), float(flat.mean()), batch_equal, len(sources)
+        equal, float(flat.max()), float(flat.mean()), batch_equal, len(sources), got
     )
 
 
-def translation_sources(conf: ExportConfig, tok: Any) -> tuple[list[list[int]], str]:
-    """Token ids of the parity sources (tokenized as serving will), and the data's name."""
+def translation_sources(
+    conf: ExportConfig, tok: Any
+) -> tuple[list[list[int]], list[str] | None, str]:
+    """Token ids of the parity sources (tokenized as serving will), their reference translations
+    where the data has them (None otherwise), and the data's name."""
     from training.tasks import translation as tr
 
     if not conf.eval:
         examples = generated_examples("translation", tok, conf.generated_examples, conf.seed)
-        return [e.ids for e in examples], "generated"
+        return [e.ids for e in examples], None, "generated"
     path = Path(conf.eval)
     if not path.is_file():
         raise UsageError(f"--eval {path} does not exist")
+    pairs: list[tuple[str, str | None]]
     if conf.eval_target or tr.is_json(path):
-        pairs = tr.load_examples(path, tr.Config(eval_target=conf.eval_target), part="eval")
-        texts = [p.source for p in pairs]
+        read = tr.load_examples(path, tr.Config(eval_target=conf.eval_target), part="eval")
+        pairs = [(p.source, p.target) for p in read]
     else:
-        texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-    texts = sample(texts, conf.max_steps, conf.seed)
-    if not texts:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        pairs = [(t, None) for t in lines if t.strip()]
+    pairs = sample(pairs, conf.max_steps, conf.seed)
+    if not pairs:
         raise DataError(f"no parity examples from {path.name}")
-    return [e.ids for e in tok.encode_batch(texts)], path.name
+    targets = [t for _, t in pairs if t is not None]
+    ids = [e.ids for e in tok.encode_batch([s for s, _ in pairs])]
+    return ids, targets if len(targets) == len(pairs) else None, path.name
+
+
+def bleu_units(hypotheses: Sequence[str], targets: Sequence[str], tokenize: str) -> np.ndarray:
+    """(examples, 10): each sentence's sacreBLEU sufficient statistics (n-gram matches and
+    totals for n = 1..4, hypothesis and reference length); :func:`bleu_of` their sum is the
+    corpus BLEU."""
+    from training.tasks import translation as tr
+
+    metric = tr.bleu_metric(tokenize)
+    rows = []
+    for hyp, ref in zip(hypotheses, targets, strict=True):
+        s = metric.corpus_score([hyp], [[ref]])
+        rows.append([*s.counts, *s.totals, s.sys_len, s.ref_len])
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 10)
+
+
+def bleu_of(stats: np.ndarray) -> float:
+    """Corpus BLEU (sacreBLEU's defaults: exp smoothing) of summed :func:`bleu_units`."""
+    from sacrebleu.metrics import BLEU
+
+    c = [int(x) for x in stats]
+    return float(BLEU.compute_bleu(c[:4], c[4:8], c[8], c[9], smooth_method="exp").score)
+
+
+@dataclass
+class BleuReference:
+    """What BLEU on the parity slice needs: the references, how hypotheses are detokenized and
+    scored (as serving and evaluation do), and PyTorch's BLEU statistics (:func:`bleu_units`)."""
+
+    targets: list[str]
+    tokenizer: Any  # the target tokenizer
+    join_punctuation: bool
+    tokenize: str  # sacreBLEU's tokenizer, the fine-tuning run's
+    reference_units: np.ndarray
+
+    def units(self, outputs: Sequence[Sequence[int]]) -> np.ndarray:
+        texts = [decoding.detokenize(self.tokenizer, ids, self.join_punctuation) for ids in outputs]
+        return bleu_units(texts, self.targets, self.tokenize)
 
 
 @dataclass
@@ -340,6 +390,7 @@ class HeldOutSources:
     sources: list[list[int]]
     reference: list[list[int]]
     data: str  # the file name, or "generated"
+    bleu: BleuReference | None = None  # where the data has reference translations
 
 
 def translation_contents(conf: ExportConfig) -> Contents:
@@ -370,7 +421,7 @@ def translation_contents(conf: ExportConfig) -> Contents:
             update={"file": "target_tokenizer.json", "config_file": None}
         )
         target = (target_tok, target_spec)
-    sources, data = translation_sources(conf, tok)
+    sources, targets, data = translation_sources(conf, tok)
 
     out = Path(conf.out)
     log.info("export %s (BERT2BERT, translation) -> %s: variants %s", ckpt.path, out, variants)
@@ -406,6 +457,18 @@ def translation_contents(conf: ExportConfig) -> Contents:
     specs = translation_specs(gen.num_layers, dec_vocab)
     reference = torch_translations(model, sources, gen.pad_token_id, conf.batch_size, max_new)
     held_out = HeldOutSources(sources, reference, data)
+    if targets is not None:
+        from training.finetuning import run_config_of
+
+        scorer = BleuReference(
+            targets,
+            target[0] if target else tok,
+            gen.join_punctuation,
+            str(run_config_of(ckpt.path).get("bleu_tokenize", "13a")),
+            np.zeros((0, 10)),
+        )
+        scorer.reference_units = scorer.units(reference)
+        held_out.bleu = scorer
 
     def graphs(folder: Path) -> dict[bundle_schema.VariantName, VariantSpec]:
         enc32, dec32 = folder / "encoder.fp32.onnx", folder / "decoder.fp32.onnx"
@@ -458,9 +521,22 @@ def translation_variant(
         gen.eos_token_id,
     )
     need = conf.fp32_min_equal if v == "fp32" else conf.int8_min_equal
-    failures = []
+    thresholds = {"min_equal": need}
+    failures: list[str] = []
+    unsure: list[str] = []
     if fig.equal < need:
         failures.append(f"greedy outputs equal to PyTorch's {fig.equal:.4g} < {need:.4g}")
+    metric = Gap(100.0 * fig.equal)
+    reference_metric = 100.0
+    if held_out.bleu is not None:  # BLEU against the references, paired with PyTorch's
+        ref_units = held_out.bleu.reference_units
+        units = held_out.bleu.units(fig.outputs)
+        metric = Gap(bleu_of(units.sum(0)), *paired_bootstrap(ref_units, units, bleu_of))
+        reference_metric = bleu_of(ref_units.sum(0))
+        if v == "int8":
+            thresholds["max_metric_drop"] = conf.int8_max_metric_drop
+            judge_gap("greedy BLEU", metric, conf.int8_max_metric_drop, failures, unsure)
+    interval = metric.interval.as_list() if metric.interval is not None else None
     report = ParityReport(
         status="failed" if failures else "passed",
         provider=s2s.provider,
@@ -469,12 +545,17 @@ def translation_variant(
         max_abs_diff=fig.max_abs_diff,
         mean_abs_diff=fig.mean_abs_diff,
         agreement=fig.equal,
-        metric_name="greedy_equal",
-        metric=100.0 * fig.equal,
-        reference_metric=100.0,
+        metric_name="bleu_greedy" if held_out.bleu is not None else "greedy_equal",
+        metric=metric.metric,
+        reference_metric=reference_metric,
+        metric_gap=metric.points,
+        metric_gap_ci=interval,
         batch_agreement=fig.batch_equal,
-        thresholds={"min_equal": need},
+        thresholds=thresholds,
         failures=failures,
+        note=f"inconclusive on {fig.examples} examples: {'; '.join(unsure)}"
+        if unsure and not failures
+        else None,
     )
     log_report(v, report)
     enc_in, enc_out, dec_in, dec_out = specs

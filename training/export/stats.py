@@ -15,6 +15,7 @@ straddles a threshold passes and is reported as inconclusive, with how many exam
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,29 @@ def paired_gap(reference: np.ndarray, variant: np.ndarray) -> tuple[float, Inter
     residual = diff - gap * counts[scored]
     se = math.sqrt(n / (n - 1) * float((residual**2).sum())) / total
     return 100.0 * gap, Interval(100.0 * (gap - Z95 * se), 100.0 * (gap + Z95 * se))
+
+
+def paired_bootstrap(
+    reference: np.ndarray,
+    variant: np.ndarray,
+    score: Callable[[np.ndarray], float],
+    samples: int = 1000,
+    seed: int = 0,
+) -> tuple[float, Interval]:
+    """(reference minus variant, its 95 % interval) of a corpus-level metric that is not a ratio
+    of per-example sums (BLEU): ``score`` maps summed sufficient statistics (a row per example)
+    to the metric. The interval is the percentile one of ``samples`` resamplings of the examples
+    with replacement, the same draw for both sides (paired bootstrap, Koehn 2004)."""
+    if reference.shape != variant.shape:
+        raise ValueError("the gap is paired: both need the same examples")
+    n = len(reference)
+    gap = score(reference.sum(0)) - score(variant.sum(0))
+    if n < 2:
+        return gap, Interval(-math.inf, math.inf)
+    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    diffs = [score(reference[d].sum(0)) - score(variant[d].sum(0)) for d in draws]
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return gap, Interval(float(low), float(high))
 
 
 def wilson(share: float, n: int) -> Interval:
