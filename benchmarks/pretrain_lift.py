@@ -9,6 +9,11 @@ its end (no checkpoint is picked on the figure reported). The random twin is
     python benchmarks/pretrain_lift.py --model runs/gutenberg-mini --out runs/lift
     python benchmarks/pretrain_lift.py --model runs/zh-mini --language zh --out runs/lift-zh
 
+``--lrs 1e-4,2e-4,5e-4`` gives each arm its own learning rate instead of one for both: the
+first seed fine-tunes at each on the training file less a 5 % split (lines, or sentences for
+token classification, picked by a hash of their text), the best on that split is the arm's,
+and only then do the seeds run on the evaluation file; the evaluation data picks nothing.
+
 Needs ``BERT_DATA_DIR``. Writes ``pretrain_lift.json`` and ``pretrain_lift.md`` to ``--out``.
 """
 
@@ -16,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,19 +92,56 @@ def random_twin(model: Path, out: Path, seed: int) -> Path:
     return out
 
 
+SPLIT_SHARE = 20  # 1 in 20 lines (sentences) of a training file is the learning-rate split
+
+
+def selection_files(task: Task, root: Path, work: Path) -> list[str]:
+    """`training finetune` data flags for choosing a learning rate: the training file less a 5 %
+    split, evaluated on that split (token classification: its own --holdout; tables: two files
+    written under ``work``, the header kept in both, lines split by a hash of their text)."""
+    train = root / task.train
+    if task.task == "token-classification":
+        return ["--train", str(train), "--eval", str(train), "--holdout", str(1 / SPLIT_SHARE)]
+    head, *lines = train.read_text(encoding="utf-8").splitlines()
+    held = [zlib.crc32(line.encode()) % SPLIT_SHARE == 0 for line in lines]
+    folder = work / "split"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for name, keep in (("train", False), ("split", True)):
+        parts[name] = folder / f"{task.name}-{name}{train.suffix}"
+        rows = [line for line, h in zip(lines, held, strict=True) if h is keep]
+        parts[name].write_text("\n".join([head, *rows]) + "\n", encoding="utf-8")
+    return ["--train", str(parts["train"]), "--eval", str(parts["split"])]
+
+
 def finetune(
-    task: Task, init: str, model: Path, seed: int, args: argparse.Namespace, root: Path
+    task: Task,
+    init: str,
+    model: Path,
+    seed: int,
+    lr: float,
+    args: argparse.Namespace,
+    root: Path,
+    select: bool = False,
 ) -> dict[str, Any]:
-    out = Path(args.out).resolve() / "runs" / f"{task.name}-{init}-seed{seed}"
+    """One fine-tune and its figure: on the evaluation file, or (``select``) on the learning-rate
+    split of the training file."""
+    work = Path(args.out).resolve()
+    name = f"{task.name}-{init}-seed{seed}-lr{lr:g}"
+    out = work / "runs" / (f"select-{name}" if select else name)
     report = out / "eval_report.json"
     if not report.is_file():
         shutil.rmtree(out, ignore_errors=True)
         steps = args.steps or task.steps
+        data = (
+            selection_files(task, root, work)
+            if select
+            else ["--train", str(root / task.train), "--eval", str(root / task.eval)]
+        )
         cmd = [
             sys.executable, "-m", "training", "finetune", "--task", task.task,
-            "--model", str(model), "--train", str(root / task.train),
-            "--eval", str(root / task.eval), "--max-steps", str(steps),
-            "--batch-size", "32", "--lr", str(args.lr), "--warmup-fraction", "0.1",
+            "--model", str(model), *data, "--max-steps", str(steps),
+            "--batch-size", "32", "--lr", str(lr), "--warmup-fraction", "0.1",
             "--dropout", "0.1", "--seed", str(seed), "--threads", str(args.threads),
             "--save-every", str(steps), "--no-progress", "--out", str(out), *task.args,
             *shlex.split(args.finetune_args),
@@ -111,12 +155,14 @@ def finetune(
             raise RuntimeError(f"{out.name} failed ({proc.returncode}): see {log}")
         print(f"{out.name}: {time.time() - started:.0f} s", flush=True)
     figures = json.loads(report.read_text())
+    value = 100 * float(figures[task.metric])
     return {
         "task": task.name,
         "init": init,
         "seed": seed,
+        "lr": lr,
         "metric": task.metric,
-        "value": 100 * float(figures[task.metric]),
+        "value": value if math.isfinite(value) else 0.0,
     }
 
 
@@ -135,7 +181,12 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2", help="fine-tuning seeds of the first task")
     p.add_argument("--other-seeds", default="0", help="seeds of the other tasks")
     p.add_argument("--steps", type=int, help="fine-tuning steps (default: per task)")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate of both arms")
+    p.add_argument(
+        "--lrs",
+        help="comma-separated learning rates to choose each arm's from, on a split of the "
+        "training file (first seed); overrides --lr",
+    )
     p.add_argument(
         "--finetune-args",
         default="",
@@ -154,13 +205,42 @@ def main() -> int:
     tasks = TASKS[args.language]
     if args.tasks:
         tasks = [t for t in tasks if t.name in args.tasks.split(",")]
-    jobs: list[tuple[Task, str, Path, int]] = []
-    for i, task in enumerate(tasks):
-        seeds = args.seeds if i == 0 else args.other_seeds
-        for seed in (int(s) for s in seeds.split(",")):
-            jobs += [(task, "pretrained", model, seed), (task, "random", twin, seed)]
+    arms = {"pretrained": model, "random": twin}
+    seed_lists = {
+        t.name: [int(s) for s in (args.seeds if i == 0 else args.other_seeds).split(",")]
+        for i, t in enumerate(tasks)
+    }
+    chosen = {(t.name, arm): args.lr for t in tasks for arm in arms}
+    selection: list[dict[str, Any]] = []
+    if args.lrs:
+        lrs = [float(x) for x in args.lrs.split(",")]
+        trials = [
+            (t, arm, lr) for t in tasks for arm in arms for lr in lrs
+        ]  # the first seed of each task, at every rate
+        with ThreadPoolExecutor(args.parallel) as pool:
+            selection = list(
+                pool.map(
+                    lambda j: finetune(
+                        j[0], j[1], arms[j[1]], seed_lists[j[0].name][0], j[2], args, root, True
+                    ),
+                    trials,
+                )
+            )
+        for key in chosen:
+            tried = [r for r in selection if (r["task"], r["init"]) == key]
+            chosen[key] = max(tried, key=lambda r: r["value"])["lr"]
+    jobs = [
+        (t, arm, seed) for t in tasks for seed in seed_lists[t.name] for arm in arms
+    ]  # fmt: skip
     with ThreadPoolExecutor(args.parallel) as pool:
-        results = list(pool.map(lambda j: finetune(j[0], j[1], j[2], j[3], args, root), jobs))
+        results = list(
+            pool.map(
+                lambda j: finetune(
+                    j[0], j[1], arms[j[1]], j[2], chosen[j[0].name, j[1]], args, root
+                ),
+                jobs,
+            )
+        )
     pretrain_report = model / "eval_report.json"
     pretrained = json.loads(pretrain_report.read_text()) if pretrain_report.is_file() else {}
     rows = []
@@ -176,6 +256,7 @@ def main() -> int:
             [
                 task.name,
                 task.metric.removeprefix("eval_"),
+                f"{chosen[task.name, 'pretrained']:g} / {chosen[task.name, 'random']:g}",
                 ",".join(map(str, seeds)),
                 spread(pre),
                 spread(rnd),
@@ -188,9 +269,10 @@ def main() -> int:
         for k, v in pretrained.items()
         if k.endswith(("_mlm_acc", "_mlm_acc_nonfrequent", "_unigram_acc"))
     }
+    lr_said = f"lr chosen per arm from {args.lrs} on a 5 % split of train" if args.lrs else "lr"
     head = (
-        f"Lift of {model.name} over random init ({args.language}; fine-tuning batch 32, lr "
-        f"{args.lr}, dropout 0.1{', ' + args.finetune_args if args.finetune_args else ''}, "
+        f"Lift of {model.name} over random init ({args.language}; fine-tuning batch 32, "
+        f"{lr_said}, dropout 0.1{', ' + args.finetune_args if args.finetune_args else ''}, "
         "evaluated once at the end)\n\n"
         + (
             "Pretrained MLM accuracy: "
@@ -201,9 +283,21 @@ def main() -> int:
         )
     )
     table = head + markdown_table(
-        ["task", "metric", "seeds", "pretrained", "random init", "lift (mean ± sd)", "per seed"],
+        ["task", "metric", "lr (pretrained / random)", "seeds", "pretrained", "random init",
+         "lift (mean ± sd)", "per seed"],
         rows,
-    )
+    )  # fmt: skip
+    if selection:
+        table += "\n\nLearning-rate choice (first seed, split of the training file)\n\n"
+        table += markdown_table(
+            ["task", "arm", *(f"lr {lr:g}" for lr in sorted({r["lr"] for r in selection}))],
+            [
+                [t.name, arm]
+                + [f"{r['value']:.1f}" for r in sorted(selection, key=lambda r: r["lr"])
+                   if (r["task"], r["init"]) == (t.name, arm)]
+                for t in tasks for arm in arms
+            ],
+        )  # fmt: skip
     write_result(
         work,
         "pretrain_lift",
@@ -211,6 +305,8 @@ def main() -> int:
             "model": str(model),
             "language": args.language,
             "finetune_args": args.finetune_args,
+            "lr": {f"{t}/{arm}": lr for (t, arm), lr in chosen.items()},
+            "selection": selection,
             "mlm": mlm,
             "results": results,
         },
