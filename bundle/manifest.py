@@ -187,7 +187,8 @@ class ParityReport(_Strict):
     ``metric``/``reference_metric`` are the task metric of this variant and of PyTorch, in percent,
     against gold labels where the data had them; ``metric_gap`` is their difference on the same
     examples (reference minus variant, points). ``*_ci``: 95 % intervals (agreement: Wilson over
-    examples; gap: paired, by example). ``batch_*`` compare batched with one-by-one runs.
+    examples; gap: paired, by example; translation BLEU: paired bootstrap over sentences).
+    ``batch_*`` compare batched with one-by-one runs.
     """
 
     status: Literal["passed", "failed", "not_checked"]

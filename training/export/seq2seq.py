@@ -21,7 +21,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -375,11 +375,16 @@ class BleuReference:
     tokenizer: Any  # the target tokenizer
     join_punctuation: bool
     tokenize: str  # sacreBLEU's tokenizer, the fine-tuning run's
-    reference_units: np.ndarray
+    reference_units: np.ndarray = field(default_factory=lambda: np.zeros((0, 10)))
 
     def units(self, outputs: Sequence[Sequence[int]]) -> np.ndarray:
         texts = [decoding.detokenize(self.tokenizer, ids, self.join_punctuation) for ids in outputs]
         return bleu_units(texts, self.targets, self.tokenize)
+
+    def scoring(self, reference: Sequence[Sequence[int]]) -> BleuReference:
+        """This, with PyTorch's outputs (``reference``) scored."""
+        self.reference_units = self.units(reference)
+        return self
 
 
 @dataclass
@@ -460,15 +465,12 @@ def translation_contents(conf: ExportConfig) -> Contents:
     if targets is not None:
         from training.finetuning import run_config_of
 
-        scorer = BleuReference(
+        held_out.bleu = BleuReference(
             targets,
             target[0] if target else tok,
             gen.join_punctuation,
             str(run_config_of(ckpt.path).get("bleu_tokenize", "13a")),
-            np.zeros((0, 10)),
-        )
-        scorer.reference_units = scorer.units(reference)
-        held_out.bleu = scorer
+        ).scoring(reference)
 
     def graphs(folder: Path) -> dict[bundle_schema.VariantName, VariantSpec]:
         enc32, dec32 = folder / "encoder.fp32.onnx", folder / "decoder.fp32.onnx"
