@@ -123,7 +123,11 @@ def test_manifest_graphs_and_gate(exported: tuple[Path, Path]) -> None:
     assert fp32["metric_name"] == "bleu_greedy" and fp32["metric"] == fp32["reference_metric"]
     assert fp32["metric_gap"] == 0.0 and fp32["metric_gap_ci"] == [0.0, 0.0]
     int8 = manifest["variants"]["int8"]["parity"]
-    assert int8["thresholds"] == {"min_equal": 0.5, "max_metric_drop": 1.0}
+    assert int8["thresholds"] == {
+        "min_equal": 0.5,
+        "min_batch_agreement": 1.0,
+        "max_metric_drop": 1.0,
+    }
     low, high = int8["metric_gap_ci"]
     assert low <= int8["metric_gap"] <= high
     assert int8["metric"] == pytest.approx(int8["reference_metric"] - int8["metric_gap"])

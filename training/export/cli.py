@@ -37,7 +37,8 @@ A translation checkpoint (BERT2BERT, an ``EncoderDecoderModel`` folder) is expor
 with the generation settings in the manifest; its gate compares onnxruntime greedy decoding with
 PyTorch's ``generate`` on ``--eval`` sources (a line-aligned pair with ``--eval-target``, JSON(L)
 records, or one source per line) or generated text: ``--fp32-min-equal`` (1.0) /
-``--int8-min-equal`` (0.5) of the outputs must be identical; with reference translations int8
+``--int8-min-equal`` (0.5) of the outputs must be identical, int8's batched outputs equal to
+its one-by-one ones (``--int8-min-batch-agreement``); with reference translations int8
 must also keep its greedy BLEU within ``--int8-max-metric-drop`` points of PyTorch's (the 95 %
 interval of a paired bootstrap over sentences decides, as for the other tasks' metric gap).
 """

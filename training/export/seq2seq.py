@@ -9,7 +9,8 @@ cross-attention, feed-forward, LM head), so the legacy TorchScript exporter trac
 with no cache objects. No onnxruntime BERT fusion here (its Attention op takes no cache).
 Parity gate: greedy ids of onnxruntime decoding == PyTorch's generate (num_beams=1) on the
 held-out sources (share equal >= fp32_min_equal / int8_min_equal), and the max |logit
-difference| of teacher-forced steps along PyTorch's outputs (reported). Where the sources come
+difference| of teacher-forced steps along PyTorch's outputs (reported); int8's greedy outputs
+batched must equal its one-by-one ones (``int8_min_batch_agreement``). Where the sources come
 with reference translations (``--eval-target``, JSON records), int8 is also gated on its greedy
 BLEU cost against PyTorch's on the same sentences (``int8_max_metric_drop`` points, judged on
 the 95 % interval of a paired bootstrap over sentences, as the encoder tasks' metric gap is).
@@ -528,6 +529,13 @@ def translation_variant(
     unsure: list[str] = []
     if fig.equal < need:
         failures.append(f"greedy outputs equal to PyTorch's {fig.equal:.4g} < {need:.4g}")
+    if v == "int8":  # as the encoder tasks' gate: a row's answer must not move with its batch
+        thresholds["min_batch_agreement"] = conf.int8_min_batch_agreement
+        if fig.batch_equal < conf.int8_min_batch_agreement:
+            failures.append(
+                f"batched vs one-by-one greedy outputs equal {fig.batch_equal:.4g} < "
+                f"{conf.int8_min_batch_agreement:.4g}"
+            )
     metric = Gap(100.0 * fig.equal)
     reference_metric = 100.0
     if held_out.bleu is not None:  # BLEU against the references, paired with PyTorch's
