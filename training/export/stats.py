@@ -7,6 +7,9 @@ the example as the sampling unit (tokens of one sentence are not independent dra
 (the share of top labels equal to PyTorch's) gets a Wilson score interval with the number of
 examples as its sample size: exact for per-example tasks, conservative for per-token ones.
 
+A corpus-level metric that is not such a ratio (translation's BLEU) gets a paired bootstrap
+interval instead: the sentences resampled with replacement, the same draw for both sides.
+
 The gate fails a variant only when its whole interval lies past a threshold: a loss the slice
 shows to exceed the allowed one, not a few flipped examples on a small slice. An interval that
 straddles a threshold passes and is reported as inconclusive, with how many examples it had.
@@ -82,8 +85,11 @@ def paired_bootstrap(
     gap = score(reference.sum(0)) - score(variant.sum(0))
     if n < 2:
         return gap, Interval(-math.inf, math.inf)
-    draws = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    diffs = [score(reference[d].sum(0)) - score(variant[d].sum(0)) for d in draws]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(samples):  # one draw at a time: a long slice's draws need not all fit
+        d = rng.integers(0, n, size=n)
+        diffs.append(score(reference[d].sum(0)) - score(variant[d].sum(0)))
     low, high = np.percentile(diffs, [2.5, 97.5])
     return gap, Interval(float(low), float(high))
 
