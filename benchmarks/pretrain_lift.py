@@ -269,7 +269,11 @@ def main() -> int:
         for k, v in pretrained.items()
         if k.endswith(("_mlm_acc", "_mlm_acc_nonfrequent", "_unigram_acc"))
     }
-    lr_said = f"lr chosen per arm from {args.lrs} on a 5 % split of train" if args.lrs else "lr"
+    lr_said = (
+        f"lr chosen per arm from {args.lrs} on a 5 % split of train"
+        if args.lrs
+        else f"lr {args.lr:g}"
+    )
     head = (
         f"Lift of {model.name} over random init ({args.language}; fine-tuning batch 32, "
         f"{lr_said}, dropout 0.1{', ' + args.finetune_args if args.finetune_args else ''}, "
