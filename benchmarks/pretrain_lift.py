@@ -12,7 +12,8 @@ its end (no checkpoint is picked on the figure reported). The random twin is
 ``--lrs 1e-4,2e-4,5e-4`` gives each arm its own learning rate instead of one for both: the
 first seed fine-tunes at each on the training file less a 5 % split (lines, or sentences for
 token classification, picked by a hash of their text), the best on that split is the arm's,
-and only then do the seeds run on the evaluation file; the evaluation data picks nothing.
+and only then do the seeds run on the evaluation file (a tie goes to the first rate listed);
+the evaluation data picks nothing.
 
 Needs ``BERT_DATA_DIR``. Writes ``pretrain_lift.json`` and ``pretrain_lift.md`` to ``--out``.
 """
