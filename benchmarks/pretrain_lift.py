@@ -122,23 +122,17 @@ def finetune(
     seed: int,
     lr: float,
     args: argparse.Namespace,
-    root: Path,
+    data: list[str],
     select: bool = False,
 ) -> dict[str, Any]:
-    """One fine-tune and its figure: on the evaluation file, or (``select``) on the learning-rate
-    split of the training file."""
-    work = Path(args.out).resolve()
+    """One fine-tune on ``data`` (its --train/--eval flags) and its figure; ``select``: a
+    learning-rate trial on the split of the training file."""
     name = f"{task.name}-{init}-seed{seed}-lr{lr:g}"
-    out = work / "runs" / (f"select-{name}" if select else name)
+    out = Path(args.out).resolve() / "runs" / (f"select-{name}" if select else name)
     report = out / "eval_report.json"
     if not report.is_file():
         shutil.rmtree(out, ignore_errors=True)
         steps = args.steps or task.steps
-        data = (
-            selection_files(task, root, work)
-            if select
-            else ["--train", str(root / task.train), "--eval", str(root / task.eval)]
-        )
         cmd = [
             sys.executable, "-m", "training", "finetune", "--task", task.task,
             "--model", str(model), *data, "--max-steps", str(steps),
@@ -215,6 +209,7 @@ def main() -> int:
     selection: list[dict[str, Any]] = []
     if args.lrs:
         lrs = [float(x) for x in args.lrs.split(",")]
+        split = {t.name: selection_files(t, root, work) for t in tasks}  # written once, here
         trials = [
             (t, arm, lr) for t in tasks for arm in arms for lr in lrs
         ]  # the first seed of each task, at every rate
@@ -222,11 +217,12 @@ def main() -> int:
             selection = list(
                 pool.map(
                     lambda j: finetune(
-                        j[0], j[1], arms[j[1]], seed_lists[j[0].name][0], j[2], args, root, True
+                        j[0], j[1], arms[j[1]], seed_lists[j[0].name][0], j[2], args,
+                        split[j[0].name], select=True,
                     ),
                     trials,
                 )
-            )
+            )  # fmt: skip
         for key in chosen:
             tried = [r for r in selection if (r["task"], r["init"]) == key]
             chosen[key] = max(tried, key=lambda r: r["value"])["lr"]
@@ -237,7 +233,13 @@ def main() -> int:
         results = list(
             pool.map(
                 lambda j: finetune(
-                    j[0], j[1], arms[j[1]], j[2], chosen[j[0].name, j[1]], args, root
+                    j[0],
+                    j[1],
+                    arms[j[1]],
+                    j[2],
+                    chosen[j[0].name, j[1]],
+                    args,
+                    ["--train", str(root / j[0].train), "--eval", str(root / j[0].eval)],
                 ),
                 jobs,
             )

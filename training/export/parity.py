@@ -199,6 +199,13 @@ def judge_gap(name: str, gap: Gap, most: float, failures: list[str], unsure: lis
         unsure.append(f"{said} vs {most}")
 
 
+def inconclusive(examples: int, unsure: list[str], failures: list[str]) -> str | None:
+    """The report's note on thresholds an interval straddled, when nothing failed outright."""
+    if not unsure or failures:
+        return None
+    return f"inconclusive on {examples} examples: {'; '.join(unsure)}"
+
+
 def gate_failures(
     variant: str, figs: Figures, batch: Figures, gap: Gap, task: str, conf: ExportConfig
 ) -> tuple[dict[str, float], list[str], list[str]]:
@@ -273,8 +280,8 @@ def parity(
     status: Literal["passed", "failed", "not_checked"] = "not_checked"
     if gate:
         status = "failed" if failures else "passed"
-    if unsure and not failures:
-        more = f"inconclusive on {len(held_out.examples)} examples: {'; '.join(unsure)}"
+    more = inconclusive(len(held_out.examples), unsure, failures)
+    if more:
         note = f"{note}; {more}" if note else more
     ci = figs.agreement_ci
     return ParityReport(

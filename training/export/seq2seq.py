@@ -22,7 +22,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,13 @@ from bundle.manifest import GenerationSpec, ParityReport, TensorSpec, VariantSpe
 from training.errors import DataError, TrainingError, UsageError
 from training.export.checkpoint import bundle_tokenizer, one_line, read_tokenizer
 from training.export.options import ExportConfig
-from training.export.parity import BATCH_CHECK_EXAMPLES, Gap, judge_gap, log_report
+from training.export.parity import (
+    BATCH_CHECK_EXAMPLES,
+    Gap,
+    inconclusive,
+    judge_gap,
+    log_report,
+)
 from training.export.parity_data import generated_examples, sample
 from training.export.quantize import quantize_int8
 from training.export.stats import paired_bootstrap
@@ -376,16 +382,28 @@ class BleuReference:
     tokenizer: Any  # the target tokenizer
     join_punctuation: bool
     tokenize: str  # sacreBLEU's tokenizer, the fine-tuning run's
-    reference_units: np.ndarray = field(default_factory=lambda: np.zeros((0, 10)))
+    reference_units: np.ndarray  # PyTorch's outputs scored
+
+    @classmethod
+    def of(
+        cls,
+        targets: list[str],
+        tokenizer: Any,
+        join_punctuation: bool,
+        tokenize: str,
+        reference: Sequence[Sequence[int]],
+    ) -> BleuReference:
+        units = bleu_units(detokenized(tokenizer, reference, join_punctuation), targets, tokenize)
+        return cls(targets, tokenizer, join_punctuation, tokenize, units)
 
     def units(self, outputs: Sequence[Sequence[int]]) -> np.ndarray:
-        texts = [decoding.detokenize(self.tokenizer, ids, self.join_punctuation) for ids in outputs]
+        texts = detokenized(self.tokenizer, outputs, self.join_punctuation)
         return bleu_units(texts, self.targets, self.tokenize)
 
-    def scoring(self, reference: Sequence[Sequence[int]]) -> BleuReference:
-        """This, with PyTorch's outputs (``reference``) scored."""
-        self.reference_units = self.units(reference)
-        return self
+
+def detokenized(tokenizer: Any, outputs: Sequence[Sequence[int]], join: bool) -> list[str]:
+    """Generated ids -> text, as serving and evaluation turn them (bundle/decoding.py)."""
+    return [decoding.detokenize(tokenizer, ids, join) for ids in outputs]
 
 
 @dataclass
@@ -466,12 +484,13 @@ def translation_contents(conf: ExportConfig) -> Contents:
     if targets is not None:
         from training.finetuning import run_config_of
 
-        held_out.bleu = BleuReference(
+        held_out.bleu = BleuReference.of(
             targets,
             target[0] if target else tok,
             gen.join_punctuation,
             str(run_config_of(ckpt.path).get("bleu_tokenize", "13a")),
-        ).scoring(reference)
+            reference,
+        )
 
     def graphs(folder: Path) -> dict[bundle_schema.VariantName, VariantSpec]:
         enc32, dec32 = folder / "encoder.fp32.onnx", folder / "decoder.fp32.onnx"
@@ -563,9 +582,7 @@ def translation_variant(
         batch_agreement=fig.batch_equal,
         thresholds=thresholds,
         failures=failures,
-        note=f"inconclusive on {fig.examples} examples: {'; '.join(unsure)}"
-        if unsure and not failures
-        else None,
+        note=inconclusive(fig.examples, unsure, failures),
     )
     log_report(v, report)
     enc_in, enc_out, dec_in, dec_out = specs
