@@ -68,9 +68,8 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-_RATE_SMOOTHING = 0.2  # weight of the newest batch in the throughput average
 # While a batch runs, the next one is handed over this long before the running one should end
-# (by the smoothed throughput), so the backend never waits for it and late arrivals still join.
+# (by the learned batch latency), so the backend never waits for it and late arrivals still join.
 _HANDOVER_S = 0.002
 # A class counts as active this long after its last arrival (several active: smaller batches).
 _PRIORITY_ACTIVE_S = 1.0
@@ -238,15 +237,13 @@ class Batcher(Generic[R]):
         )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._items_per_s: float | None = None  # smoothed throughput of one worker
-        self._running: dict[int, tuple[float, int]] = {}  # (start, size) of each running batch
         self._arrived = [float("-inf")] * len(PRIORITIES)  # last arrival per class (monotonic)
         # Predictions only without concurrent batches (their wall times overlap).
         self._predicts = not cfg.concurrent
         self._load = Workload(
             max_batch_size=cfg.max_batch_size,
             max_batch_tokens=cfg.max_batch_tokens,
-            workers=cfg.workers,
+            workers=cfg.max_in_flight if cfg.concurrent else cfg.workers,
             target_s=cfg.target_latency_s if self._predicts else None,
         )
 
@@ -403,14 +400,6 @@ class Batcher(Generic[R]):
             or self._load.queued_tokens >= self._load.token_cap()
         )
 
-    def _busy_until(self) -> float | None:
-        """When (time.monotonic) the first worker should come free, by the smoothed throughput;
-        None when a worker is free now or there is no estimate yet."""
-        running, rate = list(self._running.values()), self._items_per_s
-        if len(running) < self.config.workers or not rate:
-            return None
-        return min(started + size / rate for started, size in running)
-
     async def _wait_until_due(self) -> None:
         """Return when a batch is full, the oldest item has waited max_wait, or draining (or,
         with idle_dispatch, at once when a worker is idle).
@@ -430,7 +419,7 @@ class Batcher(Generic[R]):
                 return
             oldest = next(iter(self._queue.values()))
             due = float("-inf") if full else oldest.enqueued_at + self.config.max_wait_s
-            busy = None if self.config.concurrent else self._busy_until()
+            busy = None if self.config.concurrent else self._load.free_at()
             if busy is not None:
                 due = max(due, busy - _HANDOVER_S)
             delay = due - time.monotonic()
@@ -480,10 +469,10 @@ class Batcher(Generic[R]):
             self.metrics.observe_batch(
                 self.model, batch.size, batch.padded_tokens, batch.padding_ratio
             )
-        self._load.dispatched(batch.padded_tokens)
-        task = asyncio.get_running_loop().create_task(self._run_batch(batch, chosen))
+        key = self._load.dispatched(batch.padded_tokens)
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch, chosen, key))
         self._in_flight.add(task)
-        task.add_done_callback(functools.partial(self._batch_done, batch.padded_tokens))
+        task.add_done_callback(functools.partial(self._batch_done, key))
         return True
 
     def _candidates(self) -> tuple[list[Queued[_Request[R]]], int]:
@@ -531,7 +520,7 @@ class Batcher(Generic[R]):
         own could finish, instead of running it to answer too late."""
         if not self._predicts or not self._load.latency.ready:
             return
-        start = asyncio.get_running_loop().time() + self._load.busy_s(self._elapsed())
+        start = asyncio.get_running_loop().time() + self._load.busy_s()
         full = self._load.batch_s() or 0.0  # no batch of one request runs longer
         for req in {e.request for e in self._dues.due_by(self._queue, start + full)}:
             if req.finished or not req.queued:
@@ -548,16 +537,16 @@ class Batcher(Generic[R]):
         self._load.queued(e.rank, e.item.length, -1)
         return e
 
-    def _batch_done(self, tokens: int, task: asyncio.Task[None]) -> None:
+    def _batch_done(self, key: int, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._load.dispatched(tokens, -1)
+        self._load.finished(key)
         self._wakeup.set()  # the backend may be idle now: a held batch need not wait longer
 
-    async def _run_batch(self, batch: Batch, entries: list[Queued[_Request[R]]]) -> None:
+    async def _run_batch(self, batch: Batch, entries: list[Queued[_Request[R]]], key: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             started, results, seconds = await loop.run_in_executor(
-                self._executor, self._timed_predict, batch
+                self._executor, self._timed_predict, batch, key
             )
         except asyncio.CancelledError:
             self._slots.release()
@@ -584,14 +573,11 @@ class Batcher(Generic[R]):
                 if req.predicted:
                     self._load.answered(req.predicted, loop.time() - req.admitted)
 
-    def _timed_predict(self, batch: Batch) -> tuple[float, Sequence[R], float]:
+    def _timed_predict(self, batch: Batch, key: int) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
         started = time.monotonic()
-        self._running[id(batch)] = (started, batch.size)
-        try:
-            results = self.backend.predict(batch)
-        finally:
-            del self._running[id(batch)]
+        self._load.started(key, started)
+        results = self.backend.predict(batch)
         if len(results) != batch.size:
             raise RuntimeError(f"backend returned {len(results)} results for {batch.size} inputs")
         return started, results, time.monotonic() - started
@@ -665,7 +651,7 @@ class Batcher(Generic[R]):
             err = RequestTimeoutError("the request's deadline passed before it was queued")
         elif self._predicts:
             lengths = [i.length for i in items]
-            wait = self._load.predicted_s(rank(priority), lengths, self._elapsed())
+            wait = self._load.predicted_s(rank(priority), lengths)
             left = None if deadline is None else deadline - now
             err = None if wait is None else too_late(wait, left, cfg.target_latency_s, self.model)
         if err is None:
@@ -676,11 +662,6 @@ class Batcher(Generic[R]):
             count(self.model, priority)
         raise err
 
-    def _elapsed(self) -> float:
-        """Seconds the running batches have run so far, summed."""
-        now = time.monotonic()
-        return sum(now - started for started, _ in list(self._running.values()))
-
     # --- stats ---
 
     def _depth_changed(self) -> None:
@@ -689,9 +670,6 @@ class Batcher(Generic[R]):
 
     def _record(self, batch: Batch, seconds: float, waits: list[tuple[Priority, float]]) -> None:
         if seconds > 0:
-            rate = batch.size / seconds
-            prev = self._items_per_s
-            self._items_per_s = rate if prev is None else prev + _RATE_SMOOTHING * (rate - prev)
             self._load.observe(batch.padded_tokens, batch.padding_ratio, seconds)
         if self.metrics:
             self.metrics.observe_inference_time(self.model, seconds)
@@ -700,7 +678,4 @@ class Batcher(Generic[R]):
 
     def _retry_after(self, excess: int) -> float:
         """Seconds until the queue has likely drained `excess` items."""
-        if not self._items_per_s:
-            return retry_hint(0.0)
-        rate = self._items_per_s * (1 if self.config.concurrent else self.config.workers)
-        return retry_hint(excess / rate)
+        return retry_hint(self._load.clear_s(excess) or 0.0)

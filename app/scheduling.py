@@ -17,7 +17,9 @@ protected by patience: under overload they wait, and admission refuses them firs
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -204,12 +206,25 @@ class LatencyModel:
         return max(1, math.floor((seconds - self.fixed) / self.per_token + 1e-9))
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A batch handed to the backend: its padded tokens, and when a worker began it
+    (time.monotonic, written by the worker thread; None while it waits for one)."""
+
+    tokens: int
+    started: float | None = None
+
+
 class Workload:
     """What one batcher has taken on: queued items and tokens per priority class, the batches
-    handed to the backend, and what they will cost by the learned `LatencyModel`.
+    handed to the backend (and when each started), and what they will cost by the learned
+    `LatencyModel`. The one estimate of time the batcher uses: when a worker comes free
+    (`free_at`), how long the work in flight lasts (`busy_s`), when a request would be answered
+    (`predicted_s`), how long a backlog takes to clear (`clear_s`).
 
     Args:
-        max_batch_size, max_batch_tokens, workers: the batcher's limits (`BatcherConfig`).
+        max_batch_size, max_batch_tokens, workers: the batcher's limits (`BatcherConfig`);
+            workers = batches that run at the same time.
         target_s: the latency objective, or None; with one, `token_cap` cuts batches to run
             within a quarter of it.
     """
@@ -226,8 +241,8 @@ class Workload:
         self.latency = LatencyModel()
         self.items = [0] * len(PRIORITIES)  # queued items per class
         self.tokens = [0] * len(PRIORITIES)  # their real tokens
-        self.flight_tokens = 0  # padded tokens of the batches handed over and not finished
-        self.flights = 0
+        self._flights: dict[int, _Flight] = {}  # batches handed over and not finished
+        self._keys = itertools.count()
         self.padding = 1.0  # smoothed padded / real tokens of recent batches
         # Answered / predicted time of recent requests; its 90th percentile scales predictions.
         self._ratios: deque[float] = deque(maxlen=256)
@@ -242,10 +257,21 @@ class Workload:
         self.items[cls] += sign
         self.tokens[cls] += sign * tokens
 
-    def dispatched(self, padded_tokens: int, sign: int = 1) -> None:
-        """A batch handed to the backend (+1), or finished (-1)."""
-        self.flights += sign
-        self.flight_tokens += sign * padded_tokens
+    def dispatched(self, padded_tokens: int) -> int:
+        """A batch handed to the backend; returns its key for `started` and `finished`."""
+        key = next(self._keys)
+        self._flights[key] = _Flight(padded_tokens)
+        return key
+
+    def started(self, key: int, at: float) -> None:
+        """The backend began batch `key` at `at` (time.monotonic; from the worker thread)."""
+        flight = self._flights.get(key)  # gone if the batch was cancelled before it began
+        if flight is not None:
+            flight.started = at
+
+    def finished(self, key: int) -> None:
+        """Batch `key` is done (answered or failed)."""
+        del self._flights[key]
 
     def observe(self, padded_tokens: int, padding_ratio: float, seconds: float) -> None:
         """Learn from one finished batch."""
@@ -266,13 +292,27 @@ class Workload:
         """Predicted seconds of a full batch (None before the latency model is ready)."""
         return self.latency.predict(self.token_cap())
 
-    def busy_s(self, elapsed: float) -> float:
-        """Predicted seconds until the batches in flight have finished, per worker, given the
-        seconds the running ones have already run (0 before the latency model is ready)."""
-        in_flight = self.latency.predict(self.flight_tokens, batches=self.flights)
-        return 0.0 if not in_flight else max(0.0, in_flight - elapsed) / self.workers
+    def free_at(self) -> float | None:
+        """When (time.monotonic) the first busy worker should come free; None when a worker
+        is free now or before the latency model is ready."""
+        flights = list(self._flights.values())
+        running = [(f.started, f.tokens) for f in flights if f.started is not None]
+        if len(running) < self.workers or not self.latency.ready:
+            return None
+        return min(start + (self.latency.predict(tokens) or 0.0) for start, tokens in running)
 
-    def predicted_s(self, cls: int, lengths: Sequence[int], elapsed: float) -> float | None:
+    def busy_s(self) -> float:
+        """Predicted seconds until the batches in flight have finished, per worker, less what
+        the running ones have already run (0 before the latency model is ready)."""
+        flights = list(self._flights.values())
+        total = self.latency.predict(sum(f.tokens for f in flights), batches=len(flights))
+        if not total:
+            return 0.0
+        now = time.monotonic()
+        elapsed = sum(now - f.started for f in flights if f.started is not None)
+        return max(0.0, total - elapsed) / self.workers
+
+    def predicted_s(self, cls: int, lengths: Sequence[int]) -> float | None:
         """Predicted seconds until items of class `cls` with these lengths, queued now, are
         answered: the batches in flight, then the queued items of their class and higher ones,
         then their own. None before the latency model is ready."""
@@ -282,7 +322,17 @@ class Workload:
         padded = (sum(lengths) + sum(self.tokens[: cls + 1])) * self.padding
         batches = max(-(-count // self.max_batch_size), math.ceil(padded / self.token_cap()))
         queued = self.latency.predict(padded, batches) or 0.0
-        return (self.busy_s(elapsed) + queued / self.workers) * self.calibration
+        return (self.busy_s() + queued / self.workers) * self.calibration
+
+    def clear_s(self, items: int) -> float | None:
+        """Predicted seconds until `items` of the queued inputs (of their mean length) have been
+        served; None before the latency model is ready or with nothing queued."""
+        queued = sum(self.items)
+        if not self.latency.ready or not queued:
+            return None
+        padded = items * self.queued_tokens / queued * self.padding
+        batches = max(1, -(-items // self.max_batch_size))
+        return (self.latency.predict(padded, batches) or 0.0) / self.workers
 
     def answered(self, predicted_s: float, actual_s: float) -> None:
         """Learn from one answered request how far its prediction was off. Predictions count

@@ -494,14 +494,15 @@ def test_idle_dispatch_sends_at_once_when_nothing_runs() -> None:
 def test_while_a_batch_runs_the_next_stays_open_until_the_backend_is_nearly_free() -> None:
     """max_wait 0 would hand each arrival over alone; while a batch runs, a batch handed over
     could only wait behind it, so the batcher keeps it open until the running batch should end
-    (by the measured throughput): the arrivals of that time form one batch."""
+    (by the learned batch latency): the arrivals of that time form one batch."""
     backend = FakeBackend(delay_s=0.2)
 
     async def main() -> list[FakeResult]:
         async with make(backend, max_batch_size=8, max_wait_s=0) as b:
-            await b.submit([item(0, 2)])  # the batcher measures ~0.2 s per batch of one
+            for tag in range(4):  # the latency model learns ~0.2 s per batch of one
+                await b.submit([item(10 + tag, 2)])
             running = b.submit([item(1, 2)])
-            await until(lambda: backend.calls == 2)
+            await until(lambda: backend.calls == 5)
             late = []
             for tag in (2, 3, 4):
                 late.append(b.submit([item(tag, 2)]))
@@ -512,4 +513,4 @@ def test_while_a_batch_runs_the_next_stays_open_until_the_backend_is_nearly_free
             return results
 
     assert run(main()) == [FakeResult(2, i) for i in (1, 2, 3, 4)]
-    assert [b.size for b in backend.batches] == [1, 1, 3]
+    assert [b.size for b in backend.batches] == [1, 1, 1, 1, 1, 3]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -72,13 +73,21 @@ def test_workload_predicts_the_wait_of_a_class_from_what_is_ahead_of_it() -> Non
     w = Workload(max_batch_size=4, max_batch_tokens=4096, workers=1, target_s=None)
     for tokens in (10, 20, 30, 40):
         w.observe(tokens, 0.0, tokens / 1000)  # 1 ms per token, no padding
-    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.010)
+    assert w.predicted_s(1, [10]) == pytest.approx(0.010)
     for _ in range(4):
         w.queued(2, 10)  # low priority: not ahead of a normal request
-    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.010)
-    assert w.predicted_s(2, [10], 0.0) == pytest.approx(0.050)
-    w.dispatched(30)
-    assert w.predicted_s(1, [10], elapsed=0.01) == pytest.approx(0.030)
+    assert w.predicted_s(1, [10]) == pytest.approx(0.010)
+    assert w.predicted_s(2, [10]) == pytest.approx(0.050)
+    assert w.clear_s(2) == pytest.approx(0.020)  # two queued inputs of their mean length
+    key = w.dispatched(30)  # waits for a worker: all of its 30 ms are ahead
+    assert w.free_at() is None
+    assert w.predicted_s(1, [10]) == pytest.approx(0.040)
+    w.started(key, time.monotonic() - 0.010)  # began 10 ms ago: 20 ms left
+    assert w.predicted_s(1, [10]) == pytest.approx(0.030, abs=0.002)
+    assert w.free_at() == pytest.approx(time.monotonic() + 0.020, abs=0.002)
+    w.finished(key)
+    assert w.predicted_s(1, [10]) == pytest.approx(0.010)
+    w.started(key, 0.0)  # a late start of a batch already gone is ignored
     # A latency objective of 80 ms cuts batches to 20 ms: 20 tokens.
     w.target_s = 0.08
     assert w.token_cap() == 20
@@ -88,12 +97,12 @@ def test_workload_scales_predictions_by_how_late_answers_came() -> None:
     w = Workload(max_batch_size=4, max_batch_tokens=4096, workers=1, target_s=None)
     for tokens in (10, 20, 30, 40):
         w.observe(tokens, 0.0, tokens / 1000)
-    base = w.predicted_s(1, [10], 0.0)
+    base = w.predicted_s(1, [10])
     assert base == pytest.approx(0.010)
     for n in range(32):  # most answers took twice the prediction, a tenth three times
         w.answered(0.010, 0.030 if n % 10 == 0 else 0.020)
     assert w.calibration == pytest.approx(2.0)
-    assert w.predicted_s(1, [10], 0.0) == pytest.approx(0.020)
+    assert w.predicted_s(1, [10]) == pytest.approx(0.020)
     for _ in range(256):  # early answers never make predictions more optimistic
         w.answered(0.010, 0.001)
     assert w.calibration == 1.0
