@@ -14,9 +14,11 @@ program starts itself on loopback and stops:
 
 on a BERT-base-size model with random weights (speed does not depend on the weights; the int8
 parity gate is relaxed for it, since random weights sit near label ties) and, with
-``--finetuned DIR`` (a fine-tuned classification checkpoint, e.g. MiniLM on SST-2), on a real
-small model. It also reports (a) against offline onnxruntime on the batch shapes (a) formed at the
-top concurrency (same graph, same threads, no HTTP), and p99 latency at 70 % of (a)'s peak
+``--finetuned DIR`` (a fine-tuned classification or QA checkpoint, e.g. MiniLM on SST-2 or
+SQuAD; repeatable), on a real small model. It also reports (a) against offline onnxruntime on
+the batch shapes (a) formed at the top concurrency (same graph, same threads, no HTTP), the
+*batching ceiling* (offline, batches of that size sorted by length against batch 1: what
+batching can buy at best on this machine), and p99 latency at 70 % of (a)'s peak
 throughput from an open-loop run (fixed arrival rate; latency measured from each request's
 scheduled start, so a slow server cannot hide its queueing).
 
@@ -148,6 +150,15 @@ def vocab_file(explicit: Path | None) -> Path:
     raise SystemExit("no bert-base-uncased vocab.txt found: pass --vocab FILE")
 
 
+def checkpoint_task(ckpt: Path) -> str:
+    """The task ("classification" or "qa") of a fine-tuned checkpoint, from its architecture."""
+    arch = " ".join(json.loads((ckpt / "config.json").read_text()).get("architectures") or [])
+    for task, name in ARCH.items():
+        if name in arch:
+            return task
+    raise SystemExit(f"{ckpt}: a {arch or 'bare'} checkpoint; give a classifier or a QA model")
+
+
 def random_checkpoint(folder: Path, preset: str, task: str, vocab: Path) -> Path:
     import torch
     import transformers
@@ -174,7 +185,8 @@ def export(
     """The bundle, by the export command; windows of 384 tokens for QA (as training's default).
     A fine-tuned classifier is gated on SST-2 dev (256 sentences) where the data is present;
     without it the gate is relaxed, as for random weights (the gate's own generated sentences are
-    no test of a sentiment model, and speed does not depend on it)."""
+    no test of a sentiment model, and speed does not depend on it). A fine-tuned QA model's gate
+    is relaxed too: its int8 accuracy is `benchmarks/int8_methods.py --squad`'s to measure."""
     from training import cli
 
     args = ["export", "--checkpoint", str(ckpt), "--out", str(out)]
@@ -184,7 +196,8 @@ def export(
         args += ["--eval", str(root / "sst2" / "dev.tsv"), "--max-steps", "256"]
     else:
         if not relaxed:
-            print(f"no SST-2 dev under BERT_DATA_DIR: {ckpt}'s parity gate is relaxed", flush=True)
+            why = "a QA model" if task == "qa" else "no SST-2 dev under BERT_DATA_DIR"
+            print(f"{why}: {ckpt}'s parity gate is relaxed (speed only)", flush=True)
             relaxed = True
         args += ["--max-steps", "32"]
     if cli.main(args + (RELAXED if relaxed else [])) != 0:
@@ -346,16 +359,20 @@ def scrape(url: str, model: str) -> dict[str, float]:
 def offline_ort(
     bundle: Path,
     variant: str,
-    texts: list[str],
+    inputs: list[Any],
     batch: int,
     seconds: float,
     threads: int,
     workers: int = 1,
     provider: str = "cpu",
+    by_length: bool = False,
 ) -> float:
-    """Inputs/s of onnxruntime alone on batches of `batch` SST-2 sentences (same graph, threads
-    and concurrent runs as the server; tokenized and padded beforehand, so only inference is
-    timed; on CUDA the copies to and from the GPU are timed too, as the server pays them)."""
+    """Inputs/s of onnxruntime alone on batches of `batch` inputs taken in order, or with
+    `by_length` sorted by length first (the least padding any batcher could reach) (SST-2
+    sentences, or (question, context) pairs cut to the QA window), with the server's graph,
+    threads and concurrent runs; tokenized and padded beforehand, so only inference is timed
+    (on CUDA the copies to and from the GPU are timed too, as the server pays them). At batch 1
+    nothing is padded: the ratio of the two is the most batching can buy on this machine."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -366,7 +383,13 @@ def offline_ort(
     providers = ["CUDAExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(bundle / f"model.{variant}.onnx"), opts, providers=providers)
     tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    encodings = tok.encode_batch(texts)
+    spec = json.loads((bundle / "manifest.json").read_text())["tokenizer"]
+    tok.enable_truncation(spec["max_length"], strategy=spec["truncation"])
+    encodings = tok.encode_batch(
+        [(x["question"], x["context"]) if isinstance(x, dict) else x for x in inputs]
+    )
+    if by_length:
+        encodings.sort(key=lambda e: len(e.ids))
     feeds = []
     for lo in range(0, len(encodings) - batch + 1, batch):
         chunk = encodings[lo : lo + batch]
@@ -376,6 +399,7 @@ def offline_ort(
         for i, e in enumerate(chunk):
             feed["input_ids"][i, : len(e.ids)] = e.ids
             feed["attention_mask"][i, : len(e.ids)] = 1
+            feed["token_type_ids"][i, : len(e.ids)] = e.type_ids
         feeds.append(feed)
     t0 = time.perf_counter()
 
@@ -492,18 +516,22 @@ def run_model(
                         url, PATHS[task], bodies, 0.7 * peak, args.seconds, client=args.client
                     )
                 ) | {"peak": peak}
-                if task == "classification":
-                    mine = [r for r in rows if r["system"] == system and r["variant"] == variant]
-                    top_row = next(r for r in mine if r["concurrency"] == top)
-                    batch = max(1, round(top_row["mean_batch"]))
-                    offline = offline_ort(
-                        bundle, variant, texts, batch, args.seconds, args.threads, args.workers,
-                        args.provider,
-                    )  # fmt: skip
-                    extra["offline_ort"] = {
-                        "batch": batch, "inputs_per_s": offline,
-                        "served_over_offline": top_row["throughput"] / offline,
-                    }  # fmt: skip
+                mine = [r for r in rows if r["system"] == system and r["variant"] == variant]
+                top_row = next(r for r in mine if r["concurrency"] == top)
+                batch = max(1, round(top_row["mean_batch"]))
+                inputs = texts if task == "classification" else bodies
+                run = (args.seconds, args.threads, args.workers, args.provider)
+                rate = {
+                    (size, by_length): offline_ort(bundle, variant, inputs, size, *run, by_length)
+                    for size, by_length in ((batch, False), (batch, True), (1, False))
+                }
+                extra["offline_ort"] = {
+                    "batch": batch, "inputs_per_s": rate[batch, False],
+                    "by_length_inputs_per_s": rate[batch, True],
+                    "batch1_inputs_per_s": rate[1, False],
+                    "batching_ceiling": rate[batch, True] / rate[1, False],
+                    "served_over_offline": top_row["throughput"] / rate[batch, False],
+                }  # fmt: skip
     return rows, extra
 
 
@@ -563,7 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     p.add_argument("--preset", choices=sorted(PRESETS), default="base")
-    p.add_argument("--finetuned", type=Path, help="a fine-tuned classification checkpoint")
+    p.add_argument(
+        "--finetuned", type=Path, action="append", default=[],
+        help="a fine-tuned classification or QA checkpoint (repeatable)",
+    )  # fmt: skip
     p.add_argument("--tasks", default="classification,qa")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per level")
@@ -620,10 +651,10 @@ def main(argv: list[str] | None = None) -> int:
                 work / f"ckpt-{task}", args.preset, task, vocab), True)
             for task in tasks
         ]  # fmt: skip
-        if args.finetuned:
-            cases.append(
-                (f"{args.finetuned.name} (fine-tuned)", "classification", args.finetuned, False)
-            )
+        for ckpt in args.finetuned:
+            task = checkpoint_task(ckpt)
+            if task in tasks:
+                cases.append((f"{ckpt.name} (fine-tuned)", task, ckpt, False))
         for i, (label, task, ckpt, relaxed) in enumerate(cases):
             bundle = work / "models" / f"m{i}-{task}"
             export(ckpt, bundle, task, relaxed, ("fp32", *VARIANTS[args.provider][:1]))
@@ -659,6 +690,10 @@ def main(argv: list[str] | None = None) -> int:
             side.append([label, "offline ORT, batch " + str(o["batch"]),
                          f"{o['inputs_per_s']:.1f} inputs/s",
                          f"served = {o['served_over_offline']:.2f}x offline"])  # fmt: skip
+            side.append([label, f"offline ORT, batch {o['batch']} sorted by length / batch 1",
+                         f"{o['by_length_inputs_per_s']:.1f} / {o['batch1_inputs_per_s']:.1f} "
+                         "inputs/s", f"batching ceiling {o['batching_ceiling']:.2f}x: the most "
+                         "(a)/(b) can reach without HTTP"])  # fmt: skip
         if "p99_at_70pct_peak" in extra:
             q = extra["p99_at_70pct_peak"]
             side.append([label, f"open loop at {q['rate']:.1f} req/s (70 % of peak)",
