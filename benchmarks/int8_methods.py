@@ -28,6 +28,7 @@ Writes ``int8_methods.json`` and ``int8_methods.md`` under ``--out``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -57,6 +58,22 @@ TASKS = {  # flag -> (task, evaluation file, calibration file), under BERT_DATA_
 }
 CALIBRATION_EXAMPLES = 256
 SENSITIVE_NODES = 4  # kept in fp32 by the sensitivity row
+
+
+def article_split(squad: Path, work: Path) -> tuple[Path, Path]:
+    """SQuAD v1.1 dev as the QA fine-tuning splits it (`--article-split squad-v1.1-dev`): the
+    10 held-out articles to score on and the 38 training ones to calibrate on, as two files."""
+    from training.tasks.qa import split_titles
+
+    split, doc = split_titles("squad-v1.1-dev"), json.loads(squad.read_text(encoding="utf-8"))
+    paths = []
+    for part in ("eval", "train"):
+        titles = set(split[f"{part}_titles"])
+        path = work / f"squad-{part}.json"
+        chosen = [a for a in doc["data"] if a["title"] in titles]
+        path.write_text(json.dumps({**doc, "data": chosen}), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def calibration_feeds(conf: ExportConfig, plan: Any, path: Path) -> list[dict[str, np.ndarray]]:
@@ -118,7 +135,9 @@ def run_task(
     flag: str, ckpt: Path, data: Path, args: argparse.Namespace, work: Path
 ) -> list[dict[str, Any]]:
     task, eval_rel, calib_rel = TASKS[flag]
-    eval_file = data / eval_rel
+    eval_file, calib_file = data / eval_rel, data / calib_rel
+    if flag == "squad":
+        eval_file, calib_file = article_split(eval_file, work)
     conf = ExportConfig(
         checkpoint=str(ckpt), out=str(work / "bundle"), eval=str(eval_file), variants="fp32",
         max_steps=args.max_examples, seed=0, overwrite=True,
@@ -139,7 +158,7 @@ def run_task(
         int(plan.ckpt.config["num_attention_heads"]),
         int(plan.ckpt.config["hidden_size"]),
     )
-    feeds = calibration_feeds(conf, plan, data / calib_rel)
+    feeds = calibration_feeds(conf, plan, calib_file)
     print(f"{flag}: {len(examples)} parity examples from {name}; sensitivity pass...", flush=True)
     worst = sensitive_nodes(fp32, feeds, work)
     methods: dict[str, dict[str, Any]] = {
