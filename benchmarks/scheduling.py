@@ -8,8 +8,8 @@ weights), under the same closed-loop load generator (``benchmarks/load.py``, aio
   grouping, no bound   BERT_GROUPING_PATIENCE=1000: length grouping as the batcher did before
                        scheduling had a bound (an input waits until it is the oldest)
   FIFO                 BERT_GROUPING_PATIENCE=0: arrival order, no length grouping
-  patience 1           the default: passed over once, an input goes in the next batch
-  objective            patience 1 and BERT_TARGET_P99_MS=--target-ms (429 + Retry-After for
+  patience 4           the default: passed over 4 times, an input goes in the next batch
+  objective            the default and BERT_TARGET_P99_MS=--target-ms (429 + Retry-After for
                        what would finish later; refusals are counted, not timed)
 
 on two request sets: ``sst2`` (one SST-2 dev sentence per request) and ``mixed`` (three SST-2
