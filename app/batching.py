@@ -30,6 +30,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -408,26 +409,29 @@ class Batcher(Generic[R]):
         wait then lasts until shortly before the first running batch should end (when that is
         later than max_wait), so requests arriving meanwhile still join. This is where batches
         grow under load, at no cost in latency: the items could not have started earlier
-        anyway. With several priority classes active, a full batch waits so too, so that a
-        higher-class arrival meanwhile goes first instead of after a batch chosen early."""
+        anyway. With several priority classes active, a full batch waits too, and for longer:
+        until a worker is free (a batch that ends wakes the wait), so that a higher-class
+        arrival meanwhile leads the next batch instead of queueing behind one chosen early."""
         idle_below = 1 if self.config.concurrent else self.config.workers
         while self._queue and self._accepting:
-            full = self._full()
-            if full and not self._mixed():
+            full, mixed = self._full(), self._mixed()
+            if full and not mixed:
                 return
             if self.config.idle_dispatch and len(self._in_flight) < idle_below:
                 return
             oldest = next(iter(self._queue.values()))
-            due = float("-inf") if full else oldest.enqueued_at + self.config.max_wait_s
-            busy = None if self.config.concurrent else self._load.free_at()
-            if busy is not None:
-                due = max(due, busy - _HANDOVER_S)
+            due = -math.inf if full else oldest.enqueued_at + self.config.max_wait_s
+            if not self.config.concurrent:
+                if mixed and self._load.all_busy():
+                    due = math.inf
+                elif (free := self._load.free_at()) is not None:
+                    due = max(due, free - _HANDOVER_S)
             delay = due - time.monotonic()
             if delay <= 0:
                 return
             self._wakeup.clear()
             try:
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(delay if delay < math.inf else None):
                     await self._wakeup.wait()
             except TimeoutError:
                 return
@@ -440,11 +444,7 @@ class Batcher(Generic[R]):
             return False
         cfg = self.config
         served = entries[0].rank
-        size, tokens = cfg.max_batch_size, self._load.token_cap()
-        if self._mixed():
-            # Several classes are active: batches run a quarter as long, so that an arrival of
-            # the higher class waits for at most that (a running batch is not interrupted).
-            size, tokens = max(1, size // 4), max(1, tokens // 4)
+        size, tokens = self._limits()
         picked = plan_batch(
             [e.item.length for e in entries],
             max_batch_tokens=max(tokens, entries[0].item.length),
@@ -475,6 +475,15 @@ class Batcher(Generic[R]):
         task.add_done_callback(functools.partial(self._batch_done, key))
         return True
 
+    def _limits(self) -> tuple[int, int]:
+        """Most inputs and padded tokens of the next batch. While several classes are active,
+        batches run a quarter as long, so that an arrival of a higher class waits for at most
+        that (a running batch is not interrupted)."""
+        size, tokens = self.config.max_batch_size, self._load.token_cap()
+        if self._mixed():
+            return max(1, size // 4), max(1, tokens // 4)
+        return size, tokens
+
     def _candidates(self) -> tuple[list[Queued[_Request[R]]], int]:
         """The queued inputs the next batch is chosen from, in order of service, and how many
         of the first are urgent (`plan_batch`'s `urgent`).
@@ -483,7 +492,8 @@ class Batcher(Generic[R]):
         _WINDOW_BATCHES batches' worth of inputs by class and arrival and a batch's worth of the
         earliest deadlines, ordered by (class, deadline, arrival), plus any input of the first
         class whose deadline comes within two batches. Urgent: those, and the inputs of the
-        first class passed over `patience` times.
+        first class passed over `patience` times; while a lower class waits and the first
+        class's inputs fit in one batch, all of them.
         """
         cfg = self.config
         width = _WINDOW_BATCHES * cfg.max_batch_size
@@ -505,8 +515,13 @@ class Batcher(Generic[R]):
         batch_s = self._load.batch_s() if self._predicts else None
         soon = asyncio.get_running_loop().time() + 2 * (batch_s or 0.0)
         due = {e.seq: e for e in self._dues.due_by(self._queue, soon) if e.rank == served}
+        # A class whose inputs fit in one batch goes in whole while a lower class waits: its
+        # few inputs are not passed over for length (the lower class fills the batch).
+        few = len(self._classes[served]) <= self._limits()[0]
+        lower = any(self._classes[c] for c in range(served + 1, len(PRIORITIES)))
+        patience = 0 if few and lower else cfg.patience
         urgent = sorted(
-            {**due, **{e.seq: e for e in window if e.rank == served and e.skips >= cfg.patience}}
+            {**due, **{e.seq: e for e in window if e.rank == served and e.skips >= patience}}
             .values(),
             key=Queued.key,
         )  # fmt: skip

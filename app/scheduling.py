@@ -7,11 +7,14 @@ Order of service. Every queued input has a priority class (`PRIORITIES`, "high" 
 deadline. The batch is anchored on the first input by (class, deadline, arrival) - strict
 priority, earliest deadline first within a class, FIFO among equal deadlines - and filled with
 the inputs whose lengths are closest to the anchor's (fewer padded tokens), the anchor's class
-before lower ones. Grouping by length passes some inputs over; `patience` bounds that: an input
-of the anchor's class that has been passed over `patience` times is *urgent* and goes into the
-next batch ahead of any neighbour by length (so with patience 1 no input of the served class
-waits for more than two batches besides the one running; 0 is plain FIFO). Lower classes are not
-protected by patience: under overload they wait, and admission refuses them first.
+before lower ones (never in place of a higher-class input the batch passed over). Grouping by
+length passes some inputs over; `patience` bounds that: an input of the anchor's class that has
+been passed over `patience` times is *urgent* and goes into the next batch ahead of any
+neighbour by length (so with patience 1 no input of the served class waits for more than two
+batches besides the one running; 0 is plain FIFO). While a lower class waits, a higher class
+whose queued inputs fit in one batch is urgent whole: a few high-priority inputs are never
+passed over for their length. Lower classes are not protected by patience: under overload they
+wait, and admission refuses them first.
 """
 
 from __future__ import annotations
@@ -100,7 +103,9 @@ def plan_batch(
         urgent: the first `urgent` items must go in (in order, each that fits the budget),
             whatever their padding: they have waited long enough.
         classes: priority class of each item (0 first); fill takes item 0's class before lower
-            ones. None: one class.
+            ones, and no item of a lower class once one of a higher class was passed over (for
+            the budget or the padding cap): a lower class never takes its place. None: one
+            class.
 
     Returns:
         Indices into `lengths`, always including 0 when lengths[0] <= max_batch_tokens.
@@ -125,14 +130,19 @@ def plan_batch(
         order = [*first, *rest]
     chosen: list[int] = []
     padded = real = 0
+    passed = math.inf  # the highest class (lowest number) of an item passed over
     for n, i in enumerate(order):
+        if classes is not None and classes[i] > passed:
+            break  # a lower class never takes the place of a higher one passed over
         width = max(padded, lengths[i])
         if (len(chosen) + 1) * width > max_batch_tokens:
             if not group_by_length:
                 break
+            passed = min(passed, classes[i] if classes is not None else 0)
             continue
         padding = 1 - (real + lengths[i]) / ((len(chosen) + 1) * width)
         if chosen and group_by_length and n >= urgent and padding > max_padding_ratio:
+            passed = min(passed, classes[i] if classes is not None else 0)
             continue
         chosen.append(i)
         padded, real = width, real + lengths[i]
@@ -300,6 +310,10 @@ class Workload:
         if len(running) < self.workers or not self.latency.ready:
             return None
         return min(start + (self.latency.predict(tokens) or 0.0) for start, tokens in running)
+
+    def all_busy(self) -> bool:
+        """Whether every worker runs a batch (or one waits for a worker)."""
+        return len(self._flights) >= self.workers
 
     def busy_s(self) -> float:
         """Predicted seconds until the batches in flight have finished, per worker, less what

@@ -15,7 +15,7 @@ from app.batching import Batcher
 from app.errors import OverloadedError, RequestTimeoutError
 from app.metrics import Metrics
 from app.scheduling import LatencyModel, Workload, plan_batch
-from tests.app.test_batching import expected, item, make, run, sample
+from tests.app.test_batching import expected, item, make, run, sample, until
 
 
 async def until_running(b: object) -> None:
@@ -47,6 +47,20 @@ def test_fill_takes_the_anchors_class_before_lower_ones() -> None:
     # Item 1 is the nearest length but of a lower class; item 2 (same class) goes first.
     picked = plan_batch([20, 20, 40], max_batch_tokens=4096, max_batch_size=2, classes=[0, 2, 0])
     assert picked == [0, 2]
+
+
+def test_a_lower_class_never_takes_the_place_of_a_higher_one_passed_over() -> None:
+    # Item 1 (class 0) would pad the batch past the cap; item 2 (class 2) has the anchor's
+    # length, but taking it would run "low" work while a "high" input waits for the next batch.
+    lengths, classes = [10, 40, 10], [0, 0, 2]
+    picked = plan_batch(
+        lengths, max_batch_tokens=4096, max_batch_size=3, max_padding_ratio=0.1, classes=classes
+    )
+    assert picked == [0]
+    # One class: the cap still groups by length as before.
+    assert plan_batch(lengths, max_batch_tokens=4096, max_batch_size=3, max_padding_ratio=0.1) == [
+        0, 2,
+    ]  # fmt: skip
 
 
 def test_latency_model_fits_a_line_and_falls_back_to_proportional() -> None:
@@ -156,6 +170,35 @@ def test_higher_priority_is_served_first_and_earlier_deadlines_within_a_class() 
     assert sample(metrics, "bert_queue_time_seconds_count", priority="high") == 1
     assert sample(metrics, "bert_queue_time_seconds_count", priority="low") == 1
     assert sample(metrics, "bert_queue_time_seconds_count", priority="normal") == 3
+
+
+def test_while_classes_mix_a_few_high_inputs_lead_the_next_batch_whole() -> None:
+    """A high input runs; low work queues, then two more high inputs of different lengths. With
+    both classes active no low batch was handed over early (it would run before them), and the
+    next batch takes both high inputs whatever the padding cap says, low work only after."""
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> None:
+        async with make(
+            backend, max_batch_size=16, max_wait_s=0, max_padding_ratio=0.1, max_in_flight=2
+        ) as b:
+            running = b.submit([item(1, 8)], priority="high")
+            await until(lambda: backend.calls == 1)
+            lows = [b.submit([item(10 + n, 8)], priority="low") for n in range(8)]
+            await asyncio.sleep(0.05)  # time enough to hand a prepared batch over
+            assert backend.calls == 1 and b.queue_depth == 8  # none was: classes mix
+            highs = [
+                b.submit([item(2, 8)], priority="high"),
+                b.submit([item(3, 30)], priority="high"),
+            ]
+            await asyncio.sleep(0.01)
+            gate.set()
+            await asyncio.gather(running, *lows, *highs)
+
+    run(main())
+    second = [int(i.input_ids[0]) for i in backend.batches[1].items]
+    assert second[:2] == [2, 3]  # both high inputs, the long one included, before any low one
 
 
 def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
