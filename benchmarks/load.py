@@ -23,12 +23,14 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 
 CLIENTS = ("aiohttp", "httpx")
+Posted = tuple[int, float | None, dict[str, float]]  # status, Retry-After s, server timings ms
 
 
 @contextlib.asynccontextmanager
 async def poster(kind: str, url: str, connections: int) -> Any:
-    """An async `post(path, body) -> (status, Retry-After seconds or None)` over `connections`
-    keep-alive connections."""
+    """An async `post(path, body) -> (status, Retry-After seconds or None, server timings)` over
+    `connections` keep-alive connections; the timings are the service's `x-*-time-ms` headers
+    (total, queue, ...; empty for servers without them)."""
     if kind == "aiohttp":
         import aiohttp
 
@@ -36,21 +38,32 @@ async def poster(kind: str, url: str, connections: int) -> Any:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
 
-            async def post_aiohttp(path: str, body: Any) -> tuple[int, float | None]:
+            async def post_aiohttp(path: str, body: Any) -> Posted:
                 async with session.post(path, json=body) as r:
                     await r.read()
-                    return r.status, _retry_after(r.headers.get("retry-after"))
+                    return r.status, _retry_after(r.headers.get("retry-after")), _timings(r.headers)
 
             yield post_aiohttp
         return
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
-        async def post_httpx(path: str, body: Any) -> tuple[int, float | None]:
+        async def post_httpx(path: str, body: Any) -> Posted:
             r = await client.post(path, json=body)
-            return r.status_code, _retry_after(r.headers.get("retry-after"))
+            return r.status_code, _retry_after(r.headers.get("retry-after")), _timings(r.headers)
 
         yield post_httpx
+
+
+def _timings(headers: Any) -> dict[str, float]:
+    """The service's timing headers (``x-queue-time-ms: 3.2`` -> ``{"queue": 3.2}``)."""
+    out = {}
+    for name, value in headers.items():
+        key = name.lower()
+        if key.startswith("x-") and key.endswith("-time-ms"):
+            with contextlib.suppress(ValueError):
+                out[key[2:-8]] = float(value)
+    return out
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -100,7 +113,7 @@ async def closed_loop(
             nonlocal errors
             k = i
             while (t0 := loop.time()) < t_end:
-                status, retry_after = await post(path, bodies[k % len(bodies)])
+                status, retry_after, _ = await post(path, bodies[k % len(bodies)])
                 k += concurrency
                 if t0 >= t_measure:
                     statuses[status] += 1
@@ -132,9 +145,13 @@ async def open_loop(
     client: str = "aiohttp",
 ) -> dict[str, Any]:
     """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
-    omission); at most `cap` in flight (more are counted as dropped)."""
+    omission); at most `cap` in flight (more are counted as dropped). With the service's timing
+    headers, also the percentiles of its own view of the answered requests: ``server`` (from
+    reading the request to the answer) and ``queue`` (waiting for a batch), so that the time
+    spent before the server read a request (its front end and the machine) shows as the rest."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    server: dict[str, list[float]] = {"total": [], "queue": [], "inference": []}
     errors = dropped = 0
     statuses: Counter[int] = Counter()
     in_flight = 0
@@ -143,10 +160,13 @@ async def open_loop(
         async def one(body: Any, scheduled: float) -> None:
             nonlocal errors, in_flight
             try:
-                status, _ = await post(path, body)
+                status, _, timings = await post(path, body)
                 statuses[status] += 1
                 if status == 200:
                     latencies.append(loop.time() - scheduled)
+                    for name, values in server.items():
+                        if name in timings:
+                            values.append(timings[name] / 1000)
                 else:
                     errors += 1
             finally:
@@ -163,5 +183,10 @@ async def open_loop(
             in_flight += 1
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
         await asyncio.gather(*tasks)
+    seen = {
+        ("server" if name == "total" else name): percentiles(values)
+        for name, values in server.items()
+        if values
+    }
     return {"rate": rate, "requests": len(latencies), "errors": errors, "dropped": dropped,
-            "statuses": dict(statuses), **percentiles(latencies)}  # fmt: skip
+            "statuses": dict(statuses), **percentiles(latencies), **seen}  # fmt: skip

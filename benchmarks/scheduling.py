@@ -226,12 +226,19 @@ def targets(rows: list[dict[str, Any]], prio: dict[str, Any], c: int) -> list[st
         alone, over = pr["alone"]["high"], pr["overload"]
         low = over["low"]["statuses"]
         high = over["high"]["statuses"]
+        seen = "".join(
+            f"; server side {part}: p50 {over['high'][part]['p50_ms']:.0f} / p99 "
+            f"{over['high'][part]['p99_ms']:.0f} ms (alone {alone[part]['p99_ms']:.0f})"
+            for part in ("server", "queue")
+            if part in over["high"] and part in alone
+        )
         out.append(
             f"{mode}, 2x overload (high {pr['high_rate']:.0f} req/s + low {pr['low_rate']:.0f} "
             f"req/s): high p99 {over['high']['p99_ms']:.0f} ms vs {alone['p99_ms']:.0f} ms alone "
-            f"= {over['high']['p99_ms'] / alone['p99_ms']:.2f}x (target <= 1.5x); high answered "
-            f"{high.get(200, 0)}, refused {sum(high.values()) - high.get(200, 0)}; low answered "
-            f"{low.get(200, 0)}, refused 429 {low.get(429, 0)}, 504 {low.get(504, 0)}"
+            f"= {over['high']['p99_ms'] / alone['p99_ms']:.2f}x (target <= 1.5x){seen}; high "
+            f"answered {high.get(200, 0)}, refused {sum(high.values()) - high.get(200, 0)}; low "
+            f"answered {low.get(200, 0)}, refused 429 {low.get(429, 0)}, 504 {low.get(504, 0)}, "
+            f"not sent (client cap) {over['low']['dropped']}"
         )
     return out
 
