@@ -7,7 +7,8 @@ graph (TorchScript export + onnxruntime's BERT fusions) and, from it, int8 graph
   tensor at run time (the bundle's int8 until 2026-12-06);
 * ``dynamic, sensitive fp32``: the same with the nodes a sensitivity pass ranks worst kept in
   fp32 (each node quantised alone; mean |logit difference| against fp32 on calibration inputs);
-* ``per-token``: an activation scale per token at run time (the bundle's int8 now);
+* ``per-token``: an activation scale per token at run time (the bundle's int8 now), and the
+  same with the sensitive nodes in fp32 too;
 * ``static, percentile`` / ``static, entropy``: onnxruntime's ``quantize_static`` (QDQ),
   activation scales fixed from calibration inputs of the *training* file;
 
@@ -45,7 +46,7 @@ from training.export.checkpoint import load_model
 from training.export.encoder import held_out_slice, parity_examples
 from training.export.graph import export_graph, graph_module, optimize
 from training.export.parity import ort_runner, parity, run_batches
-from training.export.quantize import quantize_int8
+from training.export.quantize import head_nodes, quantize_int8
 
 TASKS = {  # flag -> (task, evaluation file, calibration file), under BERT_DATA_DIR
     "sst2": ("classification", "sst2/dev.tsv", "sst2/train.tsv"),
@@ -161,11 +162,17 @@ def run_task(
     feeds = calibration_feeds(conf, plan, calib_file)
     print(f"{flag}: {len(examples)} parity examples from {name}; sensitivity pass...", flush=True)
     worst = sensitive_nodes(fp32, feeds, work)
+    import onnx
+
     methods: dict[str, dict[str, Any]] = {
         "fp32": {},
         "dynamic": {"method": "dynamic"},
         f"dynamic, {SENSITIVE_NODES} sensitive nodes fp32": {"method": "dynamic", "exclude": worst},
         "per-token": {"method": "per-token"},
+        f"per-token, {SENSITIVE_NODES} sensitive nodes fp32": {
+            "method": "per-token",
+            "exclude": [*head_nodes(onnx.load(str(fp32))), *worst],
+        },
         "static, percentile": {"method": "static", "calibration": feeds},
         "static, entropy": {
             "method": "static",
@@ -173,6 +180,9 @@ def run_task(
             "calibrate_method": "entropy",
         },
     }
+    if args.methods:
+        wanted = {m.strip() for m in args.methods.split(";")}
+        methods = {k: v for k, v in methods.items() if k == "fp32" or k in wanted}
     rows: list[dict[str, Any]] = []
     for label, kw in methods.items():
         path = fp32
@@ -226,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{flag}", type=Path, help=f"fine-tuned {task} checkpoint")
     p.add_argument("--max-examples", type=int, help="parity examples per task (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per method (median)")
+    p.add_argument(
+        "--methods",
+        help="only these methods besides fp32, ';'-separated labels as in the table "
+        "(e.g. 'per-token;per-token, 4 sensitive nodes fp32')",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = p.parse_args(argv)
     data = data_dir()
