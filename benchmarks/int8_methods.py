@@ -135,6 +135,8 @@ def speed(runner: Any, held_out: Any, repeats: int) -> tuple[float, float]:
 def run_task(
     flag: str, ckpt: Path, data: Path, args: argparse.Namespace, work: Path
 ) -> list[dict[str, Any]]:
+    import onnx
+
     task, eval_rel, calib_rel = TASKS[flag]
     eval_file, calib_file = data / eval_rel, data / calib_rel
     if flag == "squad":
@@ -162,8 +164,6 @@ def run_task(
     feeds = calibration_feeds(conf, plan, calib_file)
     print(f"{flag}: {len(examples)} parity examples from {name}; sensitivity pass...", flush=True)
     worst = sensitive_nodes(fp32, feeds, work)
-    import onnx
-
     methods: dict[str, dict[str, Any]] = {
         "fp32": {},
         "dynamic": {"method": "dynamic"},
