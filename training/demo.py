@@ -405,7 +405,7 @@ def _figures(r: ParityReport) -> str:
     if r.agreement is not None:
         parts.append(f"agreement {r.agreement:.3f}")
     if r.metric_gap is not None:
-        parts.append(f"{r.metric_name} -{r.metric_gap:.2f} points")
+        parts.append(f"{r.metric_name} {-r.metric_gap + 0.0:+.2f} points vs PyTorch")  # no -0.00
     return ", ".join(parts)
 
 
