@@ -120,29 +120,29 @@ def plan_batch(
     if not lengths:
         return []
     order: Sequence[int] = range(len(lengths))
+    ranks = classes if classes is not None else [0] * len(lengths)
     if group_by_length:
         anchor = lengths[0]
-        cls = classes if classes is not None else [0] * len(lengths)
         first = range(min(urgent, len(lengths)))
         rest = sorted(
-            range(len(first), len(lengths)), key=lambda i: (cls[i], abs(lengths[i] - anchor), i)
+            range(len(first), len(lengths)), key=lambda i: (ranks[i], abs(lengths[i] - anchor), i)
         )
         order = [*first, *rest]
     chosen: list[int] = []
     padded = real = 0
     passed = math.inf  # the highest class (lowest number) of an item passed over
     for n, i in enumerate(order):
-        if classes is not None and classes[i] > passed:
+        if ranks[i] > passed:
             break  # a lower class never takes the place of a higher one passed over
         width = max(padded, lengths[i])
         if (len(chosen) + 1) * width > max_batch_tokens:
             if not group_by_length:
                 break
-            passed = min(passed, classes[i] if classes is not None else 0)
+            passed = min(passed, ranks[i])
             continue
         padding = 1 - (real + lengths[i]) / ((len(chosen) + 1) * width)
         if chosen and group_by_length and n >= urgent and padding > max_padding_ratio:
-            passed = min(passed, classes[i] if classes is not None else 0)
+            passed = min(passed, ranks[i])
             continue
         chosen.append(i)
         padded, real = width, real + lengths[i]
