@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -361,19 +361,19 @@ def offline_ort(
     bundle: Path,
     variant: str,
     inputs: list[Any],
-    batch: int,
+    shapes: Sequence[tuple[int, bool]],
     seconds: float,
     threads: int,
     workers: int = 1,
     provider: str = "cpu",
-    by_length: bool = False,
-) -> float:
-    """Inputs/s of onnxruntime alone on batches of `batch` inputs taken in order, or with
-    `by_length` sorted by length first (the least padding any batcher could reach) (SST-2
-    sentences, or (question, context) pairs cut to the QA window), with the server's graph,
-    threads and concurrent runs; tokenized and padded beforehand, so only inference is timed
-    (on CUDA the copies to and from the GPU are timed too, as the server pays them). At batch 1
-    nothing is padded: the ratio of the two is the most batching can buy on this machine."""
+) -> dict[tuple[int, bool], float]:
+    """Inputs/s of onnxruntime alone for each (batch size, by length) in `shapes`: batches of
+    that many inputs taken in order, or sorted by length first (the least padding any batcher
+    could reach) (SST-2 sentences, or (question, context) pairs cut to the QA window), with the
+    server's graph, threads and concurrent runs; tokenized and padded beforehand, so only
+    inference is timed (on CUDA the copies to and from the GPU are timed too, as the server
+    pays them). At batch 1 nothing is padded: the ratio of a sorted batch's rate to it is the
+    most batching can buy on this machine. One session and one tokenization serve all shapes."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -389,34 +389,41 @@ def offline_ort(
     encodings = tok.encode_batch(
         [(x["question"], x["context"]) if isinstance(x, dict) else x for x in inputs]
     )
-    if by_length:
-        encodings.sort(key=lambda e: len(e.ids))
-    feeds = []
-    for lo in range(0, len(encodings) - batch + 1, batch):
-        chunk = encodings[lo : lo + batch]
-        width = max(len(e.ids) for e in chunk)
-        feed = {n: np.zeros((batch, width), np.int64) for n in ("input_ids", "attention_mask",
-                                                                  "token_type_ids")}  # fmt: skip
-        for i, e in enumerate(chunk):
-            feed["input_ids"][i, : len(e.ids)] = e.ids
-            feed["attention_mask"][i, : len(e.ids)] = 1
-            feed["token_type_ids"][i, : len(e.ids)] = e.type_ids
-        feeds.append(feed)
-    if by_length:  # the timed passes take a prefix: a fair sample of lengths, not the shortest
-        random.Random(0).shuffle(feeds)
-    t0 = time.perf_counter()
 
-    def loop(first: int) -> int:
-        done, k = 0, first
-        while time.perf_counter() - t0 < seconds:
-            session.run(None, feeds[k % len(feeds)])
-            done += batch
-            k += 1
-        return done
+    def feeds_of(batch: int, by_length: bool) -> list[dict[str, np.ndarray]]:
+        ordered = sorted(encodings, key=lambda e: len(e.ids)) if by_length else encodings
+        feeds = []
+        for lo in range(0, len(ordered) - batch + 1, batch):
+            chunk = ordered[lo : lo + batch]
+            width = max(len(e.ids) for e in chunk)
+            names = ("input_ids", "attention_mask", "token_type_ids")
+            feed = {n: np.zeros((batch, width), np.int64) for n in names}
+            for i, e in enumerate(chunk):
+                feed["input_ids"][i, : len(e.ids)] = e.ids
+                feed["attention_mask"][i, : len(e.ids)] = 1
+                feed["token_type_ids"][i, : len(e.ids)] = e.type_ids
+            feeds.append(feed)
+        if by_length:  # the timed passes take a prefix: a fair sample of lengths, not the shortest
+            random.Random(0).shuffle(feeds)
+        return feeds
 
-    with ThreadPoolExecutor(workers) as pool:
-        done = sum(pool.map(loop, range(workers)))
-    return done / (time.perf_counter() - t0)
+    def rate(batch: int, by_length: bool) -> float:
+        feeds = feeds_of(batch, by_length)
+        t0 = time.perf_counter()
+
+        def loop(first: int) -> int:
+            done, k = 0, first
+            while time.perf_counter() - t0 < seconds:
+                session.run(None, feeds[k % len(feeds)])
+                done += batch
+                k += 1
+            return done
+
+        with ThreadPoolExecutor(workers) as pool:
+            done = sum(pool.map(loop, range(workers)))
+        return done / (time.perf_counter() - t0)
+
+    return {(batch, by_length): rate(batch, by_length) for batch, by_length in shapes}
 
 
 # -------------------------------------------------------------------------------------- main
@@ -523,11 +530,10 @@ def run_model(
                 top_row = next(r for r in mine if r["concurrency"] == top)
                 batch = max(1, round(top_row["mean_batch"]))
                 inputs = texts if task == "classification" else bodies
-                run = (args.seconds, args.threads, args.workers, args.provider)
-                rate = {
-                    (size, by_length): offline_ort(bundle, variant, inputs, size, *run, by_length)
-                    for size, by_length in ((batch, False), (batch, True), (1, False))
-                }
+                rate = offline_ort(
+                    bundle, variant, inputs, [(batch, False), (batch, True), (1, False)],
+                    args.seconds, args.threads, args.workers, args.provider,
+                )  # fmt: skip
                 extra["offline_ort"] = {
                     "batch": batch, "inputs_per_s": rate[batch, False],
                     "by_length_inputs_per_s": rate[batch, True],
