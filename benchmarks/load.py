@@ -147,8 +147,9 @@ async def open_loop(
     """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
     omission); at most `cap` in flight (more are counted as dropped). With the service's timing
     headers, also the percentiles of its own view of the answered requests: ``server`` (from
-    reading the request to the answer) and ``queue`` (waiting for a batch), so that the time
-    spent before the server read a request (its front end and the machine) shows as the rest."""
+    reading the request to the answer), ``queue`` (waiting for a batch) and ``inference``, so
+    that the time spent before the server read a request (its front end and the machine) shows
+    as the rest."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
     server: dict[str, list[float]] = {"total": [], "queue": [], "inference": []}
