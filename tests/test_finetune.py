@@ -448,3 +448,53 @@ def test_published_minilm_checkpoint(slices, tmp_path: Path) -> None:
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.hidden_size == 384
     assert "eval_accuracy" in json.loads((out / "eval_report.json").read_text())
+
+
+def test_length_grouped_batches(data_dir: Path, tmp_path: Path) -> None:
+    """--group-by-length: each epoch trains the same rows as the shuffled order with less
+    padding, steps shuffled (epochs differ), the same batches after a resume, and every rank of
+    a step gets rows of that step's length group."""
+    from tokenizers import Tokenizer
+
+    from training.engine import Runtime
+    from training.finetuning import batch_stream
+    from training.tasks import Features
+
+    vocab = read_vocab_file(data_dir / "bert_vocab" / "bert-base-uncased" / "vocab.txt")
+    save_tokenizer(vocab, tmp_path / "tok", cased=False)
+    tok = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    lines = (data_dir / "sst2" / "train.tsv").read_text().splitlines()[1:1201]
+    ids = [e.ids for e in tok.encode_batch([line.split("\t")[0] for line in lines])]
+    feats = Features(
+        {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]},
+        ("input_ids", "attention_mask"),
+    )
+    cpu = torch.device("cpu")
+
+    def epochs(group: bool, rank: int = 0, world: int = 1, state: dict | None = None, n=2):
+        rt = Runtime(cpu, rank, world, 0, None)
+        stream = batch_stream(feats, 16, 0, 0, rt, group)(state)
+        per_epoch = len(feats) // (16 * world) - (state or {}).get("next", 0)
+        return [[next(stream)[1] for _ in range(per_epoch)] for _ in range(n)]
+
+    def rows(batches: list) -> list[tuple]:
+        return sorted(tuple(r[r > 0]) for b in batches for r in b["input_ids"])
+
+    plain, grouped = epochs(False), epochs(True)
+    for e in range(2):  # the same rows each epoch, fewer pad tokens
+        assert rows(grouped[e]) == rows(plain[e])
+        padded = [sum(b["input_ids"].size for b in ep[e]) for ep in (plain, grouped)]
+        assert padded[1] < 0.8 * padded[0]
+    first = [b["input_ids"].shape for b in grouped[0]]
+    assert first != [b["input_ids"].shape for b in grouped[1]]  # epochs in another order
+    assert sorted(first, reverse=True) != first  # steps shuffled, not longest first
+
+    resumed = epochs(True, state={"epoch": 0, "next": 30}, n=1)[0]
+    assert [b["input_ids"].tolist() for b in resumed] == [
+        b["input_ids"].tolist() for b in grouped[0][30:]
+    ]
+
+    halves = [epochs(True, rank, 2, n=1)[0] for rank in (0, 1)]
+    for a, b in zip(*halves, strict=True):  # a step's ranks: one sorted run of lengths
+        lengths = [int(m.sum()) for m in (*a["attention_mask"], *b["attention_mask"])]
+        assert lengths == sorted(lengths, reverse=True)

@@ -94,6 +94,11 @@ class FinetuneConfig(engine.LoopConfig, ModelOptions):
     reinit_layers: int = cfg.field(
         0, help="start this many of the top encoder layers afresh (few-update fine-tuning)"
     )
+    group_by_length: bool = cfg.field(
+        False,
+        help="batch rows of similar length (less padding: faster where lengths vary, as in QA; "
+        "batches are still shuffled)",
+    )
 
 
 def _validate(conf: FinetuneConfig) -> None:
@@ -194,7 +199,7 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
         FinetuneObjective(model),
         conf,
         rt,
-        batch_stream(train_feats, conf.batch_size, conf.seed, pad_id, rt),
+        batch_stream(train_feats, conf.batch_size, conf.seed, pad_id, rt, conf.group_by_length),
         evaluator,
     )
     train_seconds = time.time() - train_started

@@ -210,21 +210,31 @@ def batches_per_epoch(n_rows: int, batch_size: int, world: int) -> int:
 
 
 def batch_stream(
-    feats: Features, batch_size: int, seed: int, pad_id: int, rt: engine.Runtime
+    feats: Features,
+    batch_size: int,
+    seed: int,
+    pad_id: int,
+    rt: engine.Runtime,
+    group_by_length: bool = False,
 ) -> engine.BatchStream:
     """Endless shuffled batches, resumable from ``{"epoch", "next"}``.
 
     Epoch ``e`` is the permutation of ``np.random.default_rng([seed, e])`` (the same on every
     rank and after a resume); micro-batch ``m`` on rank ``r`` holds its rows
     ``[(m * world + r) * batch_size, ... + batch_size)``; the incomplete tail is dropped so all
-    ranks step together (it is trained in other epochs, whose order differs).
+    ranks step together (it is trained in other epochs, whose order differs). With
+    ``group_by_length`` the epoch's order is :func:`length_grouped`.
     """
     per_epoch = batches_per_epoch(len(feats), batch_size, rt.world)
+    lengths = np.fromiter((len(ids) for ids in feats.column("input_ids")), np.int64, len(feats))
 
     def stream(state: dict | None) -> Iterator[tuple[dict, dict[str, Any]]]:
         epoch, start = (state or {}).get("epoch", 0), (state or {}).get("next", 0)
         while True:
-            order = np.random.default_rng([seed, epoch]).permutation(len(feats))
+            rng = np.random.default_rng([seed, epoch])
+            order = rng.permutation(len(feats))
+            if group_by_length:
+                order = length_grouped(order, lengths, batch_size * rt.world, per_epoch, rng)
             for m in range(start, per_epoch):
                 first = (m * rt.world + rt.rank) * batch_size
                 rows = [feats[int(i)] for i in order[first : first + batch_size]]
@@ -232,6 +242,28 @@ def batch_stream(
             epoch, start = epoch + 1, 0
 
     return stream
+
+
+def length_grouped(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    step_rows: int,
+    steps: int,
+    rng: np.random.Generator,
+    window: int = 50,
+) -> np.ndarray:
+    """``order``'s first ``steps * step_rows`` rows regrouped so each step's rows have similar
+    lengths (less padding, the same rows): windows of ``window`` steps of the shuffled order
+    are sorted by length and cut into steps, and the steps are shuffled (the
+    ``group_by_length`` of transformers' Trainer, by micro-batch across ranks)."""
+    kept = order[: steps * step_rows]
+    span = window * step_rows
+    blocks: list[np.ndarray] = []
+    for lo in range(0, len(kept), span):
+        part = kept[lo : lo + span]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        blocks += [part[i : i + step_rows] for i in range(0, len(part), step_rows)]
+    return np.concatenate([blocks[int(i)] for i in rng.permutation(len(blocks))])
 
 
 # --- evaluation (shared with `python -m training evaluate`) --------------------------------------
@@ -316,6 +348,7 @@ __all__ = [
     "batches_per_epoch",
     "config_class",
     "data_report",
+    "length_grouped",
     "prefixed",
     "resolve_config",
 ]
