@@ -638,13 +638,15 @@ def train(
                     record["tokens_per_s"] *= rt.world
                 metrics.write(record)
                 if bar is not None:
-                    bar.set_postfix(
-                        {
-                            k: f"{record[k]:.3g}"
-                            for k in ("loss", "mlm_acc", "nsp_acc", "tokens_per_s")
-                            if k in record
-                        }
-                    )
+                    shown = {
+                        k: f"{record[k]:.3g}"
+                        for k in ("loss", "mlm_acc", "nsp_acc", "tokens_per_s")
+                        if k in record
+                    }
+                    if conf.max_minutes is not None:  # the bar's ETA counts --max-steps only
+                        left = max(conf.max_minutes * 60 - record["elapsed_s"], 0.0)
+                        shown["budget_left"] = f"{left / 60:.1f}min"
+                    bar.set_postfix(shown)
                 window = MetricWindow()
             if bar is not None:
                 bar.update(1)
