@@ -28,12 +28,12 @@ REPO = Path(__file__).resolve().parents[1]
 # nothing in the product is changed.
 _SLOW_CHECKPOINTS = """
 import sys, time
-import training.engine as engine
-fsync = engine._fsync_tree
+import training.checkpoints as checkpoints
+fsync = checkpoints._fsync_tree
 def slow(path):
     time.sleep({delay})
     fsync(path)
-engine._fsync_tree = slow
+checkpoints._fsync_tree = slow
 from training.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from training import engine
+from training import checkpoints, engine
 
 
 class Objective(nn.Module):
@@ -102,16 +102,16 @@ def test_output_folder_rules(tmp_path: Path) -> None:
 
     (tmp_path / "run_config.json").write_text(json.dumps({"lr": 1.0, "max_steps": 5}))
     with pytest.raises(UsageError, match="already holds a demo run"):
-        engine.check_output_folder(tmp_path, {"lr": 1.0}, False, "demo")
-    engine.check_output_folder(tmp_path, {"lr": 1.0, "max_steps": 9}, True, "demo")
+        checkpoints.check_output_folder(tmp_path, {"lr": 1.0}, False, "demo")
+    checkpoints.check_output_folder(tmp_path, {"lr": 1.0, "max_steps": 9}, True, "demo")
     with pytest.raises(UsageError, match=r"other settings \(lr\)"):
-        engine.check_output_folder(tmp_path, {"lr": 2.0}, True, "demo")
+        checkpoints.check_output_folder(tmp_path, {"lr": 2.0}, True, "demo")
     other = tmp_path / "other"
     (other / "cache").mkdir(parents=True)
-    engine.check_output_folder(other, {}, False, "demo", ignore=("cache",))
+    checkpoints.check_output_folder(other, {}, False, "demo", ignore=("cache",))
     (other / "x").write_text("")
     with pytest.raises(UsageError, match="holds no demo run"):
-        engine.check_output_folder(other, {}, False, "demo", ignore=("cache",))
+        checkpoints.check_output_folder(other, {}, False, "demo", ignore=("cache",))
     assert engine.lower_is_better("eval_loss") and not engine.lower_is_better("eval_f1")
 
 

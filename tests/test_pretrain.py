@@ -203,7 +203,7 @@ def test_killed_at_several_points_resumes_to_the_same_weights(
 
 
 def test_torn_checkpoint_is_never_picked(tmp_path: Path) -> None:
-    from training.engine import checkpoint_dirs
+    from training.checkpoints import checkpoint_dirs
 
     root = tmp_path / "checkpoints"
     (root / "step-00000010").mkdir(parents=True)

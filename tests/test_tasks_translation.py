@@ -424,7 +424,7 @@ def test_finetune_on_multi30k_slice(data_dir: Path, tmp_path: Path, monkeypatch)
     from transformers import AutoTokenizer, EncoderDecoderModel
 
     from tests.resume import assert_same_weights
-    from training import engine
+    from training import checkpoints
     from training.cli import main
 
     files = _multi30k_slice(data_dir, tmp_path)
@@ -488,7 +488,7 @@ def test_finetune_on_multi30k_slice(data_dir: Path, tmp_path: Path, monkeypatch)
         assert (again.parent / "predictions.txt").read_text() == "\n".join(beam)
 
     # killed after the step-3 checkpoint, resumed: the same weights as the whole run
-    save = engine.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def save_then_die(*args, **kwargs):
         path = save(*args, **kwargs)
@@ -497,9 +497,9 @@ def test_finetune_on_multi30k_slice(data_dir: Path, tmp_path: Path, monkeypatch)
         return path
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_then_die)
     assert main([*argv, "--out", str(cut)]) == 130
-    monkeypatch.setattr(engine, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     assert not (cut / "eval_report.json").exists()
     assert main([*argv, "--out", str(cut), "--resume"]) == 0
     assert_same_weights(out, cut)

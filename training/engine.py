@@ -4,7 +4,8 @@ What it does, so task code doesn't have to: AdamW without decay on biases and La
 warmup then linear decay, gradient accumulation and clipping, bf16 autocast (fp16 with loss
 scaling on GPUs without bf16), optional ``torch.compile``, DDP under ``torchrun``, a progress
 bar, JSONL metrics, periodic evaluation, keeping the best checkpoint by a metric, early
-stopping, and atomic checkpoints from which ``--resume`` continues exactly.
+stopping, and atomic checkpoints from which ``--resume`` continues exactly
+(:mod:`training.checkpoints`).
 
 A task supplies an *objective*: an ``nn.Module`` whose ``forward(**batch)`` returns a dict of
 scalar tensors with at least ``loss``. Other entries are summed over the logging window and
@@ -22,7 +23,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -35,14 +35,12 @@ import torch
 from torch import nn
 from transformers.utils import logging as hf_logging
 
+from training import checkpoints as ckpt
 from training import config as cfg
 from training.errors import UsageError
 
 log = logging.getLogger(__name__)
 hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars drown the real one
-
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "training_state.pt"
 
 
 @dataclass
@@ -221,141 +219,6 @@ def budget_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def checkpoint_dirs(out: Path) -> list[Path]:
-    """Complete checkpoints, oldest first. Incomplete ones carry a ``.tmp`` prefix: never picked."""
-    root = out / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def _fsync_tree(path: Path) -> None:
-    for f in path.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save_checkpoint(
-    out: Path,
-    step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    data_state: dict,
-    extra: dict,
-    rt: Runtime,
-) -> Path:
-    """Write ``checkpoints/step-N`` atomically: a temp folder, fsync'ed, then renamed."""
-    root = out / CHECKPOINTS
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}"
-    rng = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    gathered: list[Any] = [rng]
-    if rt.world > 1:
-        gathered = [None] * rt.world
-        torch.distributed.all_gather_object(gathered, rng)
-    if rt.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp))  # type: ignore[operator]
-        torch.save(
-            {
-                "step": step,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "data": data_state,
-                "rng": gathered,  # one per rank
-                "extra": extra,
-            },
-            tmp / STATE_FILE,
-        )
-        (tmp / "trainer_state.json").write_text(
-            json.dumps({"step": step, "data": data_state, **extra.get("public", {})}, indent=2)
-        )
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    if rt.world > 1:
-        torch.distributed.barrier()
-    return final
-
-
-def prune_checkpoints(out: Path, keep: int, protect: Path | None) -> None:
-    dirs = checkpoint_dirs(out)
-    for d in dirs[: max(0, len(dirs) - keep)]:
-        if protect is None or d.resolve() != protect.resolve():
-            shutil.rmtree(d, ignore_errors=True)
-    for stale in (out / CHECKPOINTS).glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-# --- output folders --------------------------------------------------------------------------
-
-# Loop options that may differ when a run is resumed without it being "another run".
-LOOP_MAY_CHANGE = frozenset(
-    {
-        "resume",
-        "max_steps",
-        "max_minutes",
-        "progress",
-        "save_every",
-        "log_every",
-        "eval_every",
-        "threads",
-        "keep_checkpoints",
-    }
-)
-
-
-def check_output_folder(
-    out: Path,
-    conf: dict[str, Any],
-    resume: bool,
-    kind: str,
-    may_change: frozenset[str] | set[str] = LOOP_MAY_CHANGE,
-    ignore: tuple[str, ...] = (),
-) -> None:
-    """Refuse to mix runs: a folder holding another run needs a new --out (or --resume).
-
-    ``conf`` is the run's resolved config as a dict; with --resume it must equal the saved one
-    except for ``may_change``. ``ignore`` names entries that may sit in a fresh --out (caches).
-    """
-    run_file = out / "run_config.json"
-    if run_file.is_file():
-        if not resume:
-            raise UsageError(
-                f"{out} already holds a {kind} run: pass --resume to continue it, "
-                "or choose another --out"
-            )
-        before = json.loads(run_file.read_text())
-        changed = sorted(k for k in conf if k not in may_change and before.get(k) != conf[k])
-        if changed:
-            raise UsageError(
-                f"{out} holds a run with other settings ({', '.join(changed)}): resume with the "
-                "same arguments, or choose another --out"
-            )
-    elif out.is_dir() and any(p.name not in ignore for p in out.iterdir()):
-        raise UsageError(f"{out} is not empty and holds no {kind} run: choose another --out")
-
-
 def lower_is_better(metric: str) -> bool:
     """Direction of a figure used to pick the best checkpoint."""
     return any(word in metric for word in ("loss", "perplexity", "error"))
@@ -481,22 +344,12 @@ def train(
 
     step, data_state = 0, None
     extra: dict[str, Any] = {"best": None, "best_path": None, "bad_evals": 0}
-    ckpts = checkpoint_dirs(out) if conf.resume else []
+    ckpts = ckpt.checkpoint_dirs(out) if conf.resume else []
     if ckpts:
-        state = torch.load(ckpts[-1] / STATE_FILE, map_location="cpu", weights_only=False)
-        load_weights(model, ckpts[-1])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        step, data_state = state["step"], state["data"]
-        extra.update(state["extra"].get("loop", {}))
-        rng = state["rng"][rt.rank] if rt.rank < len(state["rng"]) else state["rng"][0]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        step, data_state, saved = ckpt.restore_checkpoint(
+            ckpts[-1], model, optimizer, scheduler, scaler, rt.rank
+        )
+        extra.update(saved.get("loop", {}))
         if rt.is_main:
             log.info("resuming from %s (step %d)", ckpts[-1], step)
             truncate_metrics(out / "metrics.jsonl", step)
@@ -535,9 +388,9 @@ def train(
     def save(step_now: int, is_best: bool = False) -> Path:
         extra["elapsed_s"] = round(time.time() - started, 2)
         if is_best:  # recorded before writing, so the checkpoint knows it is the best
-            extra["best_path"] = str(out / CHECKPOINTS / f"step-{step_now:08d}")
+            extra["best_path"] = str(out / ckpt.CHECKPOINTS / f"step-{step_now:08d}")
         loop_state = dict(extra)
-        path = save_checkpoint(
+        path = ckpt.save_checkpoint(
             out,
             step_now,
             model,
@@ -550,7 +403,7 @@ def train(
         )
         if rt.is_main:
             best = Path(extra["best_path"]) if extra["best_path"] else None
-            prune_checkpoints(out, conf.keep_checkpoints, best)
+            ckpt.prune_checkpoints(out, conf.keep_checkpoints, best)
         return path
 
     def run_eval(step_now: int) -> tuple[bool, bool]:
@@ -638,7 +491,7 @@ def train(
                     record["tokens_per_s"] *= rt.world
                 metrics.write(record)
                 if bar is not None:
-                    shown = {
+                    shown: dict[str, str] = {
                         k: f"{record[k]:.3g}"
                         for k in ("loss", "mlm_acc", "nsp_acc", "tokens_per_s")
                         if k in record
@@ -687,23 +540,6 @@ def train(
         last_eval=last_eval,
         elapsed_s=round(time.time() - started, 2),
     )
-
-
-def load_weights(model: nn.Module, checkpoint: Path) -> None:
-    """Load a checkpoint's safetensors into ``model`` in place (the optimizer keeps its params)."""
-    from safetensors.torch import load_file
-
-    missing, unexpected = model.load_state_dict(
-        load_file(str(checkpoint / "model.safetensors")), strict=False
-    )
-    # save_pretrained drops weights tied to the embeddings; anything else missing is an error
-    untied = [k for k in missing if "decoder" not in k]
-    if untied or unexpected:
-        raise RuntimeError(
-            f"checkpoint {checkpoint} does not match the model: missing "
-            f"{untied[:5]}, unexpected {unexpected[:5]}"
-        )
-    model.tie_weights()  # type: ignore[operator]
 
 
 def perplexity(loss: float) -> float:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from training import checkpoints, engine
 from training import config as cfg
-from training import engine
 from training.cli import command_parser
 from training.errors import UsageError
 from training.finetuning import (
@@ -92,7 +92,7 @@ def run_evaluation(conf: EvaluateConfig) -> dict[str, Any]:
     rt = engine.setup_runtime(conf.precision, conf.threads)
     tok_dir = conf.tokenizer or conf.model
     run_root = Path(conf.model).parent.parent
-    if not conf.tokenizer and Path(conf.model).parent.name == engine.CHECKPOINTS:
+    if not conf.tokenizer and Path(conf.model).parent.name == checkpoints.CHECKPOINTS:
         tok_dir = str(run_root)  # checkpoints hold weights only; the run's root the tokenizer
     mc = model_config(conf.model)
     tokenizer = task.load_tokenizer(conf, tok_dir, mc, fine_tuned=True)

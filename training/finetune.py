@@ -37,8 +37,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from training import checkpoints, engine
 from training import config as cfg
-from training import engine
 from training.cli import command_parser
 from training.errors import UsageError
 from training.finetuning import (
@@ -60,7 +60,7 @@ from training.tasks.registry import get_task
 log = logging.getLogger(__name__)
 
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {
+RESUME_MAY_CHANGE = checkpoints.LOOP_MAY_CHANGE | {
     "epochs",
     "eval_batch_size",
     "num_beams",
@@ -164,7 +164,7 @@ def run_finetuning(conf: FinetuneConfig) -> FinetuneResult:
 
     out = Path(conf.out)
     if rt.is_main:
-        engine.check_output_folder(
+        checkpoints.check_output_folder(
             Path(conf.out), cfg.to_dict(conf), conf.resume, "fine-tuning", RESUME_MAY_CHANGE
         )
         out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def best_checkpoint(result: engine.TrainResult) -> tuple[Path, int] | None:
     """(folder, step) of the best checkpoint, or None when the last step is to be kept."""
     if result.best_checkpoint is None or result.best_step is None:
         return None
-    if not (result.best_checkpoint / engine.STATE_FILE).is_file():
+    if not (result.best_checkpoint / checkpoints.STATE_FILE).is_file():
         log.warning("the best checkpoint %s is gone; keeping the last step", result.best_checkpoint)
         return None
     return result.best_checkpoint, result.best_step
@@ -253,7 +253,7 @@ def finish(
     best = best_checkpoint(result)
     final = evaluator.last
     if best is not None and best[1] != result.step:
-        engine.load_weights(model, best[0])
+        checkpoints.load_weights(model, best[0])
         final = None  # the last evaluation was of another step's weights
     if final is None or not final.complete:
         final = evaluator.run(model, rt)

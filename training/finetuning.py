@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training import checkpoints, engine
 from training import config as cfg
-from training import engine
 from training.errors import DataError, UsageError
 from training.tasks import Features, collate
 from training.tasks.base import AnyTask
@@ -358,7 +358,7 @@ def run_config_of(model_dir: Path) -> dict[str, Any]:
     """The ``run_config.json`` of the fine-tuning run that made ``model_dir`` (its root, or the
     run above a ``checkpoints/step-N`` folder); empty when there is none."""
     folders = [model_dir]
-    if model_dir.parent.name == engine.CHECKPOINTS:
+    if model_dir.parent.name == checkpoints.CHECKPOINTS:
         folders.append(model_dir.parent.parent)
     for folder in folders:
         path = folder / "run_config.json"

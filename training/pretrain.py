@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForPreTraining
 
+from training import checkpoints, engine
 from training import config as cfg
-from training import engine
 from training.cli import command_parser
 from training.corpus import CorpusConfig
 from training.errors import DataError, UsageError
@@ -53,7 +53,7 @@ from training.tokenizer import load as load_tokenizer
 log = logging.getLogger(__name__)
 
 # Options that may differ when resuming a run without it being "another run".
-RESUME_MAY_CHANGE = engine.LOOP_MAY_CHANGE | {"data_cache", "eval_batches", "eval_batch_size"}
+RESUME_MAY_CHANGE = checkpoints.LOOP_MAY_CHANGE | {"data_cache", "eval_batches", "eval_batch_size"}
 
 
 @dataclass
@@ -384,7 +384,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     out = Path(conf.out)
     rt = engine.setup_runtime(conf.precision, conf.threads)
     if rt.is_main:
-        engine.check_output_folder(
+        checkpoints.check_output_folder(
             out, cfg.to_dict(conf), conf.resume, "pretraining", RESUME_MAY_CHANGE, ignore=("data",)
         )
         out.mkdir(parents=True, exist_ok=True)
