@@ -44,7 +44,7 @@ from app.batching import Batcher, BatcherConfig
 from app.settings import Settings
 from benchmarks.common import data_dir, machine, markdown_table, write_result
 from benchmarks.load import percentiles
-from benchmarks.serve_load import PRESETS, sst2_sentences
+from benchmarks.serving import PRESETS, sst2_sentences
 from bundle.batch import Batch, WorkItem, pad_batch
 
 DTYPES = ("fp16", "bf16", "fp32")

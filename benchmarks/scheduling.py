@@ -47,7 +47,7 @@ from app.settings import Settings
 from benchmarks.common import data_dir, machine, markdown_table, write_result
 from benchmarks.load import closed_loop, open_loop
 from benchmarks.peers import PEER_PYTHON, infinity
-from benchmarks.serve_load import export, ours, running_process, sst2_sentences
+from benchmarks.serving import export, ours, running_process, sst2_sentences
 
 DEFAULT_PATIENCE = Settings.model_fields["grouping_patience"].default
 NO_BOUND = 1000  # patience that never binds: length grouping as before the bound

@@ -42,7 +42,7 @@ import httpx
 
 from benchmarks.common import data_dir, machine, markdown_table, write_result
 from benchmarks.load import closed_loop
-from benchmarks.serve_load import running_process
+from benchmarks.serving import running_process
 
 MODES = {"continuous": 8, "static": 1}
 

@@ -44,7 +44,7 @@ import httpx
 
 from benchmarks.common import machine, markdown_table, write_result
 from benchmarks.load import percentiles
-from benchmarks.serve_load import (
+from benchmarks.serving import (
     PRESETS,
     export,
     random_checkpoint,
