@@ -41,13 +41,13 @@ demo: setup ## build fill-mask, classifier and QA bundles from embedded text, se
 models: setup ## the same three bundles from real data: make models DATA_DIR=../shared/data
 	@test -n "$(DATA_DIR)" || { echo "usage: make models DATA_DIR=/path/to/data"; exit 2; }
 	$(PY) -m training demo --data-dir "$(DATA_DIR)" --out runs/models --models models --no-serve \
-	  --vocab-size 30522 --max-steps $(PRETRAIN_STEPS) --classifier-steps 1200 --qa-steps 1200 \
+	  --vocab-size 30522 --max-steps $(PRETRAIN_STEPS) --pretrain-minutes 0 --classifier-steps 1200 --qa-steps 1200 \
 	  $(DEMO_ARGS)
 
 models-zh: setup ## Chinese bundles (fill-mask, ChnSentiCorp, CMRC 2018, MSRA NER): make models-zh DATA_DIR=../shared/data
 	@test -n "$(DATA_DIR)" || { echo "usage: make models-zh DATA_DIR=/path/to/data"; exit 2; }
 	$(PY) -m training demo --data-dir "$(DATA_DIR)" --language zh --out runs/models-zh \
-	  --models models --no-serve --vocab-size 10000 --max-steps 4000 --classifier-steps 700 \
+	  --models models --no-serve --vocab-size 10000 --max-steps 4000 --pretrain-minutes 0 --classifier-steps 700 \
 	  --qa-steps 700 $(DEMO_ARGS)
 
 bench: setup ## pretraining throughput against the transformers run_mlm recipe

@@ -91,6 +91,36 @@ def test_chinese_recipe_and_its_usage_errors(tmp_path: Path, data_dir: Path) -> 
     assert r.returncode == 2 and "--language zh needs --data-dir" in r.stderr
 
 
+def test_demo_budgets_pretraining_by_time_and_groups_fine_tuning_by_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commands the demo runs: pretraining stops at the wall-time budget or the steps,
+    whichever ends first (--pretrain-minutes 0: steps only), fine-tuning batches by length."""
+    from training import demo
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(demo, "command", lambda argv, check=True: ran.append(argv) or 0)
+    monkeypatch.setattr(demo, "export", lambda *a, **k: None)
+    for minutes, expected in ((None, ["--max-minutes", "9.5"]), (0.0, [])):
+        ran.clear()
+        conf = demo.DemoConfig(out=str(tmp_path / "work"), models=str(tmp_path / "m"))
+        conf.limit_modules = 8
+        if minutes is not None:
+            conf.pretrain_minutes = minutes
+        demo.build(conf)
+        by_command = {argv[0]: argv for argv in ran}
+        pretrain = by_command["pretrain"]
+        given = (
+            pretrain[pretrain.index("--max-minutes") :][:2] if "--max-minutes" in pretrain else []
+        )
+        assert given == expected
+        tuned = [argv for argv in ran if argv[0] == "finetune"]
+        assert len(tuned) == 2 and all("--group-by-length" in argv for argv in tuned)
+    argv = [sys.executable, "-m", "training", "demo", "--pretrain-minutes", "-1", "--no-serve"]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--pretrain-minutes cannot be negative" in r.stderr
+
+
 def chinese_slice(data_dir: Path, out: Path) -> Path:
     """The head of every Chinese data file, in the shared layout (the real data, less of it)."""
     src, dst = data_dir / "chinese", out / "chinese"
