@@ -8,7 +8,9 @@ graph (TorchScript export + onnxruntime's BERT fusions) and, from it, int8 graph
 * ``dynamic, sensitive fp32``: the same with the nodes a sensitivity pass ranks worst kept in
   fp32 (each node quantised alone; mean |logit difference| against fp32 on calibration inputs);
 * ``per-token``: an activation scale per token at run time (the bundle's int8 now), and the
-  same with the sensitive nodes in fp32 too;
+  same with the sensitive nodes in fp32 too, or smoothed first (SmoothQuant: per-channel
+  factors from the calibration inputs move activation outliers into the weights; several
+  migration strengths ``alpha``);
 * ``static, percentile`` / ``static, entropy``: onnxruntime's ``quantize_static`` (QDQ),
   activation scales fixed from calibration inputs of the *training* file;
 
@@ -59,6 +61,7 @@ TASKS = {  # flag -> (task, evaluation file, calibration file), under BERT_DATA_
 }
 CALIBRATION_EXAMPLES = 256
 SENSITIVE_NODES = 4  # kept in fp32 by the sensitivity row
+SMOOTH_ALPHAS = (0.3, 0.5, 0.8)  # SmoothQuant's migration strength: 0 = none, 1 = all to weights
 
 
 def article_split(squad: Path, work: Path) -> tuple[Path, Path]:
@@ -162,8 +165,12 @@ def run_task(
         int(plan.ckpt.config["hidden_size"]),
     )
     feeds = calibration_feeds(conf, plan, calib_file)
-    print(f"{flag}: {len(examples)} parity examples from {name}; sensitivity pass...", flush=True)
-    worst = sensitive_nodes(fp32, feeds, work)
+    wanted = {m.strip() for m in args.methods.split(";")} if args.methods else None
+    worst: list[str] = []
+    print(f"{flag}: {len(examples)} parity examples from {name}", flush=True)
+    if wanted is None or any("sensitive" in m for m in wanted):
+        print("sensitivity pass...", flush=True)
+        worst = sensitive_nodes(fp32, feeds, work)
     methods: dict[str, dict[str, Any]] = {
         "fp32": {},
         "dynamic": {"method": "dynamic"},
@@ -173,6 +180,20 @@ def run_task(
             "method": "per-token",
             "exclude": [*head_nodes(onnx.load(str(fp32))), *worst],
         },
+        **{
+            f"per-token, smoothed (alpha {a})": {
+                "method": "per-token",
+                "calibration": feeds,
+                "smooth_alpha": a,
+            }
+            for a in SMOOTH_ALPHAS
+        },
+        f"per-token, smoothed (alpha 0.5), {SENSITIVE_NODES} sensitive nodes fp32": {
+            "method": "per-token",
+            "calibration": feeds,
+            "smooth_alpha": 0.5,
+            "exclude": [*head_nodes(onnx.load(str(fp32))), *worst],
+        },
         "static, percentile": {"method": "static", "calibration": feeds},
         "static, entropy": {
             "method": "static",
@@ -180,8 +201,7 @@ def run_task(
             "calibrate_method": "entropy",
         },
     }
-    if args.methods:
-        wanted = {m.strip() for m in args.methods.split(";")}
+    if wanted is not None:
         methods = {k: v for k, v in methods.items() if k == "fp32" or k in wanted}
     rows: list[dict[str, Any]] = []
     for label, kw in methods.items():

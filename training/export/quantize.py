@@ -5,7 +5,10 @@
   ONNX ops and onnxruntime's ``MatMulIntegerToFloat``. A row's answer depends on nothing but the
   row: the same logits whatever else is in its batch and however much padding it has, and finer
   scales than one per tensor. The fused ``Attention`` keeps its query/key/value projection in
-  fp32 (its kernel takes one input scale per tensor).
+  fp32 (its kernel takes one input scale per tensor). With ``smooth_alpha`` and calibration
+  inputs, SmoothQuant's per-channel factors first move the outlier channels of each product's
+  input into its weights (``x / c @ (c * w)``: an elementwise ``Mul`` before the product); a
+  method ``benchmarks/int8_methods.py`` measures, not the default (README: int8 methods).
 * ``dynamic``: onnxruntime's ``quantize_dynamic`` (``MatMul`` and ``Attention``): activations
   get one scale per tensor at run time, from the whole padded batch, so a row's logits move
   with its batch-mates (measured: up to 0.36 on a MiniLM SST-2 classifier).
@@ -90,6 +93,7 @@ def quantize_int8(
     exclude: Sequence[str] | None = None,
     calibration: Iterable[dict[str, np.ndarray]] | None = None,
     calibrate_method: Calibration = "percentile",
+    smooth_alpha: float = 0.0,
 ) -> dict[str, Any]:
     """Write the int8 graph of ``fp32`` to ``out``; returns the manifest's account of it.
 
@@ -102,7 +106,12 @@ def quantize_int8(
     model = _untie_initializers(onnx.load(str(fp32)))
     if method == "per-token":
         skip = head_nodes(model) if exclude is None else list(exclude)
-        count = per_token(model, wtype, skip, reduce_range)
+        smooth = None
+        if smooth_alpha:
+            if calibration is None:
+                raise ValueError("smoothing needs calibration inputs")
+            smooth = smoothing_factors(model, fp32, calibration, smooth_alpha, skip)
+        count = per_token(model, wtype, skip, reduce_range, smooth)
         onnx.save(model, str(out))
         return {
             "method": method,
@@ -112,6 +121,7 @@ def quantize_int8(
             "reduce_range": reduce_range,
             "nodes": count,
             "excluded": len(skip),
+            **({"smooth_alpha": smooth_alpha} if smooth_alpha else {}),
         }
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -185,7 +195,11 @@ class _Reader:
 
 
 def per_token(
-    model: Any, weight_type: str, exclude: Sequence[str] = (), reduce_range: bool = False
+    model: Any,
+    weight_type: str,
+    exclude: Sequence[str] = (),
+    reduce_range: bool = False,
+    smooth: dict[str, np.ndarray] | None = None,
 ) -> int:
     """Rewrite, in place, every ``MatMul`` of an activation by a 2-D weight (except ``exclude``)
     as per-token int8; returns how many were rewritten.
@@ -220,9 +234,17 @@ def per_token(
             continue
         count += 1
         p = f"pt{count}"
-        qw, scale, zero = _quantize_columns(
-            numpy_helper.to_array(weights[w]), weight_type, reduce_range
-        )
+        wf = numpy_helper.to_array(weights[w])
+        x, y = node.input[0], node.output[0]
+        factors = (smooth or {}).get(node.name)
+        if factors is not None:  # x / c @ (c * w): the activation's outlier channels tamed
+            wf = wf * factors[:, None]
+            graph.initializer.append(
+                numpy_helper.from_array((1.0 / factors).astype(np.float32), f"{p}/inv_c")
+            )
+            nodes.append(helper.make_node("Mul", [x, f"{p}/inv_c"], [f"{p}/xc"]))
+            x = f"{p}/xc"
+        qw, scale, zero = _quantize_columns(wf, weight_type, reduce_range)
         graph.initializer.extend(
             [
                 numpy_helper.from_array(qw, f"{p}/w"),
@@ -230,7 +252,6 @@ def per_token(
                 numpy_helper.from_array(zero, f"{p}/w_zero"),
             ]
         )
-        x, y = node.input[0], node.output[0]
         reduce = (
             helper.make_node("ReduceMax", [f"{p}/abs", "pt/last"], [f"{p}/max"], keepdims=1)
             if opset >= 18
@@ -267,6 +288,48 @@ def per_token(
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return count
+
+
+def smoothing_factors(
+    model: Any,
+    fp32: Path,
+    calibration: Iterable[dict[str, np.ndarray]],
+    alpha: float,
+    exclude: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """SmoothQuant's per-channel factors (Xiao et al. 2023) for every product ``per_token``
+    rewrites: ``c_j = max|x_j|^alpha / max|w_j|^(1 - alpha)`` over the calibration inputs'
+    real tokens, so that ``x / c`` and ``c * w`` share the outliers of ``x``'s channels."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer if len(t.dims) == 2}
+    skip = set(exclude)
+    products = {
+        n.name: (n.input[0], n.input[1])
+        for n in model.graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights and n.name not in skip
+    }
+    probe = onnx.load(str(fp32))
+    inputs = sorted({x for x, _ in products.values()})
+    probe.graph.output.extend(onnx.ValueInfoProto(name=x) for x in inputs)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    top: dict[str, np.ndarray] = {}
+    for feed in calibration:
+        mask = feed.get("attention_mask")
+        for x, value in zip(inputs, session.run(inputs, feed), strict=True):
+            if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape:
+                value = value[mask.astype(bool)]  # real tokens only
+            v = np.abs(value)
+            m = v.reshape(-1, v.shape[-1]).max(axis=0)
+            top[x] = np.maximum(top[x], m) if x in top else m
+    factors = {}
+    for name, (x, w) in products.items():
+        wmax = np.abs(numpy_helper.to_array(weights[w])).max(axis=1)
+        c = np.power(np.maximum(top[x], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
+        factors[name] = np.clip(c, 1e-5, 1e5).astype(np.float32)
+    return factors
 
 
 def _quantize_columns(
