@@ -226,14 +226,18 @@ def batch_stream(
     ``group_by_length`` the epoch's order is :func:`length_grouped`.
     """
     per_epoch = batches_per_epoch(len(feats), batch_size, rt.world)
-    lengths = np.fromiter((len(ids) for ids in feats.column("input_ids")), np.int64, len(feats))
+    lengths = (
+        np.fromiter((len(ids) for ids in feats.column("input_ids")), np.int64, len(feats))
+        if group_by_length
+        else None
+    )
 
     def stream(state: dict | None) -> Iterator[tuple[dict, dict[str, Any]]]:
         epoch, start = (state or {}).get("epoch", 0), (state or {}).get("next", 0)
         while True:
             rng = np.random.default_rng([seed, epoch])
             order = rng.permutation(len(feats))
-            if group_by_length:
+            if lengths is not None:
                 order = length_grouped(order, lengths, batch_size * rt.world, per_epoch, rng)
             for m in range(start, per_epoch):
                 first = (m * rt.world + rt.rank) * batch_size
