@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -281,6 +282,65 @@ def test_clear_errors(
         assert code != 0, message
         assert message in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_continued_pretraining_starts_from_a_checkpoint(
+    tmp_path: Path,
+    small_tokenizer: Path,
+    embedded_corpus: Path,
+    finished_run: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--init-from continues a checkpoint: its architecture, weights and tokenizer, at another
+    sequence length; a headless BertModel (as sentence encoders ship) gets fresh heads."""
+    finished = BertForPreTraining.from_pretrained(finished_run)
+    src = tmp_path / "encoder"
+    finished.bert.save_pretrained(src)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        (src / name).write_bytes((finished_run / name).read_bytes())
+
+    def argv(out: Path, *extra: str) -> list[str]:
+        return [
+            "pretrain", "--corpus", str(embedded_corpus), "--out", str(out),
+            "--max-seq-len", "96", "--batch-size", "8", "--max-steps", "3", "--lr", "1e-4",
+            "--save-every", "3", "--eval-every", "3", "--eval-batches", "1",
+            "--holdout-fraction", "0.1", "--no-progress", "--precision", "fp32",
+            "--threads", "1", *extra,
+        ]  # fmt: skip
+
+    out = tmp_path / "continued"
+    with caplog.at_level(logging.INFO, logger="training.pretrain"):
+        assert main(argv(out, "--init-from", str(src))) == 0
+    assert "cls.seq_relationship" in caplog.text and "start afresh" in caplog.text
+    model = AutoModelForPreTraining.from_pretrained(out)
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (2, 32)
+    # the encoder went on from the checkpoint: 3 Adam steps at lr <= 1e-4 move no weight by more
+    # than ~3e-4 (a fresh start would be ~0.02 away), and they did move it
+    moved = [
+        (model.bert.state_dict()[name] - w).abs().max().item()
+        for name, w in finished.bert.state_dict().items()
+    ]
+    assert max(moved) < 1e-3 and max(moved) > 0
+    assert model.cls.seq_relationship.weight.shape == (2, 32)
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["init_from"] == run_config["tokenizer"] == str(src)
+    assert (out / "vocab.txt").read_bytes() == (src / "vocab.txt").read_bytes()
+    assert json.loads((out / "eval_report.json").read_text())["step"] == 3
+
+    capsys.readouterr()
+    cases = [
+        (argv(tmp_path / "a", "--init-from", str(tmp_path / "nowhere")),
+         "is not a Hugging Face checkpoint folder"),
+        (argv(tmp_path / "b", "--init-from", str(src), "--hidden-size", "64"),
+         "--hidden-size: the architecture comes from --init-from"),
+        (argv(tmp_path / "c", "--init-from", str(src), "--max-seq-len", "1024"),
+         "--max-seq-len 1024 exceeds the model's 512 positions"),
+    ]  # fmt: skip
+    for args_, message in cases:
+        assert main(args_) != 0, message
+        err = capsys.readouterr().err
+        assert message in err, err
 
 
 def test_config_file_sets_options(

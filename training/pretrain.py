@@ -17,12 +17,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import BertConfig, BertForPreTraining
+from transformers.utils import logging as hf_logging
 
 from training import checkpoints, engine
 from training import config as cfg
@@ -58,7 +59,18 @@ RESUME_MAY_CHANGE = checkpoints.LOOP_MAY_CHANGE | {"data_cache", "eval_batches",
 
 @dataclass
 class PretrainConfig(engine.LoopConfig, CorpusConfig):
-    tokenizer: str = cfg.field("", help="tokenizer folder from `python -m training tokenizer`")
+    tokenizer: str = cfg.field(
+        "",
+        help="tokenizer folder from `python -m training tokenizer` (default with --init-from: "
+        "the checkpoint's own)",
+    )
+    init_from: str | None = cfg.field(
+        None,
+        help="continue pretraining a Hugging Face BERT checkpoint folder (ours, or any local "
+        "one: adapting it to your text, or a second phase at a longer --max-seq-len) instead "
+        "of starting from random weights; its architecture is kept (size and start options "
+        "do not apply) and heads it lacks (a BertModel's) start afresh",
+    )
     preset: str = cfg.field("mini", help=f"model size: {', '.join(PRESETS)} or custom")
     num_layers: int | None = cfg.field(None, help="override the preset's layer count")
     hidden_size: int | None = cfg.field(None, help="override the preset's hidden size")
@@ -191,9 +203,59 @@ def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertCon
     return mc
 
 
+def _continued_model(conf: PretrainConfig, vocab_size: int) -> BertForPreTraining:
+    """The --init-from checkpoint as a BertForPreTraining, dropout as this run asks."""
+    src = Path(conf.init_from or "")
+    mc = BertConfig.from_pretrained(str(src))
+    if mc.model_type != "bert":
+        raise UsageError(f"--init-from {src} is a {mc.model_type!r} model, not a BERT one")
+    if mc.vocab_size != vocab_size:
+        raise UsageError(
+            f"--init-from {src} has vocab_size {mc.vocab_size} but the tokenizer has "
+            f"{vocab_size} tokens: pass the checkpoint's own tokenizer"
+        )
+    if conf.max_seq_len > mc.max_position_embeddings:
+        raise UsageError(
+            f"--max-seq-len {conf.max_seq_len} exceeds the model's {mc.max_position_embeddings} "
+            "positions"
+        )
+    mc.hidden_dropout_prob = mc.attention_probs_dropout_prob = conf.dropout
+    mc.architectures = ["BertForPreTraining"]
+    # transformers reports a headless encoder as a "corrupted" checkpoint: say what happens instead
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        loaded = BertForPreTraining.from_pretrained(
+            str(src), config=mc, dtype=torch.float32, output_loading_info=True
+        )
+        model, info = cast(tuple[BertForPreTraining, dict[str, Any]], loaded)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
+    if fresh:
+        log.info("--init-from %s: %s start afresh (not in the checkpoint)", src, ", ".join(fresh))
+    return model
+
+
 def _validate(conf: PretrainConfig) -> None:
     if not conf.out:
         raise UsageError("--out is required")
+    if conf.init_from:
+        if not (Path(conf.init_from) / "config.json").is_file():
+            raise UsageError(
+                f"--init-from {conf.init_from} is not a Hugging Face checkpoint folder "
+                "(no config.json)"
+            )
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("model_config", "num_layers", "hidden_size", "num_heads",
+                         "intermediate_size")
+            if getattr(conf, name) is not None
+        ]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: the architecture comes from --init-from {conf.init_from}"
+            )
     if not conf.tokenizer:
         raise UsageError(
             "--tokenizer DIR is required (build one with `python -m training tokenizer`)"
@@ -380,6 +442,8 @@ def _batches(train: PretrainingDataset, conf: PretrainConfig, rt: engine.Runtime
 
 
 def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
+    if conf.init_from and not conf.tokenizer:
+        conf = dataclasses.replace(conf, tokenizer=conf.init_from)
     _validate(conf)
     out = Path(conf.out)
     rt = engine.setup_runtime(conf.precision, conf.threads)
@@ -465,14 +529,18 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
 
     # --- model
     engine.seed_everything(conf.seed, rt.rank)
-    model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
-    model = BertForPreTraining(model_config)
-    if conf.position_init == "sinusoidal":
-        sinusoidal_positions_(model.bert.embeddings.position_embeddings, conf.init_range)
-    if conf.attention_init == "mimetic":
-        mimetic_attention_(model)
-    elif conf.attention_init == "neighbour":
-        neighbour_heads_(model, length=conf.max_seq_len)
+    if conf.init_from:
+        model = _continued_model(conf, tokenizer.get_vocab_size())
+        model_config = model.config
+    else:
+        model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
+        model = BertForPreTraining(model_config)
+        if conf.position_init == "sinusoidal":
+            sinusoidal_positions_(model.bert.embeddings.position_embeddings, conf.init_range)
+        if conf.attention_init == "mimetic":
+            mimetic_attention_(model)
+        elif conf.attention_init == "neighbour":
+            neighbour_heads_(model, length=conf.max_seq_len)
     objective = PretrainingObjective(model, nsp=conf.nsp)
     if rt.is_main:
         log.info(
