@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 from training.cli import main
-from training.tokenizer import SPECIAL_TOKENS, build, read_vocab_file, save
+from training.tokenizer import SPECIAL_TOKENS, build, load, read_vocab_file, save
 
 TINY_VOCAB = [
     "[PAD]",
@@ -163,3 +164,18 @@ def test_save_roundtrip(tmp_path: Path) -> None:
     vocab = {t: i for i, t in enumerate(TINY_VOCAB)}
     save(vocab, tmp_path, cased=False)
     assert read_vocab_file(tmp_path / "vocab.txt") == vocab
+
+
+def test_load_gives_raw_ids_whatever_the_file_says(tmp_path: Path) -> None:
+    """A tokenizer.json saved with fixed padding and truncation (as sentence-transformers
+    checkpoints ship) still gives the text's own ids: pretraining data must not be padded or cut."""
+    plain = Tokenizer.from_str(tiny().backend_tokenizer.to_str())
+    saved = Tokenizer.from_str(plain.to_str())
+    saved.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    saved.enable_truncation(max_length=4)
+    saved.save(str(tmp_path / "tokenizer.json"))
+    text = "unwanted running , unwanted running ."
+    assert len(saved.encode(text, add_special_tokens=False).ids) == 16  # as saved: padded
+    ids = load(tmp_path).encode(text, add_special_tokens=False).ids
+    assert ids == plain.encode(text, add_special_tokens=False).ids
+    assert len(ids) == 12 and 0 not in ids

@@ -137,7 +137,11 @@ def save(vocab: dict[str, int], out: str | Path, *, cased: bool, max_length: int
 
 
 def load(path: str | Path) -> Tokenizer:
-    """The ``tokenizers`` object of a saved folder (or a tokenizer.json file)."""
+    """The ``tokenizers`` object of a saved folder (or a tokenizer.json file), giving raw ids.
+
+    Padding and truncation saved in the file are switched off: checkpoints from elsewhere carry
+    them (sentence-transformers' pad every text to a fixed 128 and cut it there), which would
+    fill a pretraining corpus with ``[PAD]`` and silently cut its paragraphs."""
     p = Path(path)
     file = p / "tokenizer.json" if p.is_dir() else p
     if not file.is_file():
@@ -145,7 +149,10 @@ def load(path: str | Path) -> Tokenizer:
             f"{p} is not a tokenizer folder (no tokenizer.json); build one with "
             "`python -m training tokenizer`"
         )
-    return Tokenizer.from_file(str(file))
+    tok = Tokenizer.from_file(str(file))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 def _texts(corpus: CorpusConfig, max_docs: int | None, stats: CorpusStats) -> Iterator[str]:
