@@ -170,7 +170,11 @@ class PretrainingObjective(nn.Module):
 
 
 def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertConfig:
-    if conf.model_config:
+    """The architecture: --init-from's, --model-config's, or the preset's with its overrides.
+    Read before the corpus is tokenized, so a bad one fails at once."""
+    if conf.init_from:
+        mc = _continued_config(Path(conf.init_from), conf, vocab_size)
+    elif conf.model_config:
         path = Path(conf.model_config)
         if not path.is_file():
             raise UsageError(f"--model-config {path} does not exist")
@@ -203,9 +207,8 @@ def _model_config(conf: PretrainConfig, vocab_size: int, pad_id: int) -> BertCon
     return mc
 
 
-def _continued_model(conf: PretrainConfig, vocab_size: int) -> BertForPreTraining:
-    """The --init-from checkpoint as a BertForPreTraining, dropout as this run asks."""
-    src = Path(conf.init_from or "")
+def _continued_config(src: Path, conf: PretrainConfig, vocab_size: int) -> BertConfig:
+    """The --init-from checkpoint's config, dropout as this run asks."""
     mc = BertConfig.from_pretrained(str(src))
     if mc.model_type != "bert":
         raise UsageError(f"--init-from {src} is a {mc.model_type!r} model, not a BERT one")
@@ -214,13 +217,13 @@ def _continued_model(conf: PretrainConfig, vocab_size: int) -> BertForPreTrainin
             f"--init-from {src} has vocab_size {mc.vocab_size} but the tokenizer has "
             f"{vocab_size} tokens: pass the checkpoint's own tokenizer"
         )
-    if conf.max_seq_len > mc.max_position_embeddings:
-        raise UsageError(
-            f"--max-seq-len {conf.max_seq_len} exceeds the model's {mc.max_position_embeddings} "
-            "positions"
-        )
     mc.hidden_dropout_prob = mc.attention_probs_dropout_prob = conf.dropout
     mc.architectures = ["BertForPreTraining"]
+    return mc
+
+
+def _continued_model(src: Path, mc: BertConfig) -> BertForPreTraining:
+    """The --init-from checkpoint as a BertForPreTraining with config ``mc``."""
     # transformers reports a headless encoder as a "corrupted" checkpoint: say what happens instead
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -460,6 +463,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     missing = [t for t, i in ids.items() if i is None]
     if missing:
         raise DataError(f"tokenizer {tok_dir} lacks special token(s) {', '.join(missing)}")
+    model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
 
     # --- data: tokenized once, cached, opened memory-mapped
     cache = Path(conf.data_cache) if conf.data_cache else out / "data"
@@ -530,10 +534,8 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     # --- model
     engine.seed_everything(conf.seed, rt.rank)
     if conf.init_from:
-        model = _continued_model(conf, tokenizer.get_vocab_size())
-        model_config = model.config
+        model = _continued_model(Path(conf.init_from), model_config)
     else:
-        model_config = _model_config(conf, tokenizer.get_vocab_size(), ids["[PAD]"] or 0)
         model = BertForPreTraining(model_config)
         if conf.position_init == "sinusoidal":
             sinusoidal_positions_(model.bert.embeddings.position_embeddings, conf.init_range)
