@@ -312,7 +312,7 @@ def test_continued_pretraining_starts_from_a_checkpoint(
         ]  # fmt: skip
 
     out = tmp_path / "continued"
-    with caplog.at_level(logging.INFO, logger="training.pretrain"):
+    with caplog.at_level(logging.INFO, logger="training"):
         assert main(argv(out, "--init-from", str(src))) == 0
     assert "cls.seq_relationship" in caplog.text and "start afresh" in caplog.text
     model = AutoModelForPreTraining.from_pretrained(out)

@@ -17,13 +17,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import BertConfig, BertForPreTraining
-from transformers.utils import logging as hf_logging
 
 from training import checkpoints, engine
 from training import config as cfg
@@ -49,6 +48,7 @@ from training.pretraining_data import (
     open_store,
     store_key,
 )
+from training.task_model import load_head_model
 from training.tokenizer import load as load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -220,24 +220,6 @@ def _continued_config(src: Path, conf: PretrainConfig, vocab_size: int) -> BertC
     mc.hidden_dropout_prob = mc.attention_probs_dropout_prob = conf.dropout
     mc.architectures = ["BertForPreTraining"]
     return mc
-
-
-def _continued_model(src: Path, mc: BertConfig) -> BertForPreTraining:
-    """The --init-from checkpoint as a BertForPreTraining with config ``mc``."""
-    # transformers reports a headless encoder as a "corrupted" checkpoint: say what happens instead
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        loaded = BertForPreTraining.from_pretrained(
-            str(src), config=mc, dtype=torch.float32, output_loading_info=True
-        )
-        model, info = cast(tuple[BertForPreTraining, dict[str, Any]], loaded)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    fresh = sorted({k.rsplit(".", 1)[0] for k in info["missing_keys"]})
-    if fresh:
-        log.info("--init-from %s: %s start afresh (not in the checkpoint)", src, ", ".join(fresh))
-    return model
 
 
 def _validate(conf: PretrainConfig) -> None:
@@ -534,7 +516,15 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
     # --- model
     engine.seed_everything(conf.seed, rt.rank)
     if conf.init_from:
-        model = _continued_model(Path(conf.init_from), model_config)
+        model = load_head_model(
+            BertForPreTraining,
+            conf.init_from,
+            {"config": model_config, "dtype": torch.float32},
+            fresh_head=True,
+            task_name="pretraining",
+            config_attributes={},
+            flag="--init-from",
+        )
     else:
         model = BertForPreTraining(model_config)
         if conf.position_init == "sinusoidal":

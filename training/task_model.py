@@ -158,13 +158,15 @@ def load_head_model(
     fresh_head: bool,
     task_name: str,
     config_attributes: Mapping[str, Any],
+    flag: str = "--model",
 ) -> Any:
     """``model_class.from_pretrained(path, **kwargs)``: an encoder with a task head.
 
-    ``fresh_head``: fine-tuning; only the encoder must come from the checkpoint (the head, and
-    the pooler of checkpoints without one, start from the seeded initialisation). Otherwise
-    (evaluation) every weight must come from it. ``config_attributes`` are set on the model's
-    config (``config.json`` records them).
+    ``fresh_head``: fine-tuning (or continued pretraining); only the encoder must come from the
+    checkpoint (the head, and the pooler of checkpoints without one, start from the seeded
+    initialisation). Otherwise (evaluation) every weight must come from it.
+    ``config_attributes`` are set on the model's config (``config.json`` records them).
+    ``flag`` names the option that gave ``path`` in error messages.
     """
     from transformers.utils import logging as hf_logging
 
@@ -176,7 +178,7 @@ def load_head_model(
             path, output_loading_info=True, ignore_mismatched_sizes=fresh_head, **kwargs
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"--model {path} cannot be loaded: {first_line(exc)}") from exc
+        raise UsageError(f"{flag} {path} cannot be loaded: {first_line(exc)}") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     # Attributes from_pretrained does not take but config.json must record (a summarisation
@@ -188,17 +190,19 @@ def load_head_model(
     encoder = [k for k in missing if k.startswith(prefix) and ".pooler." not in k]
     if encoder:
         raise UsageError(
-            f"--model {path} lacks encoder weights ({', '.join(encoder[:3])}, ...): "
+            f"{flag} {path} lacks encoder weights ({', '.join(encoder[:3])}, ...): "
             "is it a BERT checkpoint?"
         )
     if fresh_head:
         fresh = missing + sorted(
             k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]
         )
-        log.info("loaded %s from %s; new weights: %s", type(model).__name__, path, fresh)
+        log.info(
+            "loaded %s from %s; new weights (start afresh): %s", type(model).__name__, path, fresh
+        )
     elif missing:
         raise UsageError(
-            f"--model {path} has no trained {task_name} head ({', '.join(missing[:3])} "
+            f"{flag} {path} has no trained {task_name} head ({', '.join(missing[:3])} "
             "missing): fine-tune it first"
         )
     return model
