@@ -149,11 +149,11 @@ def run_task(
         max_steps=args.max_examples, seed=0, overwrite=True,
     )  # fmt: skip
     plan = make_plan(conf)
-    examples, scorer, name = parity_examples(conf, plan)
+    examples, decoding, name = parity_examples(conf, plan)
     wrapper = graph_module(
         load_model(plan.ckpt), task, conf.fill_mask_output, conf.top_k, plan.mask_id
     )
-    held_out = held_out_slice(conf, plan, wrapper, examples, scorer, name)
+    held_out = held_out_slice(conf, plan, wrapper, examples, decoding, name)
     raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
     export_graph(
         wrapper, raw, conf.opset, plan.outputs, int(plan.ckpt.config["vocab_size"]), plan.mask_id

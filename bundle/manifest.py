@@ -183,7 +183,8 @@ class ParityReport(_Strict):
 
     ``max_abs_diff`` compares the main output (logits; probabilities at the top-k ids for
     fill-mask top-k) over real tokens only. ``agreement`` is the share of examples (tokens, for
-    token-classification; masks for fill-mask) whose top label equals PyTorch's.
+    token-classification; masks for fill-mask) whose top label equals PyTorch's; for qa scored
+    on an evaluation file, the share of questions whose decoded answer (the served one) does.
     ``metric``/``reference_metric`` are the task metric of this variant and of PyTorch, in percent,
     against gold labels where the data had them; ``metric_gap`` is their difference on the same
     examples (reference minus variant, points). ``*_ci``: 95 % intervals (agreement: Wilson over

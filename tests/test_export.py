@@ -34,6 +34,8 @@ from training.export import (
     eval_examples,
     make_plan,
 )
+from training.export.parity import Slice, parity
+from training.export.parity_data import split_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -299,19 +301,77 @@ def test_eval_squad_v2_is_scored_with_official_f1(ckpts: dict[str, Path], tmp_pa
         for i, (q, t, s) in qas.items()
     ]
     data.write_text(json.dumps({"version": "v2.0", "data": records}))
-    examples, scorer = eval_examples(data, plan, 8, 0)
-    assert len(examples) == 2 and scorer is not None
+    examples, decoding = eval_examples(data, plan, 8, 0)
+    assert len(examples) == 2 and decoding is not None
     assert examples[0].ids == plan.tokenizer.encode("who ran", context).ids
     # Logits that point at [CLS] answer "no answer": right for b only, F1 50 over the two.
     null = [np.zeros((2, len(e.ids)), np.float32) for e in examples]
     for v in null:
         v[:, 0] = 10.0
-    per_question = scorer([Pred(v, v.argmax(-1)) for v in null])
+    per_question = decoding.score([Pred(v, v.argmax(-1)) for v in null])
     assert per_question is not None and per_question.tolist() == [[0.0, 1.0], [1.0, 1.0]]
     out = tmp_path / "b"
     assert export("--checkpoint", ckpts["qa"], "--out", out, "--eval", data, *RELAXED) == 0
     parity = B.load_bundle(out).manifest.variants["int8"].parity
     assert parity.metric_name == "squad_f1" and parity.examples == 2
+
+
+def test_qa_agreement_is_on_the_answers_served(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    """A variant whose window argmax moves onto a question token (never an answer) agrees; one
+    whose answer moves within the context does not: agreement is per question, decoded."""
+    plan = _plan(ckpts["qa"], tmp_path)
+    data = tmp_path / "dev.json"
+    context = "john ran to paris and mary ran to london"
+    qas = [("who ran", "john"), ("where", "paris")]
+    records = [
+        {"id": str(i), "question": q, "context": context,
+         "answers": {"text": [a], "answer_start": [context.index(a)]}}
+        for i, (q, a) in enumerate(qas)
+    ]  # fmt: skip
+    data.write_text(json.dumps({"data": records}))
+    examples, decoding = eval_examples(data, plan, 8, 0)
+    assert decoding is not None and len(examples) == 2
+    encodings = [plan.tokenizer.encode(q, context) for q, _ in qas]
+
+    def at(i: int, char: int) -> int:  # the context token starting at ``char``
+        e = encodings[i]
+        return next(k for k, o in enumerate(e.offsets) if e.sequence_ids[k] == 1 and o[0] == char)
+
+    def logits(ids: list[int], moved: dict[int, int]) -> np.ndarray:
+        i = next(k for k, e in enumerate(encodings) if e.ids == ids)
+        v = np.zeros((2, len(ids)), np.float32)
+        v[:, at(i, context.index(qas[i][1]))] = 4.0  # start = end: a one-word answer
+        if i in moved:
+            v[:, moved[i]] = 5.0
+        return v
+
+    reference = [Pred(v, v.argmax(-1)) for v in (logits(e.ids, {}) for e in examples)]
+    pad = plan.tspec.special_token_ids["pad"]
+
+    def runner(moved: dict[int, int]) -> Any:
+        def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            out = np.full((2, *feed["input_ids"].shape), -9.0, np.float32)
+            for r, row in enumerate(feed["input_ids"].tolist()):
+                ids = [t for t in row if t != pad]
+                out[:, r, : len(ids)] = logits(ids, moved)
+            return [out[0], out[1]]
+
+        return run
+
+    answers = decoding.answers(reference)
+    held_out = Slice(
+        "qa", examples, reference, decoding.metric(answers), decoding.score,
+        lambda outs, batch: split_outputs("qa", outs, batch), pad, 32, "dev.json",
+        decoding, answers,
+    )  # fmt: skip
+    conf = ExportConfig(checkpoint=str(ckpts["qa"]), out=str(tmp_path / "unused"))
+    cpu = "CPUExecutionProvider"
+    same = parity("int8", runner({0: 1, 1: 1}), cpu, held_out, conf)  # 1: the question's first
+    moved = parity("int8", runner({1: at(1, context.index("london"))}), cpu, held_out, conf)
+    assert answers == ["john", "paris"]
+    assert same.agreement == 1.0 and same.metric_gap == 0.0  # every argmax moved, no answer
+    assert same.batch_agreement == 1.0
+    assert moved.agreement == 0.5 and moved.metric_gap == pytest.approx(50.0)
 
 
 @pytest.mark.parametrize("names", ["missing", "default"])

@@ -48,6 +48,7 @@ from training.export.parity import (
     torch_runner,
 )
 from training.export.parity_data import (
+    Decoding,
     Example,
     Pred,
     Scorer,
@@ -147,14 +148,14 @@ def served_labels(given: str | None, task: str, labels: list[str]) -> list[str]:
     return names
 
 
-def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scorer | None, str]:
+def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Decoding | None, str]:
     """(parity examples tokenized exactly as the bundle's tokenizer will at serving time, their
-    scorer where not per-example gold, the data's name); read before the model loads, so bad
-    data fails fast."""
+    decoding where they are not compared one by one (qa), the data's name); read before the
+    model loads, so bad data fails fast."""
     task = plan.ckpt.task
-    scorer: Scorer | None = None
+    decoding: Decoding | None = None
     if conf.eval:
-        examples, scorer = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
+        examples, decoding = eval_examples(Path(conf.eval), plan, conf.max_steps, conf.seed)
         data = Path(conf.eval).name
     else:
         examples = generated_examples(
@@ -165,7 +166,7 @@ def parity_examples(conf: ExportConfig, plan: Plan) -> tuple[list[Example], Scor
         examples = mask_examples(examples, plan.tspec, conf.seed)
     if not examples:
         raise DataError(f"no parity examples from {data}")
-    return examples, scorer, data
+    return examples, decoding, data
 
 
 def held_out_slice(
@@ -173,7 +174,7 @@ def held_out_slice(
     plan: Plan,
     wrapper: Any,
     examples: list[Example],
-    scorer: Scorer | None,
+    decoding: Decoding | None,
     data: str,
 ) -> Slice:
     """The parity examples and PyTorch's predictions on them."""
@@ -197,10 +198,17 @@ def held_out_slice(
     wrapper.reference = True
     reference = run_batches(torch_runner(wrapper), examples, conf.batch_size, pad_id, split)
     wrapper.reference = False
-    score: Scorer = scorer or by_gold
+    score: Scorer = by_gold
+    answers = None
+    if decoding is None:
+        units = by_gold(reference)
+    else:
+        answers = decoding.answers(reference)
+        units, score = decoding.metric(answers), decoding.score
     return Slice(
-        task, examples, reference, score(reference), score, split, pad_id, conf.batch_size, data
-    )
+        task, examples, reference, units, score, split, pad_id, conf.batch_size, data,
+        decoding, answers,
+    )  # fmt: skip
 
 
 def build_variant(
@@ -290,11 +298,11 @@ def encoder_contents(conf: ExportConfig) -> Contents:
         ",".join(plan.variants),
     )
     started = time.perf_counter()
-    examples, scorer, data = parity_examples(conf, plan)
+    examples, decoding, data = parity_examples(conf, plan)
     wrapper = graph_module(
         load_model(ckpt), ckpt.task, conf.fill_mask_output, conf.top_k, plan.mask_id
     )
-    held_out = held_out_slice(conf, plan, wrapper, examples, scorer, data)
+    held_out = held_out_slice(conf, plan, wrapper, examples, decoding, data)
 
     def graphs(folder: Path) -> dict[bundle_schema.VariantName, VariantSpec]:
         fp32 = folder / "model.fp32.onnx"

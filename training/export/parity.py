@@ -17,7 +17,7 @@ from bundle.manifest import INPUT_NAMES, ParityReport
 from training.errors import TrainingError
 from training.export.checkpoint import SUMMARIZATION, one_line
 from training.export.options import ExportConfig
-from training.export.parity_data import Example, Pred, Scorer, batch_of
+from training.export.parity_data import Decoding, Example, Pred, Scorer, batch_of
 from training.export.stats import Interval, paired_gap, ratio, units, wilson
 
 log = logging.getLogger("training.export")  # one logger name for the whole command
@@ -34,7 +34,8 @@ def abs_diff(ref: Pred, got: Pred) -> np.ndarray:
 def agreement_counts(task: str, ref: Pred, got: Pred) -> tuple[int, int]:
     """(agreeing, compared): per token for token-classification, per mask for fill-mask, per
     sentence (chosen among the top 3 or not) for extractive-summarization, per example
-    otherwise."""
+    otherwise (qa read from an evaluation file: per question, on the decoded answers instead).
+    """
     if task in ("token-classification", "fill-mask", SUMMARIZATION):
         return int((ref.labels == got.labels).sum()), int(ref.labels.size)
     return int(np.array_equal(ref.labels, got.labels)), 1
@@ -81,16 +82,25 @@ class Figures:
     compared: int = 0
     examples: int = 0  # with something compared: the sample size of the agreement's interval
 
-    def add(self, task: str, ref: Pred, got: Pred) -> None:
+    def add(self, task: str, ref: Pred, got: Pred, *, agreement: bool = True) -> None:
+        """One example's differences and (unless ``agreement`` is False: it is counted on
+        decoded outputs by :meth:`add_decoded`) its agreement."""
         d = abs_diff(ref, got)
         if d.size:
             self.max_abs_diff = max(self.max_abs_diff, float(d.max()))
             self.sum_abs_diff += float(d.sum())
             self.n_values += d.size
-        a, c = agreement_counts(task, ref, got)
-        self.agree += a
-        self.compared += c
-        self.examples += c > 0
+        if agreement:
+            a, c = agreement_counts(task, ref, got)
+            self.agree += a
+            self.compared += c
+            self.examples += c > 0
+
+    def add_decoded(self, ref: Sequence[str], got: Sequence[str]) -> None:
+        """Agreement of decoded outputs (qa: a question's answer), one unit each."""
+        self.agree += sum(a == b for a, b in zip(ref, got, strict=True))
+        self.compared += len(ref)
+        self.examples += len(ref)
 
     @property
     def agreement(self) -> float | None:
@@ -163,6 +173,8 @@ class Slice:
     pad_id: int
     batch_size: int
     data: str  # the file name, or "generated"
+    decoding: Decoding | None = None  # qa: windows decode together into one answer a question
+    reference_answers: list[str] | None = None  # PyTorch's, by ``decoding``
 
     @property
     def reference_metric(self) -> float | None:
@@ -268,9 +280,16 @@ def parity(
         runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
     )
     figs = Figures()
+    decoding, answers = held_out.decoding, held_out.reference_answers
     for ref, got in zip(held_out.reference, preds, strict=True):
-        figs.add(task, ref, got)
-    gap = Gap.of(held_out.reference_units, held_out.score(preds))
+        figs.add(task, ref, got, agreement=decoding is None)
+    if decoding is None or answers is None:
+        units = held_out.score(preds)
+    else:
+        decoded = decoding.answers(preds)
+        figs.add_decoded(answers, decoded)
+        units = decoding.metric(decoded)
+    gap = Gap.of(held_out.reference_units, units)
     batch = Figures()  # batched (padded among others) against alone (no padding)
     for i, ex in enumerate(held_out.examples[:BATCH_CHECK_EXAMPLES]):
         alone = batch_of([ex], held_out.pad_id)

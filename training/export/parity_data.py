@@ -37,7 +37,7 @@ class Example:
     ids: list[int]
     type_ids: list[int]
     # Scored one by one (metric_counts): class id (multi-label: multi-hot), tag id per token
-    # (-100 where none), masked ids; None without gold (qa is scored by its Scorer).
+    # (-100 where none), masked ids; None without gold (qa is scored by its Decoding).
     gold: Any = None
 
 
@@ -85,14 +85,14 @@ def _rows(feats: Features) -> Iterator[tuple[list[int], list[int]]]:
 
 def eval_examples(
     path: Path, plan: Plan, n: int | None, seed: int
-) -> tuple[list[Example], Scorer | None]:
+) -> tuple[list[Example], Decoding | None]:
     """Parity examples of an evaluation file, read and tokenized by the fine-tuning task's own
     code (:mod:`training.tasks`: column detection, label checks, IOB1 -> IOB2, SQuAD v1/v2
     windows) with the bundle's tokenizer and max length.
 
     Returns the examples (at most ``n`` sampled rows; for qa ``n`` questions, one example per
-    window) and, for qa, the scorer of a run's predictions on them (official SQuAD F1 after
-    :mod:`bundle.qa`'s span decoding); None where each example's ``gold`` is scored on its own.
+    window) and, for qa, their :class:`Decoding` (answers by :mod:`bundle.qa`'s span decoding,
+    official SQuAD F1); None where each example is compared and scored on its own.
     """
     if not hf_source.is_source(path) and not path.is_file():
         raise UsageError(f"--eval {path} does not exist")
@@ -106,7 +106,7 @@ def eval_examples(
 
 def _eval_examples(
     path: Path, plan: Plan, n: int | None, seed: int
-) -> tuple[list[Example], Scorer | None]:
+) -> tuple[list[Example], Decoding | None]:
     task, length = plan.ckpt.task, plan.tspec.max_length
     if task == "qa":
         assert plan.qa is not None
@@ -156,7 +156,7 @@ def _eval_examples(
 
 def _qa_examples(
     path: Path, hf: Any, length: int, spec: QASpec, n: int | None, seed: int
-) -> tuple[list[Example], Scorer]:
+) -> tuple[list[Example], Decoding]:
     # The windows and answers the server reads with the bundle's defaults (app.tasks).
     query, stride = window_sizes(length, spec.doc_stride, spec.max_query_length)
     conf = qa_task.Config(
@@ -170,19 +170,21 @@ def _qa_examples(
 
     language = qa_task.data_language(questions, conf.language)
 
-    def score(preds: Sequence[Pred]) -> np.ndarray:
-        """Official SQuAD F1 per question (its windows decoded together)."""
+    def answers(preds: Sequence[Pred]) -> list[str]:
+        """The answer to each question, its windows decoded together ("" for none)."""
         logits = ([p.values[0] for p in preds], [p.values[1] for p in preds])  # ragged windows
-        answers = qa_task.postprocess(logits, feats, questions, conf)
+        decoded = qa_task.postprocess(logits, feats, questions, conf)
+        return [decoded[q.id].text if q.id in decoded else "" for q in questions]
+
+    def metric(texts: list[str]) -> np.ndarray:
+        """Official SQuAD F1 per question."""
         f1 = [
-            qa_task.f1_score(
-                answers[q.id].text if q.id in answers else "", qa_task.gold_answers(q), language
-            )
-            for q in questions
+            qa_task.f1_score(text, qa_task.gold_answers(q), language)
+            for text, q in zip(texts, questions, strict=True)
         ]
         return units(f1, [1] * len(f1))
 
-    return [Example(ids, types) for ids, types in _rows(feats)], score
+    return [Example(ids, types) for ids, types in _rows(feats)], Decoding(answers, metric)
 
 
 def generated_examples(
@@ -264,6 +266,19 @@ class Pred:
 # The predictions of a run on the whole slice -> the task metric's (sum, count) per example
 # (stats.units; None: no gold).
 Scorer = Callable[[Sequence[Pred]], np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a task whose examples decode together is compared and scored (qa: a question's
+    windows into one answer, as the server answers it). Agreement compares these outputs, what a
+    user gets, not each window's argmax; the metric is read from them."""
+
+    answers: Callable[[Sequence[Pred]], list[str]]  # the decoded output per unit (question)
+    metric: Callable[[list[str]], np.ndarray]  # the task metric's (sum, count) per unit
+
+    def score(self, preds: Sequence[Pred]) -> np.ndarray:
+        return self.metric(self.answers(preds))
 
 
 def split_outputs(
