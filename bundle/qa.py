@@ -94,6 +94,15 @@ class QAPrediction:
         return "" if best is None else best.text
 
     @property
+    def margin(self) -> float:
+        """How far the best span's score (start + end logit) is ahead of the best span with other
+        text (+inf without one): the answers a slightly different model, e.g. its int8 variant,
+        may change are those with small margins."""
+        best = self.best
+        other = next((a for a in self.nbest[1:] if best and a.text != best.text), None)
+        return float("inf") if best is None or other is None else best.score - other.score
+
+    @property
     def score_diff(self) -> float | None:
         """``null_score - best_span_score`` (None without a null score; +inf without a span):
         the quantity thresholded for "no answer", and tuned by SQuAD v2's best-threshold search."""

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bundle.qa import QAPrediction, decode, decode_batch, offsets_array
+from bundle.qa import QAPrediction, SpanAnswer, decode, decode_batch, offsets_array
 from tests.conftest import REPO
 
 NEG = -20.0
@@ -56,6 +56,20 @@ def test_single_window_exact_substring_and_scores() -> None:
     assert sum(a.probability for a in pred.nbest) == pytest.approx(1.0)
     assert pred.null_score is None
     assert not pred.no_answer
+    assert pred.margin == pytest.approx(2.5)  # ahead of "brown fox jumps over"
+
+
+def test_margin_is_to_the_best_span_with_other_text() -> None:
+    def span(text: str, score: float, window: int) -> SpanAnswer:
+        at = CONTEXT.index(text)
+        return SpanAnswer(text, at, at + len(text), score, score, 0.0, 0.0, window, 0, 0)
+
+    # the same words read from two overlapping windows are one answer, not a close second
+    same = [span("lazy dog", 7.0, 0), span("lazy dog", 6.9, 1), span("the lazy dog", 5.5, 0)]
+    assert QAPrediction(same).margin == pytest.approx(1.5)
+    assert QAPrediction(same[:2]).margin == float("inf")
+    assert QAPrediction([]).margin == float("inf")
+    assert QAPrediction(same, no_answer=True).margin == float("inf")
 
 
 def test_question_and_special_tokens_never_chosen() -> None:

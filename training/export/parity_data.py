@@ -16,7 +16,7 @@ import numpy as np
 from bundle import extractive
 from bundle.batch import Batch, WorkItem, mask_rows, pad_batch, real_tokens, token_positions
 from bundle.manifest import INPUT_NAMES, QASpec, TokenizerSpec
-from bundle.qa import window_sizes
+from bundle.qa import QAPrediction, window_sizes
 from training.errors import DataError, UsageError
 from training.export.checkpoint import SUMMARIZATION, default_labels, one_line
 from training.export.stats import units
@@ -170,11 +170,11 @@ def _qa_examples(
 
     language = qa_task.data_language(questions, conf.language)
 
-    def answers(preds: Sequence[Pred]) -> list[str]:
-        """The answer to each question, its windows decoded together ("" for none)."""
+    def decode(preds: Sequence[Pred]) -> list[QAPrediction | None]:
+        """Each question's prediction, its windows decoded together (None without windows)."""
         logits = ([p.values[0] for p in preds], [p.values[1] for p in preds])  # ragged windows
         decoded = qa_task.postprocess(logits, feats, questions, conf)
-        return [decoded[q.id].text if q.id in decoded else "" for q in questions]
+        return [decoded.get(q.id) for q in questions]
 
     def metric(texts: list[str]) -> np.ndarray:
         """Official SQuAD F1 per question."""
@@ -184,7 +184,7 @@ def _qa_examples(
         ]
         return units(f1, [1] * len(f1))
 
-    return [Example(ids, types) for ids, types in _rows(feats)], Decoding(answers, metric)
+    return [Example(ids, types) for ids, types in _rows(feats)], Decoding(decode, metric)
 
 
 def generated_examples(
@@ -274,8 +274,16 @@ class Decoding:
     windows into one answer, as the server answers it). Agreement compares these outputs, what a
     user gets, not each window's argmax; the metric is read from them."""
 
-    answers: Callable[[Sequence[Pred]], list[str]]  # the decoded output per unit (question)
+    decode: Callable[[Sequence[Pred]], list[QAPrediction | None]]  # per unit (question)
     metric: Callable[[list[str]], np.ndarray]  # the task metric's (sum, count) per unit
+
+    @staticmethod
+    def texts(decoded: Sequence[QAPrediction | None]) -> list[str]:
+        return ["" if p is None else p.text for p in decoded]
+
+    def answers(self, preds: Sequence[Pred]) -> list[str]:
+        """The decoded output per unit ("" for none): what agreement compares."""
+        return self.texts(self.decode(preds))
 
     def score(self, preds: Sequence[Pred]) -> np.ndarray:
         return self.metric(self.answers(preds))
