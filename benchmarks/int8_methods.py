@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks.common import data_dir, machine, markdown_table, median, write_result
-from training.export import ExportConfig, batch_of, eval_examples, make_plan
+from training.export import ExportConfig, Pred, batch_of, eval_examples, make_plan
 from training.export.checkpoint import load_model
 from training.export.encoder import held_out_slice, parity_examples
 from training.export.graph import export_graph, graph_module, optimize
@@ -138,7 +138,7 @@ def speed(runner: Any, held_out: Any, repeats: int) -> tuple[float, float]:
     return median(batched), median(single)
 
 
-def fp32_rerun(row: dict[str, Any], runner: Any, held_out: Slice) -> dict[str, Any] | None:
+def fp32_rerun(row: dict[str, Any], preds: list[Pred], held_out: Slice) -> dict[str, Any] | None:
     """QA: int8 with the answers it is least sure of run again in fp32 (a cascade, not a bundle
     variant yet). An answer is rerun when its margin (:attr:`bundle.qa.QAPrediction.margin`) is
     at most a threshold: the smallest that reaches ``RERUN_AGREEMENT`` on one half of the
@@ -148,9 +148,6 @@ def fp32_rerun(row: dict[str, Any], runner: Any, held_out: Slice) -> dict[str, A
     decoding, reference = held_out.decoding, held_out.reference_answers
     if decoding is None or reference is None:
         return None
-    preds = run_batches(
-        runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
-    )
     decoded = decoding.decode(preds)
     got = decoding.texts(decoded)
     margin = np.array([np.inf if p is None else p.margin for p in decoded])
@@ -254,7 +251,10 @@ def run_task(
             path = work / f"{label.split(',')[0]}-{len(rows)}.onnx"
             quantize_int8(fp32, path, **kw)
         runner, provider = ort_runner(path, "CPUExecutionProvider")
-        report = parity("fp32" if not kw else "int8", runner, provider, held_out, conf)
+        preds = run_batches(
+            runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
+        )
+        report = parity("fp32" if not kw else "int8", runner, provider, held_out, conf, preds=preds)
         b32, b1 = speed(runner, held_out, args.repeats)
         rows.append({
             "task": flag, "method": label, "examples": report.examples,
@@ -268,7 +268,7 @@ def run_task(
         })  # fmt: skip
         print(f"  {label}: agreement {report.agreement}, gap {report.metric_gap}, "
               f"{b32:.1f}/{b1:.1f} seq/s", flush=True)  # fmt: skip
-        cascade = fp32_rerun(rows[-1], runner, held_out) if kw else None
+        cascade = fp32_rerun(rows[-1], preds, held_out) if kw else None
         if cascade is not None:
             fp32_b32, fp32_b1 = rows[0]["seq_per_s_b32"], rows[0]["seq_per_s_b1"]
             share = cascade["rerun_share"]

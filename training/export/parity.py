@@ -273,12 +273,15 @@ def parity(
     *,
     gate: bool = True,
     note: str | None = None,
+    preds: list[Pred] | None = None,
 ) -> ParityReport:
-    """Run ``variant`` on the slice batched and (the first few) one by one; apply its gate."""
+    """Run ``variant`` on the slice batched (unless its batched ``preds`` are given) and (the
+    first few) one by one; apply its gate."""
     task = held_out.task
-    preds = run_batches(
-        runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
-    )
+    if preds is None:
+        preds = run_batches(
+            runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
+        )
     figs = Figures()
     decoding, answers = held_out.decoding, held_out.reference_answers
     for ref, got in zip(held_out.reference, preds, strict=True):
