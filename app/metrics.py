@@ -95,6 +95,14 @@ class Metrics:
         self.tokens = Counter(
             f"{p}_tokens", "Real (unpadded) tokens sent to the model.", ["model"], registry=r
         )
+        self.reruns = Counter(
+            f"{p}_reruns",
+            "Inputs a cascade answered again with the bundle's rerun graph (qa int8: answers "
+            "within the manifest's margin of another, rerun in fp32; outcome 'skipped': the "
+            "rerun was refused or late and the first answer stood); the rerun graph's batches "
+            "carry the model label '<model>:rerun'.",
+            ["model", "outcome"], registry=r,
+        )  # fmt: skip
         self.models_failed = Gauge(
             f"{p}_models_failed", "Bundles refused at start-up (see /v1/models).", registry=r
         )
@@ -148,6 +156,11 @@ class Metrics:
     def inc_tokens(self, model: str, tokens: int) -> None:
         """Count the real tokens of one request sent to `model`."""
         self.tokens.labels(model=model).inc(tokens)
+
+    def inc_reruns(self, model: str, inputs: int, outcome: str = "rerun") -> None:
+        """Count `inputs` of one request answered again by `model`'s rerun graph (or, outcome
+        "skipped", that were to be and kept their first answer)."""
+        self.reruns.labels(model=model, outcome=outcome).inc(inputs)
 
     def set_model_load_time(self, model: str, seconds: float) -> None:
         """Record how long `model` took to load."""

@@ -8,8 +8,9 @@ client leaves, which is how abandoned requests get their queued work dropped.
 - Body limit: a `Content-Length` over `max_body_bytes` is refused before anything is read; a
   chunked body is read up to the limit and refused as soon as it passes it. Either way 413
   happens before JSON parsing. The body is then replayed to the app.
-- Timing: `x-total-time-ms` on every response, plus `x-tokenize-time-ms`, `x-queue-time-ms` and
-  `x-inference-time-ms` when the route recorded them in `request.state.timings`.
+- Timing: `x-total-time-ms` on every response, plus `x-tokenize-time-ms`, `x-queue-time-ms`,
+  `x-inference-time-ms` and (a cascade that answered some inputs again) `x-rerun-time-ms` when
+  the route recorded them in `request.state.timings`.
 - Anything that escapes the app becomes the common 500 body here (logged with its trace).
 """
 
@@ -32,7 +33,7 @@ __all__ = ["ServiceMiddleware"]
 log = logging.getLogger("app.access")
 
 _GOOD_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-TIMING_HEADERS = ("tokenize", "queue", "inference")
+TIMING_HEADERS = ("tokenize", "queue", "inference", "rerun")
 
 
 class ServiceMiddleware:

@@ -20,22 +20,41 @@ from app.batching import Batcher
 from app.generation import Seq2Seq, Seq2SeqBackend
 from app.settings import Settings
 from bundle.batch import pad_batch
-from bundle.manifest import MANIFEST_FILE, Bundle, BundleError, load_bundle, read_manifest
+from bundle.manifest import (
+    MANIFEST_FILE,
+    Bundle,
+    BundleError,
+    RerunSpec,
+    load_bundle,
+    read_manifest,
+)
 
-__all__ = ["Failure", "LoadedModel", "Registry", "choose_provider", "warm_up"]
+__all__ = ["Failure", "LoadedModel", "Registry", "Rerun", "choose_provider", "warm_up"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class Rerun:
+    """The graph that answers again where the served one is unsure (the bundle variant's
+    `rerun`: a qa int8 cascade reruns its near-tie answers in fp32), with its own batcher."""
+
+    spec: RerunSpec
+    backend: OnnxBackend
+    batcher: Batcher[RowOutput] | None = None
+
+
+@dataclass
 class LoadedModel:
-    """A bundle ready to serve: its task model, its session and (once started) its batcher."""
+    """A bundle ready to serve: its task model, its session and (once started) its batcher;
+    `rerun` where its variant is a cascade."""
 
     bundle: Bundle
     task_model: Any  # app.tasks.TaskModel subclass
     backend: OnnxBackend | Seq2SeqBackend  # translation: encoder + decoder sessions
     load_seconds: float
     batcher: Batcher[RowOutput] | None = None
+    rerun: Rerun | None = None
 
     @property
     def name(self) -> str:
@@ -70,13 +89,17 @@ def choose_provider(setting: str) -> tuple[str, str]:
 
 
 def warm_up(model: LoadedModel, settings: Settings) -> None:
-    """Run a few batch shapes once, so the first requests do not pay for allocations."""
+    """Run a few batch shapes once through each graph, so the first requests do not pay for
+    allocations."""
     longest = min(model.task_model.max_length, settings.max_batch_tokens)
     shapes = {(1, 8), (min(4, settings.max_batch_size), min(32, longest))}
     size = min(settings.max_batch_size, max(1, settings.max_batch_tokens // min(128, longest)))
     shapes.add((size, min(128, longest)))
+    backends = [model.backend, *([model.rerun.backend] if model.rerun else [])]
     for n, length in sorted(shapes):
-        model.backend.predict(pad_batch(model.task_model.warmup_items(n, length)))
+        batch = pad_batch(model.task_model.warmup_items(n, length))
+        for backend in backends:
+            backend.predict(batch)
 
 
 @dataclass
@@ -135,13 +158,18 @@ class Registry:
             return None
         model.load_seconds = time.perf_counter() - t0
         self.models[model.name] = model
+        rerun = model.rerun
         log.info(
-            "model %s (%s) loaded from %s: variant %s on %s in %.2f s",
+            "model %s (%s) loaded from %s: variant %s on %s%s in %.2f s",
             model.name,
             model.task,
             path,
             model.bundle.variant.precision,
             model.backend.provider,
+            ""
+            if rerun is None
+            else f", answers within {rerun.spec.max_margin:.3g} of another rerun in "
+            f"{rerun.spec.variant}",
             model.load_seconds,
         )
         return model
@@ -166,10 +194,21 @@ class Registry:
             bundle, doc_stride=s.qa_doc_stride, max_query_length=s.qa_max_query_length
         )
         backend.set_split(task_model.split)
-        model = LoadedModel(bundle, task_model, backend, 0.0)
+        model = LoadedModel(bundle, task_model, backend, 0.0, rerun=self._rerun(bundle, task_model))
         if s.warmup:
             warm_up(model, s)
         return model
+
+    def _rerun(self, bundle: Bundle, task_model: Any) -> Rerun | None:
+        """The rerun graph of a cascade variant, on the CPU as the variant itself."""
+        again, spec = bundle.rerun, bundle.variant.rerun
+        if again is None or spec is None:
+            return None
+        backend = OnnxBackend(
+            bundle.path / again.file, CPU, intra_op_threads=self.settings.intra_op_threads
+        )
+        backend.set_split(task_model.split)
+        return Rerun(spec, backend)
 
     def _session(self, bundle: Bundle, provider: str | None = None) -> OnnxBackend | Seq2SeqBackend:
         gen = bundle.manifest.generation

@@ -128,6 +128,7 @@ async def list_models(service: ServiceDep) -> ModelsResponse:
                 if m.bundle.manifest.generation is None
                 else m.bundle.manifest.generation.model_dump()
             ),
+            rerun=None if m.rerun is None else m.rerun.spec.model_dump(),
             load_seconds=round(m.load_seconds, 3),
         )
         for m in service.models

@@ -365,6 +365,12 @@ class ModelInfo(BaseModel):
         default=None,
         description="Translation: generation settings (default and max beams, max_new_tokens).",
     )
+    rerun: dict[str, Any] | None = Field(
+        default=None,
+        description="A cascade (qa int8): answers within `max_margin` (logits) of another are "
+        "answered again by `variant`; `share`, `agreement`, `metric`: on the export's held-out "
+        "questions.",
+    )
     load_seconds: float
 
 

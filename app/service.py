@@ -27,8 +27,11 @@ from app.backend import RowOutput
 from app.batching import Batcher, BatcherConfig
 from app.errors import (
     ClientClosedError,
+    InferenceError,
     ModelNotFoundError,
     NotReadyError,
+    OverloadedError,
+    RequestTimeoutError,
     ValidationFailedError,
 )
 from app.metrics import Metrics
@@ -124,6 +127,14 @@ class Service:
                     model.backend, config, model=model.name, metrics=self.metrics
                 )
                 model.batcher.start()
+                if model.rerun is not None:
+                    model.rerun.batcher = Batcher(
+                        model.rerun.backend,
+                        config,
+                        model=f"{model.name}:rerun",
+                        metrics=self.metrics,
+                    )
+                    model.rerun.batcher.start()
                 self.metrics.set_model_load_time(model.name, model.load_seconds)
         except Exception:
             log.exception("loading the models failed")
@@ -155,15 +166,24 @@ class Service:
         if self.phase == "stopped":
             return
         self.phase = "draining"
-        queued = sum(m.batcher.queue_depth for m in self.models if m.batcher)
+        queued = sum(b.queue_depth for b in self._batchers())
         log.info("draining: no new work; finishing %d queued input(s)", queued)
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
-        batchers = [m.batcher.drain() for m in self.models if m.batcher]
+        batchers = [b.drain() for b in self._batchers()]
         await asyncio.gather(asyncio.sleep(grace_s), *batchers)
         # The tokenizer pool stays up: answered requests still post-process on it (close()).
         self.phase = "stopped"
         log.info("drained")
+
+    def _batchers(self) -> list[Batcher[RowOutput]]:
+        """Every batcher: each model's, and its rerun graph's."""
+        found = []
+        for m in self.models:
+            found.append(m.batcher)
+            if m.rerun is not None:
+                found.append(m.rerun.batcher)
+        return [b for b in found if b is not None]
 
     # --- models ---
 
@@ -278,14 +298,56 @@ class Service:
         assert model.batcher is not None
         future = model.batcher.submit(prepared.items, deadline, priority)
         rows = await self._wait(request, future)
+        t2 = time.monotonic()
         starts = {(r.started, r.seconds) for r in rows}
-        request.state.timings = {
+        timings = request.state.timings = {
             "tokenize": t1 - t0,
             "queue": max((s for s, _ in starts), default=t1) - t1,
             "inference": sum(sec for _, sec in starts),
         }
         self.metrics.inc_tokens(model.name, prepared.tokens)
+        if model.rerun is not None:
+            first = rows
+            rows = await self._rerun(request, model, prepared, rows, deadline, priority, inline)
+            if rows is not first:
+                timings["rerun"] = time.monotonic() - t2
         return prepared, rows
+
+    async def _rerun(
+        self,
+        request: Request,
+        model: LoadedModel,
+        prepared: Prepared,
+        rows: Sequence[RowOutput],
+        deadline: float,
+        priority: Priority,
+        inline: bool,
+    ) -> Sequence[RowOutput]:
+        """The rows of a cascade: the inputs the served graph is unsure of (the task model's
+        `unsure`: qa answers within the manifest's margin of another) run again through the
+        rerun graph's batcher, under the request's deadline, their rows replaced. Where the
+        rerun cannot be had (its queue full, its deadline passed, its batch failed, draining)
+        the first rows stand."""
+        rerun = model.rerun
+        assert rerun is not None and rerun.batcher is not None
+        tm = model.task_model
+        unsure = await self.offload(tm.unsure, prepared, rows, rerun.spec.max_margin, inline=inline)
+        if not unsure:
+            return rows
+        picked = [i for items in unsure for i in items]
+        try:
+            future = rerun.batcher.submit([prepared.items[i] for i in picked], deadline, priority)
+            again = await self._wait(request, future)
+        except (OverloadedError, NotReadyError, RequestTimeoutError, InferenceError) as exc:
+            # The first answers stand: less sure ones, rather than none (counted, logged).
+            log.warning("model %s: %d input(s) not rerun: %s", model.name, len(unsure), exc)
+            self.metrics.inc_reruns(model.name, len(unsure), "skipped")
+            return rows
+        self.metrics.inc_reruns(model.name, len(unsure))
+        out = list(rows)
+        for i, row in zip(picked, again, strict=True):
+            out[i] = row
+        return out
 
     async def _wait(self, request: Request, future: asyncio.Future[list[RowOutput]]) -> Any:
         gone: asyncio.Future[Any] = asyncio.ensure_future(_client_gone(request))

@@ -164,6 +164,13 @@ class TaskModel:
         """Row i of every output (classification); per-token tasks cut the padding off."""
         return whole_rows(outputs, batch.size)
 
+    def unsure(
+        self, prepared: Prepared, rows: Sequence[RowOutput], max_margin: float
+    ) -> list[list[int]]:
+        """The inputs a cascade answers again (`bundle.manifest.RerunSpec`): per such input,
+        the indices of its items. Only qa has a margin; other tasks rerun nothing."""
+        return []
+
     def warmup_items(self, size: int, length: int) -> list[WorkItem]:
         """`size` items of `length` tokens ([CLS] ... [SEP]) to run before serving."""
         length = max(2, min(length, self.max_length))
@@ -297,6 +304,29 @@ class QuestionAnswering(TaskModel):
 
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         return token_rows(outputs, batch)
+
+    def unsure(
+        self, prepared: Prepared, rows: Sequence[RowOutput], max_margin: float
+    ) -> list[list[int]]:
+        """The questions whose answer leads the best span with other text by at most
+        `max_margin`, decoded as the export's gate decoded them (the bundle's answer length,
+        no null answer): their window items."""
+        state: _QAState = prepared.state
+        picked, w = [], 0
+        for context, n in zip(state.contexts, state.windows, strict=True):
+            window_rows = rows[w : w + n]
+            pred = qa_decode.decode(
+                [r.arrays[QA_START] for r in window_rows],
+                [r.arrays[QA_END] for r in window_rows],
+                state.offsets[w : w + n],
+                context,
+                n_best_size=QA_N_BEST,
+                max_answer_length=self.max_answer_length,
+            )
+            if pred.margin <= max_margin:
+                picked.append(list(range(w, w + n)))
+            w += n
+        return picked
 
     def finish(
         self,

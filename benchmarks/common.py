@@ -47,3 +47,19 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def article_split(squad: Path, work: Path) -> tuple[Path, Path]:
+    """SQuAD v1.1 dev as the QA fine-tuning splits it (`--article-split squad-v1.1-dev`): the
+    10 held-out articles to score on and the 38 training ones to calibrate on, as two files."""
+    from training.tasks.qa import split_titles
+
+    split, doc = split_titles("squad-v1.1-dev"), json.loads(squad.read_text(encoding="utf-8"))
+    paths = []
+    for part in ("eval", "train"):
+        titles = set(split[f"{part}_titles"])
+        path = work / f"squad-{part}.json"
+        chosen = [a for a in doc["data"] if a["title"] in titles]
+        path.write_text(json.dumps({**doc, "data": chosen}), encoding="utf-8")
+        paths.append(path)
+    return paths[0], paths[1]

@@ -16,12 +16,12 @@ graph (TorchScript export + onnxruntime's BERT fusions) and, from it, int8 graph
 
 each scored by the export's own parity gate on all of the task's evaluation data (SST-2 dev,
 CoNLL-2003 dev, SQuAD v1.1 dev's 10 held-out articles; for SQuAD each int8 method also as a
-cascade, its least sure answers rerun in fp32: :func:`fp32_rerun`): agreement with PyTorch and
-its 95 % interval, the task metric's gap and its interval, the gate's verdict, whether a row's
-answer changes with its batch, and sequences/s at batch 32 and batch 1 on the same inputs
-(median of ``--repeats`` timed passes, relative to fp32 in the same run). bf16/fp16 weights
-are not rows: onnxruntime's CPU provider has no bf16 matrix kernels on a CPU without AVX-512
-BF16/AMX, and runs fp16 graphs by casting back to fp32.
+cascade, its least sure answers rerun in fp32, as the export builds it: :func:`fp32_rerun`):
+agreement with PyTorch and its 95 % interval, the task metric's gap and its interval, the
+gate's verdict, whether a row's answer changes with its batch, and sequences/s at batch 32 and
+batch 1 on the same inputs (median of ``--repeats`` timed passes, relative to fp32 in the same
+run). bf16/fp16 weights are not rows: onnxruntime's CPU provider has no bf16 matrix kernels on
+a CPU without AVX-512 BF16/AMX, and runs fp16 graphs by casting back to fp32.
 
     python benchmarks/int8_methods.py --sst2 runs/sst2-minilm --conll runs/conll-minilm \\
         --out runs/bench
@@ -32,7 +32,6 @@ Writes ``int8_methods.json`` and ``int8_methods.md`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -43,14 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from benchmarks.common import data_dir, machine, markdown_table, median, write_result
+from benchmarks.common import article_split, data_dir, machine, markdown_table, median, write_result
 from training.export import ExportConfig, Pred, batch_of, eval_examples, make_plan
 from training.export.checkpoint import load_model
 from training.export.encoder import held_out_slice, parity_examples
 from training.export.graph import export_graph, graph_module, optimize
-from training.export.parity import Gap, Slice, ort_runner, parity, run_batches
-from training.export.quantize import head_nodes, quantize_int8
-from training.export.stats import wilson
+from training.export.options import QA_FP32_NODES
+from training.export.parity import Runner, Slice, ort_runner, parity, run_batches
+from training.export.quantize import head_nodes, quantize_int8, sensitive_nodes
+from training.export.rerun import fit_cascade
 
 TASKS = {  # flag -> (task, evaluation file, calibration file), under BERT_DATA_DIR
     "sst2": ("classification", "sst2/dev.tsv", "sst2/train.tsv"),
@@ -62,25 +62,9 @@ TASKS = {  # flag -> (task, evaluation file, calibration file), under BERT_DATA_
     "squad": ("qa", "squad_v1.1/dev-v1.1.json", "squad_v1.1/dev-v1.1.json"),
 }
 CALIBRATION_EXAMPLES = 256
-SENSITIVE_NODES = 4  # kept in fp32 by the sensitivity row
+SENSITIVE_NODES = QA_FP32_NODES  # kept in fp32 by the sensitivity rows (the export's qa default)
 SMOOTH_ALPHAS = (0.3, 0.5, 0.8)  # SmoothQuant's migration strength: 0 = none, 1 = all to weights
-RERUN_AGREEMENT = 0.99  # QA: what rerunning the least sure int8 answers in fp32 aims at
-
-
-def article_split(squad: Path, work: Path) -> tuple[Path, Path]:
-    """SQuAD v1.1 dev as the QA fine-tuning splits it (`--article-split squad-v1.1-dev`): the
-    10 held-out articles to score on and the 38 training ones to calibrate on, as two files."""
-    from training.tasks.qa import split_titles
-
-    split, doc = split_titles("squad-v1.1-dev"), json.loads(squad.read_text(encoding="utf-8"))
-    paths = []
-    for part in ("eval", "train"):
-        titles = set(split[f"{part}_titles"])
-        path = work / f"squad-{part}.json"
-        chosen = [a for a in doc["data"] if a["title"] in titles]
-        path.write_text(json.dumps({**doc, "data": chosen}), encoding="utf-8")
-        paths.append(path)
-    return paths[0], paths[1]
+RERUN_AGREEMENT = ExportConfig().int8_rerun_agreement  # QA: the export's cascade target
 
 
 def calibration_feeds(conf: ExportConfig, plan: Any, path: Path) -> list[dict[str, np.ndarray]]:
@@ -100,30 +84,6 @@ def calibration_feeds(conf: ExportConfig, plan: Any, path: Path) -> list[dict[st
     return feeds[:-1] if len(feeds) > 1 and len(feeds[-1]["input_ids"]) < 32 else feeds
 
 
-def sensitive_nodes(fp32: Path, feeds: list[dict[str, np.ndarray]], work: Path) -> list[str]:
-    """The matrix products whose dynamic int8, alone, moves the first output most."""
-    import onnx
-    import onnxruntime as ort
-
-    names = [
-        n.name for n in onnx.load(str(fp32)).graph.node if n.op_type in ("MatMul", "Attention")
-    ]
-    sample = feeds[:2]
-
-    def outputs(path: Path) -> list[np.ndarray]:
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return [np.asarray(s.run(None, f)[0]) for f in sample]
-
-    ref = outputs(fp32)
-    score = {}
-    for name in names:
-        one = work / "one.onnx"
-        quantize_int8(fp32, one, method="dynamic", exclude=[n for n in names if n != name])
-        got = outputs(one)
-        score[name] = float(np.mean([np.abs(a - b).mean() for a, b in zip(ref, got, strict=True)]))
-    return sorted(score, key=score.__getitem__, reverse=True)[:SENSITIVE_NODES]
-
-
 def speed(runner: Any, held_out: Any, repeats: int) -> tuple[float, float]:
     """(sequences/s at the slice's batch size, at batch 1 on its first 64 examples)."""
     batched, single = [], []
@@ -138,41 +98,33 @@ def speed(runner: Any, held_out: Any, repeats: int) -> tuple[float, float]:
     return median(batched), median(single)
 
 
-def fp32_rerun(row: dict[str, Any], preds: list[Pred], held_out: Slice) -> dict[str, Any] | None:
-    """QA: int8 with the answers it is least sure of run again in fp32 (a cascade, not a bundle
-    variant yet). An answer is rerun when its margin (:attr:`bundle.qa.QAPrediction.margin`) is
-    at most a threshold: the smallest that reaches ``RERUN_AGREEMENT`` on one half of the
-    questions, applied to the other half, both ways, so no question picks its own threshold.
-    A rerun answer is PyTorch's (fp32 onnxruntime agrees on every question); speed is
-    ``1 / (1/int8 + share rerun/fp32)`` from the rows' own timings."""
-    decoding, reference = held_out.decoding, held_out.reference_answers
-    if decoding is None or reference is None:
+def fp32_rerun(
+    row: dict[str, Any],
+    runner: Runner,
+    preds: list[Pred],
+    fp32: list[Pred],
+    held_out: Slice,
+    conf: ExportConfig,
+) -> dict[str, Any] | None:
+    """QA: int8 as the export serves it where alone it misses ``RERUN_AGREEMENT``, a cascade
+    whose least sure answers fp32 answers again (:func:`training.export.rerun.fit_cascade`:
+    margin threshold cross-fitted over two halves of the questions); judged by the gate on the
+    cascade's answers. Speed is ``1 / (1/int8 + share rerun/fp32)`` from the rows' timings."""
+    cascade = fit_cascade(held_out, preds, fp32, RERUN_AGREEMENT)
+    if cascade is None:
         return None
-    decoded = decoding.decode(preds)
-    got = decoding.texts(decoded)
-    margin = np.array([np.inf if p is None else p.margin for p in decoded])
-    agree = np.array([a == b for a, b in zip(reference, got, strict=True)])
-    order = np.random.default_rng(0).permutation(len(got))
-    folds = (order[: len(got) // 2], order[len(got) // 2 :])
-    rerun, thresholds = np.zeros(len(got), dtype=bool), []
-    for pick, apply in (folds, folds[::-1]):
-        t = -np.inf
-        for t in [-np.inf, *np.sort(margin[pick])]:
-            if np.where(margin[pick] <= t, True, agree[pick]).mean() >= RERUN_AGREEMENT:
-                break
-        thresholds.append(float(t))
-        rerun[apply] = margin[apply] <= t
-    final = [r if again else g for r, g, again in zip(reference, got, rerun, strict=True)]
-    share, agreement = float(rerun.mean()), float(np.where(rerun, True, agree).mean())
-    gap = Gap.of(held_out.reference_units, decoding.metric(final))
+    report = parity("int8", runner, "CPUExecutionProvider", held_out, conf,
+                    preds=preds, answers=cascade.answers)  # fmt: skip
+    spec = cascade.spec
     return {
         **row,
-        "method": f"{row['method']}, fp32 rerun of the {share:.1%} least sure",
-        "agreement": agreement, "agreement_ci": wilson(agreement, len(got)).as_list(),
-        "metric": gap.metric, "gap": gap.points,
-        "gap_ci": gap.interval.as_list() if gap.interval is not None else None,
-        "gate": "-", "failures": [], "note": "a cascade: int8, then fp32 for small margins",
-        "rerun_share": share, "rerun_thresholds": thresholds,
+        "method": f"{row['method']}, fp32 rerun of the {spec.share:.1%} least sure",
+        "agreement": report.agreement, "agreement_ci": report.agreement_ci,
+        "metric": report.metric, "gap": report.metric_gap, "gap_ci": report.metric_gap_ci,
+        "gate": report.status, "failures": report.failures,
+        "note": "a cascade: int8, then fp32 for small margins",
+        "rerun_share": spec.share, "rerun_thresholds": list(cascade.thresholds),
+        "rerun_max_margin": spec.max_margin,
     }  # fmt: skip
 
 
@@ -211,7 +163,7 @@ def run_task(
     print(f"{flag}: {len(examples)} parity examples from {name}", flush=True)
     if wanted is None or any("sensitive" in m for m in wanted):
         print("sensitivity pass...", flush=True)
-        worst = sensitive_nodes(fp32, feeds, work)
+        worst = sensitive_nodes(fp32, feeds[:2], SENSITIVE_NODES, work)
     methods: dict[str, dict[str, Any]] = {
         "fp32": {},
         "dynamic": {"method": "dynamic"},
@@ -268,7 +220,9 @@ def run_task(
         })  # fmt: skip
         print(f"  {label}: agreement {report.agreement}, gap {report.metric_gap}, "
               f"{b32:.1f}/{b1:.1f} seq/s", flush=True)  # fmt: skip
-        cascade = fp32_rerun(rows[-1], preds, held_out) if kw else None
+        if not kw:
+            fp32_preds = preds
+        cascade = fp32_rerun(rows[-1], runner, preds, fp32_preds, held_out, conf) if kw else None
         if cascade is not None:
             fp32_b32, fp32_b1 = rows[0]["seq_per_s_b32"], rows[0]["seq_per_s_b1"]
             share = cascade["rerun_share"]

@@ -244,8 +244,31 @@ class GenerationSpec(_Strict):
     head_dim: int = Field(gt=0)
 
 
+class RerunSpec(_Strict):
+    """A cascade (qa int8): a question whose answer leads the best span with other text by at
+    most ``max_margin`` (start + end logits, :attr:`bundle.qa.QAPrediction.margin`: a near-tie,
+    where int8's rounding may have picked the other) is answered again by the ``variant`` graph.
+
+    The export picks ``max_margin`` on the gate's held-out questions: the smallest threshold
+    that brings agreement to its target on one half, applied to the other half and the other
+    way round; the variant's parity figures are those of that cross-fitted cascade, and
+    ``max_margin`` is the larger of the two thresholds. With it, on the same held-out questions:
+    ``share`` of them rerun, ``agreement`` with PyTorch's answers and the task ``metric`` (what
+    the service answers there; in-sample, so above the parity figures' honest estimate).
+    ``alone_agreement``: the graph's agreement without reruns.
+    """
+
+    variant: VariantName
+    max_margin: float = Field(ge=0, allow_inf_nan=False)
+    share: float = Field(ge=0, le=1)
+    agreement: float | None = None
+    metric: float | None = None
+    alone_agreement: float | None = None
+
+
 class VariantSpec(_Strict):
-    """One ONNX graph of the bundle (translation: the encoder, and ``decoder``)."""
+    """One ONNX graph of the bundle (translation: the encoder, and ``decoder``); ``rerun``: the
+    variant that answers again where this one is unsure (qa int8; the service loads both)."""
 
     file: str
     size_bytes: int = Field(ge=0)
@@ -259,6 +282,7 @@ class VariantSpec(_Strict):
     quantization: dict[str, str | bool | int] | None = None
     parity: ParityReport
     decoder: GraphSpec | None = None  # translation only
+    rerun: RerunSpec | None = None  # qa only
 
     def file_entry(self) -> FileEntry:
         return FileEntry(path=self.file, size_bytes=self.size_bytes, sha256=self.sha256)
@@ -328,6 +352,15 @@ class Manifest(_Strict):
                 raise ValueError(
                     f"variant {key!r}: a decoder graph is for, and only for, translation"
                 )
+            if spec.rerun is not None:
+                again = self.variants.get(spec.rerun.variant)
+                if self.task != "qa":
+                    raise ValueError(f"variant {key!r}: rerun applies to the qa task only")
+                if again is None or again is spec or again.rerun is not None:
+                    raise ValueError(
+                        f"variant {key!r} reruns in {spec.rerun.variant!r}, which must be "
+                        "another variant of the bundle, without a rerun of its own"
+                    )
         if (self.task == "translation") != (self.generation is not None):
             raise ValueError("generation is required for, and only for, the translation task")
         if self.target_tokenizer is not None and self.task != "translation":
@@ -381,6 +414,12 @@ class Bundle:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / self.manifest.tokenizer.file
+
+    @property
+    def rerun(self) -> VariantSpec | None:
+        """The variant that answers again where the served one is unsure (``rerun``)."""
+        spec = self.variant.rerun
+        return None if spec is None else self.manifest.variants[spec.variant]
 
     @property
     def decoder_file(self) -> Path | None:

@@ -229,6 +229,38 @@ def test_qa_windows_default_for_bundles_that_do_not_say(tmp_path: Path) -> None:
     assert [t.name for t in new.variant.outputs] == ["start_logits", "end_logits"]
 
 
+RERUN = {"variant": "fp32", "max_margin": 0.05, "share": 0.06}
+
+
+def test_a_qa_cascade_names_the_variant_that_answers_again(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "qa", task="qa", labels=[])
+    _edit_manifest(folder, lambda m: m["variants"]["int8"].update(rerun=RERUN))
+    cascade = B.load_bundle(folder, variant="int8")
+    assert cascade.variant.rerun == B.RerunSpec(**RERUN)
+    assert cascade.rerun is not None and cascade.rerun.precision == "fp32"
+    assert B.load_bundle(folder, variant="fp32").rerun is None
+
+
+@pytest.mark.parametrize(
+    ("task", "rerun", "message"),
+    [
+        ("classification", RERUN, "rerun applies to the qa task only"),
+        ("qa", {**RERUN, "variant": "fp16"}, "reruns in 'fp16', which must be another variant"),
+        ("qa", {**RERUN, "variant": "int8"}, "reruns in 'int8', which must be another variant"),
+        ("qa", {**RERUN, "max_margin": -1}, "max_margin: Input should be greater than"),
+        ("qa", {**RERUN, "share": 1.5}, "share: Input should be less than"),
+    ],
+)
+def test_a_cascade_that_cannot_serve_is_refused(
+    tmp_path: Path, task: str, rerun: dict[str, Any], message: str
+) -> None:
+    labels = ["neg", "pos"] if task == "classification" else []
+    folder = make_bundle(tmp_path / "b", task=task, labels=labels)
+    _edit_manifest(folder, lambda m: m["variants"]["int8"].update(rerun=rerun))
+    with pytest.raises(B.BundleError, match=message):
+        B.load_bundle(folder)
+
+
 @pytest.mark.parametrize(
     ("length", "stride", "query", "expected"),
     [(384, 128, 64, (64, 128)), (64, 128, 64, (16, 22)), (64, 8, 4, (4, 8)), (8, 5, 64, (2, 1))],

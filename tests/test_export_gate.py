@@ -122,3 +122,37 @@ def test_paired_bootstrap_interval_covers_a_corpus_gap() -> None:
     one[0, 0] -= 5
     gap, ci = paired_bootstrap(ref, one, share, seed=3)
     assert gap == pytest.approx(100 * 5 / 400) and ci.low == 0.0 and ci.high > 1.0
+
+
+def test_rerun_threshold_is_the_smallest_that_reaches_the_target() -> None:
+    from training.export.rerun import smallest_threshold
+
+    margin = np.array([0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, np.inf])
+    alone = np.array([0, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype=bool)  # wrong at 0.1 and 0.3
+    again = np.ones(10, dtype=bool)
+    # 0.9 needs the answer at 0.1 rerun; 1.0 also the one at 0.3: midway to the next margin
+    assert smallest_threshold(margin, alone, again, 0.9) == pytest.approx(0.15)
+    assert smallest_threshold(margin, alone, again, 1.0) == pytest.approx(0.4)
+    assert smallest_threshold(margin, alone, again, 0.8) == -np.inf  # int8 alone is enough
+    # a rerun graph that is wrong too where int8 is: no threshold reaches 1.0; every finite
+    # margin is rerun (past the largest), an infinite one (no other answer) never
+    assert smallest_threshold(margin, alone, alone, 1.0) == pytest.approx(5.006)
+
+
+def test_rerun_threshold_is_cross_fitted() -> None:
+    """Each half's reruns come from the threshold the other half picked, so a question never
+    decides its own rerun; the bundle serves the larger threshold."""
+    from training.export.rerun import cross_fit
+
+    rng = np.random.default_rng(1)
+    margin = rng.exponential(1.0, 400)
+    alone = margin > rng.uniform(0, 0.5, 400)  # int8 changes near-ties, fewer the farther
+    again = np.ones(400, dtype=bool)
+    fit = cross_fit(margin, alone, again, 0.99, seed=0)
+    order = np.random.default_rng(0).permutation(400)
+    a, b = order[:200], order[200:]
+    assert (fit.rerun[b] == (margin[b] <= fit.thresholds[0])).all()
+    assert (fit.rerun[a] == (margin[a] <= fit.thresholds[1])).all()
+    assert fit.served == max(fit.thresholds) and 0 < fit.rerun.mean() < 0.5
+    cascade = np.where(fit.rerun, again, alone).mean()
+    assert alone.mean() < 0.95 and cascade > 0.97

@@ -23,6 +23,13 @@ written with the rest and the manifest's ``gate_misses`` says why, and the comma
 status 5 (``--on-gate-miss fail``: nothing written, status 4). The bundle is written to a
 temporary folder and renamed into place, so a failed export leaves nothing behind.
 
+qa int8 keeps the 4 products a sensitivity pass finds it hurts most in fp32
+(``--int8-fp32-nodes``) and, with a SQuAD ``--eval`` file where it alone agrees on fewer than
+``--int8-rerun-agreement`` (99 %) of the answers, becomes a cascade: questions whose answer leads
+the best other span by at most a margin (fitted on half the questions, judged on the other) are
+answered again by the fp32 graph at serving time (``training/export/rerun.py``; the manifest's
+``rerun``); the gate judges the cascade's answers.
+
 Evaluation files are read and tokenized by the fine-tuning task modules (``training/tasks``),
 so columns, labels and windows are those of fine-tuning and evaluation: a CSV/TSV/JSON(L) table
 for classification and fill-mask (its text column(s)), SQuAD v1/v2 JSON for qa (metric: SQuAD

@@ -52,12 +52,14 @@ from training.export.parity_data import (
     Example,
     Pred,
     Scorer,
+    batch_of,
     eval_examples,
     generated_examples,
     mask_examples,
     split_outputs,
 )
-from training.export.quantize import is_int8_op, quantize_int8
+from training.export.quantize import ENCODER_LAYER, is_int8_op, quantize_int8, sensitive_nodes
+from training.export.rerun import Cascade, fit_cascade
 from training.export.writer import (
     PROVIDER_OF_VARIANT,
     Contents,
@@ -211,6 +213,23 @@ def held_out_slice(
     )  # fmt: skip
 
 
+def int8_kept(fp32: Path, plan: Plan, held_out: Slice, conf: ExportConfig, work: Path) -> list[str]:
+    """The products int8 keeps in fp32 beyond the method's own choice: the ``--int8-fp32-nodes``
+    worst by a sensitivity pass on the first 64 held-out examples."""
+    count = conf.fp32_nodes(plan.ckpt.task)
+    if count <= 0:
+        return []
+    few = held_out.examples[:64]
+    feeds = [batch_of(few[i : i + 32], held_out.pad_id).feed() for i in range(0, len(few), 32)]
+    t0 = time.perf_counter()
+    if conf.int8_method == "per-token":  # the encoder layers' MatMuls: not attention, not the head
+        kept = sensitive_nodes(fp32, feeds, count, work, ("MatMul",), ENCODER_LAYER)
+    else:
+        kept = sensitive_nodes(fp32, feeds, count, work)
+    log.info("sensitivity pass (%.0f s): kept in fp32: %s", time.perf_counter() - t0, kept)
+    return kept
+
+
 def build_variant(
     v: bundle_schema.VariantName,
     fp32: Path,
@@ -219,11 +238,16 @@ def build_variant(
     held_out: Slice,
     fusions: dict[str, int],
     conf: ExportConfig,
-) -> VariantSpec:
-    """Write ``model.<v>.onnx`` (fp32 is already there), run its parity check, describe it."""
+    fp32_preds: list[Pred] | None = None,
+) -> tuple[VariantSpec, list[Pred] | None]:
+    """Write ``model.<v>.onnx`` (fp32 is already there), run its parity check, describe it; with
+    its batched predictions on the held-out slice (None where the check failed to run). int8
+    on qa becomes a cascade with fp32 (:mod:`training.export.rerun`) given ``fp32_preds``."""
     path = folder / f"model.{v}.onnx"
     quant = None
     if v == "int8":
+        with tempfile.TemporaryDirectory(prefix="bert-int8-") as work:
+            kept = int8_kept(fp32, plan, held_out, conf, Path(work))
         quant = quantize_int8(
             fp32,
             path,
@@ -231,7 +255,10 @@ def build_variant(
             conf.int8_reduce_range,
             conf.int8_weight_type,
             method=conf.int8_method,
+            keep=kept,
         )
+        if kept:
+            quant["kept_fp32"] = ",".join(kept)
     elif v == "fp16":
         convert_fp16(fp32, path)
     provider: str = PROVIDER_OF_VARIANT[v]
@@ -239,9 +266,17 @@ def build_variant(
     if v == "fp16" and not plan.gpu:
         provider, gate = "CPUExecutionProvider", False
         note = "no GPU: fp16 parity not checked (figures from the CPU provider)"
+    preds: list[Pred] | None = None
+    cascade = None
     try:
         runner, used = ort_runner(path, provider)
-        report = parity(v, runner, used, held_out, conf, gate=gate, note=note)
+        hold = held_out
+        preds = run_batches(runner, hold.examples, hold.batch_size, hold.pad_id, hold.split)
+        if v == "int8" and fp32_preds is not None and conf.int8_rerun_agreement > 0:
+            cascade, note = int8_cascade(held_out, preds, fp32_preds, conf)
+        answers = None if cascade is None else cascade.answers
+        report = parity(v, runner, used, held_out, conf, gate=gate, note=note, preds=preds,
+                        answers=answers)  # fmt: skip
     except TrainingError as exc:
         if gate:
             raise
@@ -254,7 +289,7 @@ def build_variant(
         )
     log_report(v, report)
     counts = op_counts(path)
-    return variant_spec(
+    spec = variant_spec(
         path,
         v,
         conf.opset,
@@ -264,6 +299,28 @@ def build_variant(
         fused_ops={k: n for k, n in sorted(counts.items()) if k in fusions or is_int8_op(k)},
         quantization=quant,
         parity=report,
+        rerun=None if cascade is None else cascade.spec,
+    )
+    return spec, preds
+
+
+def int8_cascade(
+    held_out: Slice, preds: list[Pred], fp32_preds: list[Pred], conf: ExportConfig
+) -> tuple[Cascade | None, str | None]:
+    """(the cascade int8 serves as, or None; the parity report's note on it)."""
+    cascade = fit_cascade(held_out, preds, fp32_preds, conf.int8_rerun_agreement)
+    if cascade is None:
+        return None, None
+    spec = cascade.spec
+    if spec.share > conf.int8_max_rerun:
+        return None, (
+            f"judged alone: a cascade would rerun {spec.share:.1%} of the questions in fp32 "
+            f"(> --int8-max-rerun {conf.int8_max_rerun:g})"
+        )
+    return cascade, (
+        f"a cascade: questions whose int8 margin is <= {spec.max_margin:.4g} are answered again "
+        f"in fp32 ({spec.share:.1%} of these); agreement {spec.alone_agreement:.4f} without; "
+        "figures of the cascade fitted on each half of the questions and judged on the other"
     )
 
 
@@ -313,9 +370,15 @@ def encoder_contents(conf: ExportConfig) -> Contents:
             heads, hidden = int(ckpt.config["num_attention_heads"]), int(ckpt.config["hidden_size"])
             fusions = optimize(raw, fp32, heads, hidden)
         log.info("fused ops: %s", fusions)
-        return {
-            v: build_variant(v, fp32, folder, plan, held_out, fusions, conf) for v in plan.variants
-        }
+        specs: dict[bundle_schema.VariantName, VariantSpec] = {}
+        fp32_preds = None
+        for v in plan.variants:  # fp32 first: int8's qa cascade reruns in it
+            specs[v], preds = build_variant(
+                v, fp32, folder, plan, held_out, fusions, conf, fp32_preds
+            )
+            if v == "fp32" and specs[v].parity.status == "passed":
+                fp32_preds = preds
+        return specs
 
     return Contents(
         conf,

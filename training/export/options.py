@@ -9,6 +9,7 @@ import bundle.manifest as bundle_schema
 from training import config as cfg
 
 GENERATED_EXAMPLES = 256  # parity examples generated when no --eval file is given
+QA_FP32_NODES = 4  # qa's default --int8-fp32-nodes
 
 
 @dataclass
@@ -77,6 +78,23 @@ class ExportConfig:
         "reference translations: greedy BLEU)",
     )
     int8_min_agreement: float = cfg.field(0.98, help="gate: int8 top-label agreement")
+    int8_rerun_agreement: float = cfg.field(
+        0.99,
+        help="qa with --eval: where int8 alone agrees with PyTorch on fewer answers than this, "
+        "serve it as a cascade that answers its least sure questions again in fp32, with the "
+        "margin threshold that reaches this agreement (fitted on half the questions, judged "
+        "on the other half); 0: never",
+    )
+    int8_max_rerun: float = cfg.field(
+        0.15,
+        help="qa: the largest share of questions a cascade may rerun in fp32 (more would cost "
+        "int8's speed); past it int8 is judged alone",
+    )
+    int8_fp32_nodes: int | None = cfg.field(
+        None,
+        help="int8: the matrix products a sensitivity pass finds worst quantised are kept in "
+        "fp32, this many (default: 4 for qa, which SQuAD's answers need, 0 otherwise)",
+    )
     int8_min_batch_agreement: float = cfg.field(
         1.0, help="gate: int8 top-label agreement of batched with one-by-one runs"
     )
@@ -110,6 +128,12 @@ class ExportConfig:
         "without it, the manifest's gate_misses says why, and the command exits with status "
         "5) or fail (nothing is written; status 4)",
     )
+
+    def fp32_nodes(self, task: str) -> int:
+        """--int8-fp32-nodes, or its task default."""
+        if self.int8_fp32_nodes is not None:
+            return self.int8_fp32_nodes
+        return QA_FP32_NODES if task == "qa" else 0
 
     @property
     def generated_examples(self) -> int:

@@ -274,23 +274,25 @@ def parity(
     gate: bool = True,
     note: str | None = None,
     preds: list[Pred] | None = None,
+    answers: list[str] | None = None,
 ) -> ParityReport:
     """Run ``variant`` on the slice batched (unless its batched ``preds`` are given) and (the
-    first few) one by one; apply its gate."""
+    first few) one by one; apply its gate. ``answers`` (qa): the answers to judge instead of
+    those decoded from ``preds`` (a cascade's: :mod:`training.export.rerun`)."""
     task = held_out.task
     if preds is None:
         preds = run_batches(
             runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
         )
     figs = Figures()
-    decoding, answers = held_out.decoding, held_out.reference_answers
+    decoding, reference = held_out.decoding, held_out.reference_answers
     for ref, got in zip(held_out.reference, preds, strict=True):
         figs.add(task, ref, got, agreement=decoding is None)
-    if decoding is None or answers is None:
+    if decoding is None or reference is None:
         units = held_out.score(preds)
     else:
-        decoded = decoding.answers(preds)
-        figs.add_decoded(answers, decoded)
+        decoded = decoding.answers(preds) if answers is None else answers
+        figs.add_decoded(reference, decoded)
         units = decoding.metric(decoded)
     gap = Gap.of(held_out.reference_units, units)
     batch = Figures()  # batched (padded among others) against alone (no padding)
