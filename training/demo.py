@@ -405,6 +405,11 @@ def report_bundles(models: Path, recipe: Recipe) -> None:
         for v, r in m.gate_misses.items():
             print(f"    {v} missed its gate and was left out: {'; '.join(r.failures)}")
         for v, s in m.variants.items():
+            if s.rerun is not None:
+                alone = s.rerun.alone_agreement
+                print(f"    {v} is a cascade: {s.rerun.share:.1%} of the held-out questions "
+                      f"(margin <= {s.rerun.max_margin:.3g}) answered again in {s.rerun.variant}"
+                      + ("" if alone is None else f"; agreement {alone:.3f} without"))  # fmt: skip
             if s.parity.note and "inconclusive" in s.parity.note:
                 print(f"    {v}: {s.parity.note}")
 

@@ -108,6 +108,19 @@ def test_export_fits_a_cascade_and_judges_it(cascade: tuple[Live, Path]) -> None
     assert info["rerun"]["variant"] == "fp32" and info["rerun"]["max_margin"] == rerun.max_margin
 
 
+def test_the_demo_summary_says_int8_is_a_cascade(
+    cascade: tuple[Live, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from training.demo import report_bundles
+
+    live, _ = cascade
+    bundle = live.model("qa").bundle
+    report_bundles(bundle.path.parent, SimpleNamespace(names={"qa": "qa"}))  # type: ignore[arg-type]
+    assert "int8 is a cascade: " in capsys.readouterr().out
+
+
 def test_served_answers_are_the_cascade_the_manifest_measured(cascade: tuple[Live, Path]) -> None:
     from training.tasks.qa_metrics import f1_score
 
