@@ -23,7 +23,7 @@ length; one work item per document, scored at each sentence's [CLS].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -305,28 +305,47 @@ class QuestionAnswering(TaskModel):
     def split(self, outputs: Outputs, batch: Batch) -> list[Outputs]:
         return token_rows(outputs, batch)
 
+    def _decoded(
+        self,
+        prepared: Prepared,
+        rows: Sequence[RowOutput],
+        n_best_size: int = QA_N_BEST,
+        max_answer_length: int | None = None,
+        allow_null: bool = False,
+    ) -> Iterator[tuple[range, qa_decode.QAPrediction]]:
+        """Each question's item indices (its windows) and prediction, its windows decoded
+        together (`max_answer_length` None: the bundle's)."""
+        state: _QAState = prepared.state
+        w = 0
+        for context, n in zip(state.contexts, state.windows, strict=True):
+            window_rows = rows[w : w + n]
+            yield (
+                range(w, w + n),
+                qa_decode.decode(
+                    [r.arrays[QA_START] for r in window_rows],
+                    [r.arrays[QA_END] for r in window_rows],
+                    state.offsets[w : w + n],
+                    context,
+                    n_best_size=n_best_size,
+                    max_answer_length=(
+                        self.max_answer_length if max_answer_length is None else max_answer_length
+                    ),
+                    allow_null=allow_null,
+                ),
+            )
+            w += n
+
     def unsure(
         self, prepared: Prepared, rows: Sequence[RowOutput], max_margin: float
     ) -> list[list[int]]:
         """The questions whose answer leads the best span with other text by at most
         `max_margin`, decoded as the export's gate decoded them (the bundle's answer length,
         no null answer): their window items."""
-        state: _QAState = prepared.state
-        picked, w = [], 0
-        for context, n in zip(state.contexts, state.windows, strict=True):
-            window_rows = rows[w : w + n]
-            pred = qa_decode.decode(
-                [r.arrays[QA_START] for r in window_rows],
-                [r.arrays[QA_END] for r in window_rows],
-                state.offsets[w : w + n],
-                context,
-                n_best_size=QA_N_BEST,
-                max_answer_length=self.max_answer_length,
-            )
-            if pred.margin <= max_margin:
-                picked.append(list(range(w, w + n)))
-            w += n
-        return picked
+        return [
+            list(items)
+            for items, pred in self._decoded(prepared, rows)
+            if pred.margin <= max_margin
+        ]
 
     def finish(
         self,
@@ -336,22 +355,11 @@ class QuestionAnswering(TaskModel):
         max_answer_length: int | None,
         allow_no_answer: bool,
     ) -> list[QAResult]:
-        state: _QAState = prepared.state
-        results, w = [], 0
-        for context, n in zip(state.contexts, state.windows, strict=True):
-            window_rows = rows[w : w + n]
-            pred = qa_decode.decode(
-                [r.arrays[QA_START] for r in window_rows],
-                [r.arrays[QA_END] for r in window_rows],
-                state.offsets[w : w + n],
-                context,
-                n_best_size=max(QA_N_BEST, top_k),
-                max_answer_length=(
-                    self.max_answer_length if max_answer_length is None else max_answer_length
-                ),
-                allow_null=allow_no_answer,
-            )
-            w += n
+        results = []
+        decoded = self._decoded(
+            prepared, rows, max(QA_N_BEST, top_k), max_answer_length, allow_no_answer
+        )
+        for items, pred in decoded:
             answers = [
                 QAAnswer(text=a.text, start=a.start, end=a.end, score=a.probability)
                 for a in pred.nbest[:top_k]
@@ -361,7 +369,7 @@ class QuestionAnswering(TaskModel):
                     answers=[] if pred.no_answer else answers,
                     no_answer=pred.no_answer,
                     no_answer_score=pred.null_probability if allow_no_answer else None,
-                    windows=n,
+                    windows=len(items),
                 )
             )
         return results
