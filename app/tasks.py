@@ -313,8 +313,7 @@ class QuestionAnswering(TaskModel):
         max_answer_length: int | None = None,
         allow_null: bool = False,
     ) -> Iterator[tuple[range, qa_decode.QAPrediction]]:
-        """Each question's item indices (its windows) and prediction, its windows decoded
-        together (`max_answer_length` None: the bundle's)."""
+        """Each question's items (its windows) and prediction (answer length None: the bundle's)."""
         state: _QAState = prepared.state
         w = 0
         for context, n in zip(state.contexts, state.windows, strict=True):
@@ -341,11 +340,8 @@ class QuestionAnswering(TaskModel):
         """The questions whose answer leads the best span with other text by at most
         `max_margin`, decoded as the export's gate decoded them (the bundle's answer length,
         no null answer): their window items."""
-        return [
-            list(items)
-            for items, pred in self._decoded(prepared, rows)
-            if pred.margin <= max_margin
-        ]
+        decoded = self._decoded(prepared, rows)
+        return [list(items) for items, pred in decoded if pred.margin <= max_margin]
 
     def finish(
         self,
@@ -355,10 +351,8 @@ class QuestionAnswering(TaskModel):
         max_answer_length: int | None,
         allow_no_answer: bool,
     ) -> list[QAResult]:
-        results = []
-        decoded = self._decoded(
-            prepared, rows, max(QA_N_BEST, top_k), max_answer_length, allow_no_answer
-        )
+        results, n_best = [], max(QA_N_BEST, top_k)
+        decoded = self._decoded(prepared, rows, n_best, max_answer_length, allow_no_answer)
         for items, pred in decoded:
             answers = [
                 QAAnswer(text=a.text, start=a.start, end=a.end, score=a.probability)
