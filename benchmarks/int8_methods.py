@@ -89,7 +89,7 @@ def speed(runner: Any, held_out: Any, repeats: int) -> tuple[float, float]:
     batched, single = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        run_batches(runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split)
+        held_out.predict(runner)
         batched.append(len(held_out.examples) / (time.perf_counter() - t))
         few = held_out.examples[:64]
         t = time.perf_counter()
@@ -203,9 +203,7 @@ def run_task(
             path = work / f"{label.split(',')[0]}-{len(rows)}.onnx"
             quantize_int8(fp32, path, **kw)
         runner, provider = ort_runner(path, "CPUExecutionProvider")
-        preds = run_batches(
-            runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
-        )
+        preds = held_out.predict(runner)
         report = parity("fp32" if not kw else "int8", runner, provider, held_out, conf, preds=preds)
         b32, b1 = speed(runner, held_out, args.repeats)
         rows.append({

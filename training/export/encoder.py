@@ -270,13 +270,13 @@ def build_variant(
     cascade = None
     try:
         runner, used = ort_runner(path, provider)
-        hold = held_out
-        preds = run_batches(runner, hold.examples, hold.batch_size, hold.pad_id, hold.split)
+        preds = held_out.predict(runner)
         if v == "int8" and fp32_preds is not None and conf.int8_rerun_agreement > 0:
             cascade, note = int8_cascade(held_out, preds, fp32_preds, conf)
         answers = None if cascade is None else cascade.answers
-        report = parity(v, runner, used, held_out, conf, gate=gate, note=note, preds=preds,
-                        answers=answers)  # fmt: skip
+        report = parity(
+            v, runner, used, held_out, conf, gate=gate, note=note, preds=preds, answers=answers
+        )
     except TrainingError as exc:
         if gate:
             raise

@@ -180,6 +180,10 @@ class Slice:
     def reference_metric(self) -> float | None:
         return None if self.reference_units is None else ratio(self.reference_units)
 
+    def predict(self, runner: Runner) -> list[Pred]:
+        """``runner``'s batched predictions on the slice, batched as the gate batches."""
+        return run_batches(runner, self.examples, self.batch_size, self.pad_id, self.split)
+
 
 @dataclass
 class Gap:
@@ -281,9 +285,7 @@ def parity(
     those decoded from ``preds`` (a cascade's: :mod:`training.export.rerun`)."""
     task = held_out.task
     if preds is None:
-        preds = run_batches(
-            runner, held_out.examples, held_out.batch_size, held_out.pad_id, held_out.split
-        )
+        preds = held_out.predict(runner)
     figs = Figures()
     decoding, reference = held_out.decoding, held_out.reference_answers
     for ref, got in zip(held_out.reference, preds, strict=True):

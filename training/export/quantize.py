@@ -144,8 +144,6 @@ def quantize_int8(
 
     wtype = resolve_weight_type(weight_type)
     model = _untie_initializers(onnx.load(str(fp32)))
-    if method != "per-token":
-        exclude = [*(exclude or []), *keep]
     if method == "per-token":
         skip = [*(head_nodes(model) if exclude is None else exclude), *keep]
         smooth = None
@@ -165,6 +163,7 @@ def quantize_int8(
             "excluded": len(skip),
             **({"smooth_alpha": smooth_alpha} if smooth_alpha else {}),
         }
+    exclude = [*(exclude or []), *keep]
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
