@@ -74,6 +74,12 @@ R = TypeVar("R")
 _HANDOVER_S = 0.002
 # A class counts as active this long after its last arrival (several active: smaller batches).
 _PRIORITY_ACTIVE_S = 1.0
+# While several classes are active, batches hold at most this share of the batcher's limits:
+# an arrival of a higher class waits for at most one such batch (a running batch is not
+# interrupted). Measured on 2 cores at 2x overload (`benchmarks/scheduling.py`): an eighth
+# halves high's median against a quarter, for a quarter less low throughput; a sixteenth
+# costs low so much throughput that its backlog's overhead slows high again.
+_MIXED_BATCH_SHARE = 8
 # A batch is chosen among this many batches' worth of the first queued inputs (deep queues).
 _WINDOW_BATCHES = 4
 
@@ -444,6 +450,9 @@ class Batcher(Generic[R]):
             return False
         cfg = self.config
         served = entries[0].rank
+        if self._mixed():  # a batch of one class: a higher one never waits for lower inputs
+            entries = [e for e in entries if e.rank == served]  # the urgent ones lead still
+            urgent = min(urgent, len(entries))
         size, tokens = self._limits()
         picked = plan_batch(
             [e.item.length for e in entries],
@@ -476,12 +485,12 @@ class Batcher(Generic[R]):
         return True
 
     def _limits(self) -> tuple[int, int]:
-        """Most inputs and padded tokens of the next batch. While several classes are active,
-        batches run a quarter as long, so that an arrival of a higher class waits for at most
-        that (a running batch is not interrupted)."""
+        """Most inputs and padded tokens of the next batch: a `_MIXED_BATCH_SHARE` of the
+        limits while several classes are active, so that an arrival of a higher class waits for
+        at most that long (a running batch is not interrupted)."""
         size, tokens = self.config.max_batch_size, self._load.token_cap()
         if self._mixed():
-            return max(1, size // 4), max(1, tokens // 4)
+            return max(1, size // _MIXED_BATCH_SHARE), max(1, tokens // _MIXED_BATCH_SHARE)
         return size, tokens
 
     def _candidates(self) -> tuple[list[Queued[_Request[R]]], int]:
@@ -516,7 +525,7 @@ class Batcher(Generic[R]):
         soon = asyncio.get_running_loop().time() + 2 * (batch_s or 0.0)
         due = {e.seq: e for e in self._dues.due_by(self._queue, soon) if e.rank == served}
         # A class whose inputs fit in one batch goes in whole while a lower class waits: its
-        # few inputs are not passed over for length (the lower class fills the batch).
+        # few inputs are not passed over for length.
         few = len(self._classes[served]) <= self._limits()[0]
         lower = any(self._classes[c] for c in range(served + 1, len(PRIORITIES)))
         patience = 0 if few and lower else cfg.patience

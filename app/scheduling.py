@@ -13,8 +13,9 @@ been passed over `patience` times is *urgent* and goes into the next batch ahead
 neighbour by length (so with patience 1 no input of the served class waits for more than two
 batches besides the one running; 0 is plain FIFO). While a lower class waits, a higher class
 whose queued inputs fit in one batch is urgent whole: a few high-priority inputs are never
-passed over for their length. Lower classes are not protected by patience: under overload they
-wait, and admission refuses them first.
+passed over for their length (and while several classes are active, `app.batching` keeps each
+batch to one class and an eighth of its limits). Lower classes are not protected by patience:
+under overload they wait, and admission refuses them first.
 """
 
 from __future__ import annotations

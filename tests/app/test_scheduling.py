@@ -198,7 +198,8 @@ def test_while_classes_mix_a_few_high_inputs_lead_the_next_batch_whole() -> None
 
     run(main())
     second = [int(i.input_ids[0]) for i in backend.batches[1].items]
-    assert second[:2] == [2, 3]  # both high inputs, the long one included, before any low one
+    assert second == [2, 3]  # both high inputs, the long one included, and no low one
+    assert all(int(i.input_ids[0]) >= 10 for batch in backend.batches[2:] for i in batch.items)
 
 
 def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
@@ -322,18 +323,20 @@ def test_beyond_the_window_high_priority_and_near_deadlines_still_go_first() -> 
     assert seen.index(2) < seen.index(1016)  # the near deadline ahead of the window's tail
 
 
-def test_batches_shrink_while_several_priorities_are_active() -> None:
+def test_batches_shrink_and_hold_one_class_while_several_priorities_are_active() -> None:
     backend = FakeBackend()
 
     async def main() -> None:
-        async with make(backend, max_batch_size=8, max_wait_s=0) as b:
-            await b.submit([item(i, 4) for i in range(8)])  # one class: a full batch
+        async with make(backend, max_batch_size=16, max_wait_s=0) as b:
+            await b.submit([item(i, 4) for i in range(16)])  # one class: a full batch
             await asyncio.gather(
-                b.submit([item(100 + i, 4) for i in range(8)], priority="low"),
+                b.submit([item(100 + i, 4) for i in range(16)], priority="low"),
                 b.submit([item(200, 4)], priority="high"),
             )
 
     run(main())
     sizes = [batch.size for batch in backend.batches]
-    assert sizes[0] == 8
-    assert max(sizes[1:]) == 2  # a quarter of 8 while high and low are both active
+    assert sizes[0] == 16
+    assert max(sizes[1:]) == 2  # an eighth of 16 while high and low are both active
+    firsts = [[int(i.input_ids[0]) for i in batch.items] for batch in backend.batches[1:]]
+    assert [200] in firsts  # the high input went alone: lower work does not fill its batch
