@@ -18,7 +18,7 @@ from typing import Any
 from app.backend import CPU, CUDA, OnnxBackend, RowOutput, cuda_device_present
 from app.batching import Batcher
 from app.generation import Seq2Seq, Seq2SeqBackend
-from app.settings import Settings
+from app.settings import Settings, available_cores
 from bundle.batch import pad_batch
 from bundle.manifest import (
     MANIFEST_FILE,
@@ -205,7 +205,7 @@ class Registry:
         if again is None or spec is None:
             return None
         backend = OnnxBackend(
-            bundle.path / again.file, CPU, intra_op_threads=self.settings.intra_op_threads
+            bundle.path / again.file, CPU, intra_op_threads=self.settings.inference_threads
         )
         backend.set_split(task_model.split)
         return Rerun(spec, backend)
@@ -220,7 +220,8 @@ class Registry:
                 heads=gen.num_heads,
                 head_dim=gen.head_dim,
                 provider=provider or self.provider,
-                intra_op_threads=self.settings.intra_op_threads,
+                # The continuous decoder runs every sequence's step in one call: all cores.
+                intra_op_threads=self.settings.intra_op_threads or available_cores(),
             )
             return Seq2SeqBackend(
                 model,
@@ -231,7 +232,7 @@ class Registry:
         return OnnxBackend(
             bundle.model_file,
             provider or self.provider,
-            intra_op_threads=self.settings.intra_op_threads,
+            intra_op_threads=self.settings.inference_threads,
         )
 
     def _fail(self, name: str, path: Path, reason: str) -> None:

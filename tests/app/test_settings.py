@@ -25,11 +25,21 @@ def test_defaults() -> None:
     assert (s.port, s.max_batch_tokens, s.max_batch_size, s.max_wait_ms) == (8000, 8192, 32, 5.0)
     assert (s.queue_size, s.request_timeout_s, s.max_inputs_per_request) == (1024, 30.0, 256)
     assert s.max_body_bytes == 1024 * 1024
-    assert s.intra_op_threads == len(os.sched_getaffinity(0))
+    assert (s.inference_workers, s.intra_op_threads) == (1, None)
+    assert s.inference_threads == len(os.sched_getaffinity(0))
     assert s.models == ()
     assert s.cors_origins == ()
     assert s.api_key is None
     assert (s.variant, s.provider, s.log_format) == ("auto", "auto", "json")
+
+
+def test_inference_threads_share_the_cores_among_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert Settings().inference_threads == 8
+    assert Settings(inference_workers=2).inference_threads == 4
+    assert Settings(inference_workers=3).inference_threads == 2
+    assert Settings(inference_workers=16).inference_threads == 1
+    assert Settings(inference_workers=2, intra_op_threads=3).inference_threads == 3  # as set
 
 
 def test_reads_bert_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
