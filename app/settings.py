@@ -284,7 +284,7 @@ class Settings(BaseSettings):
             (
                 self.intra_op_threads is None or self.intra_op_threads >= 1,
                 f"intra_op_threads is {self.intra_op_threads}; set BERT_INTRA_OP_THREADS to 1 "
-                "or more, or unset it to use every available core.",
+                "or more, or unset it to share the available cores among the inference workers.",
             ),
             (
                 self.shutdown_grace_s >= 0,
