@@ -60,6 +60,7 @@ from benchmarks.common import machine, markdown_table, write_result
 from benchmarks.load import CLIENTS, closed_loop, open_loop
 from benchmarks.peers import PEER_PYTHON, Peer, infinity
 from benchmarks.serving import (
+    PATHS,
     PRESETS,
     checkpoint_task,
     export,
@@ -71,7 +72,6 @@ from benchmarks.serving import (
     vocab_file,
 )
 
-PATHS = {"classification": "/v1/classify", "qa": "/v1/qa"}
 # (a)/(b) variants per provider: the provider's default first (the (a) / (c) target uses it).
 VARIANTS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 

@@ -39,6 +39,8 @@ PRESETS: dict[str, dict[str, Any]] = {  # name -> BertConfig overrides
              "intermediate_size": 512},
 }  # fmt: skip
 ARCH = {"classification": "BertForSequenceClassification", "qa": "BertForQuestionAnswering"}
+# the service route of each task the serving benchmarks load
+PATHS = {"classification": "/v1/classify", "qa": "/v1/qa", "fill-mask": "/v1/fill-mask"}
 # the export's parity gate, relaxed for random weights (they sit near label ties)
 RELAXED = ["--int8-min-agreement", "0", "--int8-min-batch-agreement", "0",
            "--int8-max-metric-drop", "100", "--fp16-max-diff", "1"]  # fmt: skip

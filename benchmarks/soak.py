@@ -45,6 +45,7 @@ import httpx
 from benchmarks.common import machine, markdown_table, write_result
 from benchmarks.load import percentiles
 from benchmarks.serving import (
+    PATHS,
     PRESETS,
     export,
     random_checkpoint,
@@ -54,7 +55,6 @@ from benchmarks.serving import (
     vocab_file,
 )
 
-PATHS = {"classification": "/v1/classify", "qa": "/v1/qa", "fill-mask": "/v1/fill-mask"}
 GROWTH_LIMIT = 0.10  # resident memory may grow this much over the soak
 
 

@@ -32,9 +32,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import machine, markdown_table, median, write_result
 from benchmarks.load import closed_loop
-from benchmarks.serving import ours, running_process, squad_pairs, sst2_sentences
-
-PATHS = {"classification": "/v1/classify", "qa": "/v1/qa"}
+from benchmarks.serving import PATHS, ours, running_process, squad_pairs, sst2_sentences
 
 
 def bodies(task: str, limit: int | None) -> tuple[list[dict[str, Any]], str]:
