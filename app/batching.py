@@ -42,7 +42,6 @@ from app.backend import Backend
 from app.errors import (
     InferenceError,
     NotReadyError,
-    OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
     ServiceError,
@@ -55,9 +54,9 @@ from app.scheduling import (
     Priority,
     Queued,
     Workload,
+    no_room,
     plan_batch,
     rank,
-    retry_hint,
     too_late,
 )
 from app.settings import Settings
@@ -80,6 +79,9 @@ _PRIORITY_ACTIVE_S = 1.0
 # halves high's median against a quarter, for a quarter less low throughput; a sixteenth
 # costs low so much throughput that its backlog's overhead slows high again.
 _MIXED_BATCH_SHARE = 8
+# While a higher class is active, a lower one may have this many such batches' worth of inputs
+# queued ahead of it (its own and higher); more is refused (429) rather than left waiting.
+_SHED_BATCHES = 8
 # A batch is chosen among this many batches' worth of the first queued inputs (deep queues).
 _WINDOW_BATCHES = 4
 
@@ -303,7 +305,8 @@ class Batcher(Generic[R]):
             PayloadTooLargeError: more items than the whole queue holds.
             ValidationFailedError: an item longer than max_batch_tokens.
             OverloadedError: the queue (or the class's share of it) cannot take these items now,
-                or they would finish after target_latency_s (carries retry_after).
+                a higher class is served meanwhile, or they would finish after
+                target_latency_s (carries retry_after).
             RequestTimeoutError: the deadline has passed, or the learned batch latency says
                 the items cannot be answered before it.
         """
@@ -395,10 +398,14 @@ class Batcher(Generic[R]):
             for req in {e.request for e in self._queue.values()}:
                 self._fail(req, InferenceError("the model's batcher failed; retry the request"))
 
-    def _mixed(self) -> bool:
-        """Whether several priority classes have arrived within the last _PRIORITY_ACTIVE_S."""
+    def _active(self) -> list[bool]:
+        """Per class (by rank): whether it has arrived within the last _PRIORITY_ACTIVE_S."""
         now = time.monotonic()
-        return sum(now - t < _PRIORITY_ACTIVE_S for t in self._arrived) > 1
+        return [now - t < _PRIORITY_ACTIVE_S for t in self._arrived]
+
+    def _mixed(self) -> bool:
+        """Whether several priority classes are active."""
+        return sum(self._active()) > 1
 
     def _full(self) -> bool:
         """Whether the queue holds enough to fill a batch, so waiting longer gains nothing."""
@@ -654,28 +661,29 @@ class Batcher(Generic[R]):
     def _admit(
         self, items: Sequence[WorkItem], deadline: float | None, priority: Priority, now: float
     ) -> float | None:
-        """Refuse `items` at once when they cannot be served well: the queue (or the class's
-        share of it) is full -> 429; the deadline has passed or is out of reach -> 504; the
-        predicted latency passes the objective -> 429. Returns the predicted seconds to the
-        answer (None when nothing is predicted)."""
+        """Refuse `items` at once when they cannot be served well: no room in the queue, or in
+        the class's share of it, or (a higher class active) _SHED_BATCHES mixed batches of this
+        class and higher queued already -> 429 (`no_room`); the deadline has passed or is out
+        of reach -> 504; the predicted latency passes the objective -> 429. Returns the
+        predicted seconds to the answer (None when nothing is predicted)."""
         cfg = self.config
-        limit = cfg.queue_size
-        if priority == "low":
-            limit = max(1, int(cfg.queue_size * cfg.low_priority_share))
-        err: ServiceError | None = None
+        cls = rank(priority)
+        shed = _SHED_BATCHES * max(1, cfg.max_batch_size // _MIXED_BATCH_SHARE)
+        err: ServiceError | None = no_room(
+            self._load,
+            priority,
+            len(items),
+            queue_size=cfg.queue_size,
+            low_share=cfg.low_priority_share,
+            shed=shed if any(self._active()[:cls]) else None,
+            model=self.model,
+        )
         wait = None
-        if len(self._queue) + len(items) > limit:
-            share = "" if limit == cfg.queue_size else f"; {priority} priority may use {limit}"
-            err = OverloadedError(
-                f"model {self.model!r} has {len(self._queue)} inputs queued (limit "
-                f"{cfg.queue_size}{share}); retry later",
-                retry_after=self._retry_after(len(self._queue) + len(items) - limit),
-            )
-        elif deadline is not None and deadline <= now:
+        if err is None and deadline is not None and deadline <= now:
             err = RequestTimeoutError("the request's deadline passed before it was queued")
-        elif self._predicts:
+        if err is None and self._predicts:
             lengths = [i.length for i in items]
-            wait = self._load.predicted_s(rank(priority), lengths)
+            wait = self._load.predicted_s(cls, lengths)
             left = None if deadline is None else deadline - now
             err = None if wait is None else too_late(wait, left, cfg.target_latency_s, self.model)
         if err is None:
@@ -699,7 +707,3 @@ class Batcher(Generic[R]):
             self.metrics.observe_inference_time(self.model, seconds)
             for priority, wait in waits:
                 self.metrics.observe_queue_time(self.model, max(0.0, wait), priority)
-
-    def _retry_after(self, excess: int) -> float:
-        """Seconds until the queue has likely drained `excess` items."""
-        return retry_hint(self._load.clear_s(excess) or 0.0)

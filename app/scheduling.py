@@ -15,7 +15,8 @@ batches besides the one running; 0 is plain FIFO). While a lower class waits, a 
 whose queued inputs fit in one batch is urgent whole: a few high-priority inputs are never
 passed over for their length (and while several classes are active, `app.batching` keeps each
 batch to one class and an eighth of its limits). Lower classes are not protected by patience:
-under overload they wait, and admission refuses them first.
+under overload they wait, and admission refuses them first (`no_room`: while a higher class is
+active, a lower one may queue only a few small batches' worth before it is shed with 429).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from app.schemas import Priority
 from bundle.batch import WorkItem
 
 __all__ = [
-    "PRIORITIES", "Deadlines", "LatencyModel", "Priority", "Queued", "Workload", "plan_batch",
-    "rank", "retry_hint", "too_late",
+    "PRIORITIES", "Deadlines", "LatencyModel", "Priority", "Queued", "Workload", "no_room",
+    "plan_batch", "rank", "retry_hint", "too_late",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -406,6 +407,40 @@ class Deadlines:
                     found.append(entry)
                 stack += (2 * i + 1, 2 * i + 2)
         return found
+
+
+def no_room(
+    load: Workload,
+    priority: Priority,
+    n: int,
+    *,
+    queue_size: int,
+    low_share: float,
+    shed: int | None,
+    model: str,
+) -> OverloadedError | None:
+    """Why `n` inputs of class `priority` find no room in the queue that `load` counts (429
+    with Retry-After), or None: the queue would hold more than `queue_size` inputs, or "low"
+    more than its `low_share` of it; or, with `shed` set (a higher class is active), more than
+    `shed` inputs of this class and higher would be queued, so a lower class is refused rather
+    than left waiting behind a higher one (a request with nothing ahead of it is admitted)."""
+    queued = sum(load.items)
+    limit = max(1, int(queue_size * low_share)) if priority == "low" else queue_size
+    if queued + n > limit:
+        share = "" if limit == queue_size else f"; {priority} priority may use {limit}"
+        return OverloadedError(
+            f"model {model!r} has {queued} inputs queued (limit {queue_size}{share}); retry later",
+            retry_after=retry_hint(load.clear_s(queued + n - limit) or 0.0),
+        )
+    ahead = sum(load.items[: rank(priority) + 1])  # served before these or alike
+    if shed is not None and ahead and ahead + n > shed:
+        return OverloadedError(
+            f"model {model!r} is serving higher-priority requests first and has {ahead} inputs "
+            f"queued ahead of these {priority}-priority ones (at most {shed} meanwhile); retry "
+            "later",
+            retry_after=retry_hint(load.clear_s(ahead + n - shed) or 0.0),
+        )
+    return None
 
 
 def too_late(

@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-ms", type=float, default=400.0, help="the objective mode's target")
     p.add_argument("--no-priorities", dest="priorities", action="store_false",
                    help="skip the two-priority overload runs")  # fmt: skip
+    p.add_argument("--capacity", type=float, default=None,
+                   help="req/s the overload rates are shares of (default: the default mode's "
+                   "c=32 throughput in this run; fix it to compare runs at one load)")  # fmt: skip
     p.add_argument("--peers", default="optimum", help="infinity-emb engines (empty: none)")
     p.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
     p.add_argument("--limit", type=int, default=None, help="first N SST-2 sentences")
@@ -153,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = ours(bundle.parent, bundle.name, args.variant, args.max_batch, args.threads)
     priorities: dict[str, Any] = {}  # mode -> the two open loops
-    capacity = 0.0
+    capacity = args.capacity or 0.0
     for mode, env in modes.items():
         print(f"ours, {mode}", flush=True)
         log = logs / f"ours-{len(rows)}.log"
         with running_process(cmd, log, env=env) as (url, pid):
             record(f"ours {args.variant}, {mode}", url, "/v1/classify", pid,
                    lambda t: {"inputs": t})  # fmt: skip
-            if mode.endswith("(default)") and "sst2" in sets:
+            if mode.endswith("(default)") and "sst2" in sets and not args.capacity:
                 capacity = next(
                     r["throughput"]
                     for r in rows

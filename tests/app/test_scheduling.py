@@ -226,6 +226,32 @@ def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
     assert sample(metrics, "bert_rejected_requests_total", priority="high") == 1
 
 
+def test_a_lower_class_is_shed_while_a_higher_one_is_active() -> None:
+    """Alone, low work queues deep; once high requests arrive, low may have at most eight
+    mixed-class batches' worth queued ahead of it (8 x max(1, 4 // 8) here): more is refused at
+    once (429 with Retry-After) instead of waiting behind high, and high itself is never shed."""
+    gate, metrics = threading.Event(), Metrics()
+    backend = FakeBackend(gate=gate)
+
+    async def main() -> None:
+        async with make(backend, metrics, max_batch_size=4, max_in_flight=1, max_wait_s=0) as b:
+            running = b.submit([item(1, 4)], priority="low")
+            await until_running(b)
+            queued = [b.submit([item(10 + n, 4)], priority="low") for n in range(8)]
+            queued.append(b.submit([item(2, 4)], priority="high"))
+            with pytest.raises(OverloadedError, match="higher-priority requests first") as info:
+                b.submit([item(20, 4)], priority="low")
+            assert info.value.retry_after > 0
+            queued += [b.submit([item(30 + n, 4)], priority="high") for n in range(6)]
+            gate.set()
+            await asyncio.gather(running, *queued)
+
+    run(main())
+    assert sample(metrics, "bert_rejected_requests_total", priority="low") == 1
+    assert sample(metrics, "bert_rejected_requests_total", priority="high") == 0
+    assert [int(i.input_ids[0]) for i in backend.batches[1].items] == [2]  # high went next
+
+
 async def learn(b: Batcher[FakeResult], backend: FakeBackend, batches: int = 4) -> None:
     """Run `batches` lone batches so the batcher's latency model is ready; return once the
     last has left the backend."""
