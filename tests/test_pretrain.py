@@ -173,38 +173,6 @@ def test_masked_only_projection_equals_full_loss() -> None:
     assert int(ours.mlm_count) == 11
 
 
-def test_bag_of_words_loss_reads_cls_and_puts_the_masked_words_back() -> None:
-    """--cls-bow-weight: the MLM head on the final [CLS] state against the instance's distinct
-    words before masking (special ids and padding left out), added with its weight."""
-    torch.manual_seed(0)
-    model = BertForPreTraining(
-        bert_config("custom", 50, num_layers=2, hidden_size=32, num_heads=2)
-    ).eval()
-    cls_id, sep, mask_id, pad = 2, 3, 4, 0
-    ids = torch.tensor(
-        [[cls_id, 10, mask_id, 10, 11, sep, pad], [cls_id, 12, 13, sep, 14, sep, 14]]
-    )
-    batch = {
-        "input_ids": ids,
-        "attention_mask": (ids != pad).long(),
-        "token_type_ids": torch.zeros_like(ids),
-        "masked_lm_positions": torch.tensor([[2, 0], [2, 0]]),
-        "masked_lm_ids": torch.tensor([[20, 0], [13, 0]]),
-        "masked_lm_weights": torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
-        "next_sentence_label": torch.tensor([0, 1]),
-    }
-    special = torch.tensor([pad, 1, cls_id, sep, mask_id])
-    plain = pretraining_loss(model, batch)
-    with_bow = pretraining_loss(model, batch, bow=0.5, special_ids=special)
-    hidden = model.bert(input_ids=ids, attention_mask=batch["attention_mask"]).last_hidden_state
-    log_p = torch.log_softmax(model.cls.predictions(hidden[:, 0]).float(), dim=-1)
-    bags = [[10, 20, 11], [12, 13, 14]]  # the masked word back, each distinct word once
-    expected = -torch.stack([log_p[i, bag].mean() for i, bag in enumerate(bags)]).mean()
-    torch.testing.assert_close(with_bow.bow_loss, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(with_bow.loss, plain.loss + 0.5 * expected, atol=1e-5, rtol=1e-5)
-    assert float(plain.bow_loss) == 0.0
-
-
 def test_killed_run_resumes_exactly(
     tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path, finished_run: Path
 ) -> None:
@@ -468,22 +436,21 @@ def test_torchrun_two_cpu_processes(
 def test_mlm_only_with_a_higher_masking_rate(
     tmp_path: Path, small_tokenizer: Path, embedded_corpus: Path
 ) -> None:
-    """--no-nsp trains on contiguous text with the MLM loss alone (plus --cls-bow-weight's
-    bag of words); --masked-lm-prob 0.3 sizes the prediction slots to it; held-out figures keep
-    BERT's 15 % so runs compare."""
+    """--no-nsp trains on contiguous text with the MLM loss alone; --masked-lm-prob 0.3 sizes
+    the prediction slots to it; held-out figures keep BERT's 15 % so runs compare."""
     out = tmp_path / "mlm"
     argv = args(
         small_tokenizer, embedded_corpus, out, "--no-nsp", "--masked-lm-prob", "0.3",
         "--no-tie-embeddings", "--position-init", "sinusoidal", "--attention-init", "random",
         "--locality-bias", "1",
-        "--locality-steps", "2", "--cls-bow-weight", "0.5",
+        "--locality-steps", "2",
     )  # fmt: skip
     argv[argv.index("--max-steps") + 1] = "4"
     assert main(argv) == 0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "loss" in r]
     assert train_rows and all("nsp_loss" not in r for r in train_rows)
-    assert all(r["loss"] == pytest.approx(r["mlm_loss"] + 0.5 * r["bow_loss"]) for r in train_rows)
+    assert all(r["loss"] == pytest.approx(r["mlm_loss"]) for r in train_rows)
     report = json.loads((out / "eval_report.json").read_text())
     assert "eval_heldout_nsp_acc" not in report and "eval_heldout_mlm_acc" in report
     # untied: the output layer is its own weight, saved and loaded as such

@@ -199,10 +199,9 @@ def count_parameters(model: torch.nn.Module, *, non_embedding: bool = False) -> 
 
 @dataclass
 class PretrainingOutput:
-    loss: torch.Tensor  # scalar: mlm_loss + nsp_loss (+ bow weight x bow_loss)
+    loss: torch.Tensor  # scalar: mlm_loss + nsp_loss
     mlm_loss: torch.Tensor
     nsp_loss: torch.Tensor
-    bow_loss: torch.Tensor  # 0 without a bag-of-words weight
     mlm_correct: torch.Tensor  # scalar counts, for accuracies summed over batches
     mlm_count: torch.Tensor
     nsp_correct: torch.Tensor
@@ -234,18 +233,12 @@ def pretraining_loss(
     *,
     nsp: bool = True,
     locality: float = 0.0,
-    bow: float = 0.0,
-    special_ids: torch.Tensor | None = None,
 ) -> PretrainingOutput:
     """MLM + NSP loss of a batch from :func:`training.pretraining_data.collate`.
 
     Shapes: input_ids/token_type_ids/attention_mask (B, T); masked_lm_* (B, P);
     next_sentence_label (B,). With ``nsp=False`` the loss is the MLM loss alone (the NSP head
-    still runs, so its accuracy is reported, but it gets no gradient). With ``bow > 0``,
-    ``bow`` times a bag-of-words loss is added: the MLM head reads the final ``[CLS]`` state
-    and predicts the instance's tokens (its text before masking, ``special_ids`` left out, as a
-    uniform distribution over the distinct ones), so ``[CLS]`` learns to summarise the text
-    it heads (a stock head on a stock model: the checkpoint does not change shape).
+    still runs, so its accuracy is reported, but it gets no gradient).
     """
     mask = batch["attention_mask"]
     if locality > 0:
@@ -271,42 +264,17 @@ def pretraining_loss(
     nsp_logits = model.cls.seq_relationship(out.pooler_output)  # (B, 2)
     nsp_labels = batch["next_sentence_label"]
     nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
-    bow_loss = torch.zeros((), device=hidden.device)
-    if bow > 0:
-        bow_loss = bag_of_words_loss(model, batch, hidden[:, 0], special_ids)
     with torch.no_grad():
         predictions = logits.argmax(-1)
         mlm_correct = ((predictions == targets).float() * weights).sum()
         nsp_correct = (nsp_logits.argmax(-1) == nsp_labels).sum()
     return PretrainingOutput(
-        loss=(mlm_loss + nsp_loss if nsp else mlm_loss) + bow * bow_loss,
+        loss=mlm_loss + nsp_loss if nsp else mlm_loss,
         mlm_loss=mlm_loss.detach(),
         nsp_loss=nsp_loss.detach(),
-        bow_loss=bow_loss.detach(),
         mlm_correct=mlm_correct,
         mlm_count=count.detach(),
         nsp_correct=nsp_correct,
         nsp_count=torch.tensor(nsp_labels.numel()),
         mlm_predictions=predictions,
     )
-
-
-def bag_of_words_loss(
-    model: BertForPreTraining,
-    batch: dict[str, torch.Tensor],
-    cls_state: torch.Tensor,
-    special_ids: torch.Tensor | None,
-) -> torch.Tensor:
-    """Cross-entropy of the MLM head's distribution read from ``cls_state`` (B, H) against
-    each instance's bag of words: its distinct token ids with the masked ones put back,
-    without ``special_ids`` and padding, each weighted alike."""
-    ids = batch["input_ids"].clone()
-    picked = batch["masked_lm_weights"] > 0
-    rows = torch.arange(ids.size(0), device=ids.device)[:, None].expand_as(picked)
-    ids[rows[picked], batch["masked_lm_positions"][picked]] = batch["masked_lm_ids"][picked]
-    logits = model.cls.predictions(cls_state).float()  # (B, V)
-    bag = torch.zeros_like(logits).scatter_(1, ids, batch["attention_mask"].to(logits.dtype))
-    if special_ids is not None:
-        bag[:, special_ids] = 0.0
-    bag = bag / bag.sum(-1, keepdim=True).clamp(min=1.0)
-    return -(bag * F.log_softmax(logits, dim=-1)).sum(-1).mean()

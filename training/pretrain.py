@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -124,12 +124,6 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
         help="next-sentence prediction (--no-nsp: MLM only; segment B always continues A)",
     )
     whole_word_masking: bool = cfg.field(False, help="mask all pieces of a word together")
-    cls_bow_weight: float = cfg.field(
-        0.0,
-        help="add this weight times a bag-of-words loss: the MLM head reads the final [CLS] "
-        "state and predicts the instance's words, so [CLS] learns to summarise the text "
-        "(for sentence tasks; the checkpoint stays a stock BertForPreTraining)",
-    )
     holdout_fraction: float = cfg.field(
         0.01, help="share of document groups (book titles) held out for evaluation"
     )
@@ -155,31 +149,14 @@ class PretrainConfig(engine.LoopConfig, CorpusConfig):
 class PretrainingObjective(nn.Module):
     """Wraps BertForPreTraining so DDP and torch.compile see one forward with the loss."""
 
-    special_ids: torch.Tensor  # left out of --cls-bow-weight's bags (a buffer: moves with .to)
-
-    def __init__(
-        self,
-        model: BertForPreTraining,
-        nsp: bool = True,
-        bow: float = 0.0,
-        special_ids: Sequence[int] = (),
-    ) -> None:
+    def __init__(self, model: BertForPreTraining, nsp: bool = True) -> None:
         super().__init__()
-        self.model, self.nsp, self.bow = model, nsp, bow
-        special = torch.tensor(list(special_ids), dtype=torch.long)
-        self.register_buffer("special_ids", special, persistent=False)
+        self.model, self.nsp = model, nsp
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         # the batch stream says how strong the locality bias is at this step (0 once annealed)
         locality = float(batch.pop("locality", 0.0))
-        o = pretraining_loss(
-            self.model,
-            batch,
-            nsp=self.nsp,
-            locality=locality,
-            bow=self.bow,
-            special_ids=self.special_ids,
-        )
+        o = pretraining_loss(self.model, batch, nsp=self.nsp, locality=locality)
         figures = {
             "loss": o.loss,
             "mlm_loss": o.mlm_loss,
@@ -189,8 +166,6 @@ class PretrainingObjective(nn.Module):
         }
         if self.nsp:
             figures.update(nsp_loss=o.nsp_loss, nsp_correct=o.nsp_correct, nsp_count=o.nsp_count)
-        if self.bow:
-            figures["bow_loss"] = o.bow_loss
         return figures
 
 
@@ -278,8 +253,6 @@ def _validate(conf: PretrainConfig) -> None:
         raise UsageError("--max-seq-len must be between 8 and 4096")
     if not 0 < conf.masked_lm_prob < 1:
         raise UsageError(f"--masked-lm-prob must be in (0, 1), got {conf.masked_lm_prob}")
-    if conf.cls_bow_weight < 0:
-        raise UsageError(f"--cls-bow-weight must be >= 0, got {conf.cls_bow_weight}")
     if conf.locality_bias < 0 or (conf.locality_bias and conf.locality_steps < 1):
         raise UsageError("--locality-bias must be >= 0, with --locality-steps at least 1")
     if conf.attention_init == "neighbour" and conf.position_init != "random":
@@ -560,12 +533,7 @@ def run_pretraining(conf: PretrainConfig) -> engine.TrainResult:
             mimetic_attention_(model)
         elif conf.attention_init == "neighbour":
             neighbour_heads_(model, length=conf.max_seq_len)
-    objective = PretrainingObjective(
-        model,
-        nsp=conf.nsp,
-        bow=conf.cls_bow_weight,
-        special_ids=[i for i in ids.values() if i is not None],
-    )
+    objective = PretrainingObjective(model, nsp=conf.nsp)
     if rt.is_main:
         log.info(
             "model: %s layers, hidden %d, %.1fM parameters (%.1fM without embeddings); "
