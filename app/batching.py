@@ -76,9 +76,10 @@ _PRIORITY_ACTIVE_S = 1.0
 # While several classes are active, batches hold at most this share of the batcher's limits:
 # an arrival of a higher class waits for at most one such batch (a running batch is not
 # interrupted). Measured on 2 cores at 2x overload (`benchmarks/scheduling.py`): an eighth
-# halves high's median against a quarter, for a quarter less low throughput; a sixteenth
-# costs low so much throughput that its backlog's overhead slows high again.
-_MIXED_BATCH_SHARE = 8
+# halved high's median against a quarter; with the lower class shed (below), a sixteenth cuts
+# high's p99 from 47-55 to 35-43 ms against an eighth, for a quarter less low throughput
+# (without shedding a sixteenth was worse: low's deep backlog cost more than it saved).
+_MIXED_BATCH_SHARE = 16
 # While a higher class is active, a lower one may have this many such batches' worth of inputs
 # queued ahead of it (its own and higher); more is refused (429) rather than left waiting.
 _SHED_BATCHES = 8

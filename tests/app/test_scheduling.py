@@ -181,7 +181,7 @@ def test_while_classes_mix_a_few_high_inputs_lead_the_next_batch_whole() -> None
 
     async def main() -> None:
         async with make(
-            backend, max_batch_size=16, max_wait_s=0, max_padding_ratio=0.1, max_in_flight=2
+            backend, max_batch_size=32, max_wait_s=0, max_padding_ratio=0.1, max_in_flight=2
         ) as b:
             running = b.submit([item(1, 8)], priority="high")
             await until(lambda: backend.calls == 1)
@@ -228,7 +228,7 @@ def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
 
 def test_a_lower_class_is_shed_while_a_higher_one_is_active() -> None:
     """Alone, low work queues deep; once high requests arrive, low may have at most eight
-    mixed-class batches' worth queued ahead of it (8 x max(1, 4 // 8) here): more is refused at
+    mixed-class batches' worth queued ahead of it (8 x max(1, 4 // 16) here): more is refused at
     once (429 with Retry-After) instead of waiting behind high, and high itself is never shed."""
     gate, metrics = threading.Event(), Metrics()
     backend = FakeBackend(gate=gate)
@@ -363,6 +363,6 @@ def test_batches_shrink_and_hold_one_class_while_several_priorities_are_active()
     run(main())
     sizes = [batch.size for batch in backend.batches]
     assert sizes[0] == 16
-    assert max(sizes[1:]) == 2  # an eighth of 16 while high and low are both active
+    assert max(sizes[1:]) == 1  # a sixteenth of 16 while high and low are both active
     firsts = [[int(i.input_ids[0]) for i in batch.items] for batch in backend.batches[1:]]
     assert [200] in firsts  # the high input went alone: lower work does not fill its batch
