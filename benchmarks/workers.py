@@ -84,13 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for (name, c), runs in cells.items():
         base = cells[(f"1 x {args.cores}, batching", c)]
+        throughput = median([r["throughput"] for r in runs])
         rows.append({
-            "layout": name, "concurrency": c,
-            "throughput": median([r["throughput"] for r in runs]),
+            "layout": name, "concurrency": c, "throughput": throughput,
             "p50_ms": median([r["p50_ms"] for r in runs]),
             "p99_ms": median([r["p99_ms"] for r in runs]),
-            "vs_1xN_batching": median([r["throughput"] for r in runs])
-            / median([r["throughput"] for r in base]),
+            "vs_1xN_batching": throughput / median([r["throughput"] for r in base]),
             "runs": [r["throughput"] for r in runs],
         })  # fmt: skip
     table = markdown_table(
