@@ -73,13 +73,13 @@ R = TypeVar("R")
 _HANDOVER_S = 0.002
 # A class counts as active this long after its last arrival (several active: smaller batches).
 _PRIORITY_ACTIVE_S = 1.0
-# While several classes are active, batches hold at most this share of the batcher's limits:
-# an arrival of a higher class waits for at most one such batch (a running batch is not
-# interrupted). Measured on 2 cores at 2x overload (`benchmarks/scheduling.py`): an eighth
-# halved high's median against a quarter; with the lower class shed (below), a sixteenth cuts
-# high's p99 from 47-55 to 35-43 ms against an eighth, for a quarter less low throughput
-# (without shedding a sixteenth was worse: low's deep backlog cost more than it saved).
-_MIXED_BATCH_SHARE = 16
+# While a higher class is active, a lower class's batches hold at most this share of the
+# batcher's limits (one input at the default 32): an arrival of the higher class waits for at
+# most one such batch (a running batch is not interrupted); the highest active class batches in
+# full. Measured on 2 cores at 2x overload (`benchmarks/scheduling.py --capacity 230`, four runs
+# each): high's p99 15-18 ms = 1.23-1.60x alone, against 20-25 ms = 1.69-2.30x with a sixteenth
+# for every class, for a sixth fewer low answers (an eighth, a quarter: worse still).
+_MIXED_BATCH_SHARE = 32
 # While a higher class is active, a lower one may have this many such batches' worth of inputs
 # queued ahead of it (its own and higher); more is refused (429) rather than left waiting.
 _SHED_BATCHES = 8
@@ -461,7 +461,7 @@ class Batcher(Generic[R]):
         if self._mixed():  # a batch of one class: a higher one never waits for lower inputs
             entries = [e for e in entries if e.rank == served]  # the urgent ones lead still
             urgent = min(urgent, len(entries))
-        size, tokens = self._limits()
+        size, tokens = self._limits(served)
         picked = plan_batch(
             [e.item.length for e in entries],
             max_batch_tokens=max(tokens, entries[0].item.length),
@@ -492,12 +492,13 @@ class Batcher(Generic[R]):
         task.add_done_callback(functools.partial(self._batch_done, key))
         return True
 
-    def _limits(self) -> tuple[int, int]:
-        """Most inputs and padded tokens of the next batch: a `_MIXED_BATCH_SHARE` of the
-        limits while several classes are active, so that an arrival of a higher class waits for
-        at most that long (a running batch is not interrupted)."""
+    def _limits(self, served: int) -> tuple[int, int]:
+        """Most inputs and padded tokens of the next batch, of class `served`: a
+        `_MIXED_BATCH_SHARE` of the limits while a higher class is active, so that an arrival of
+        it waits for at most that long (a running batch is not interrupted); the highest active
+        class batches in full (nothing waits behind it that it must not delay)."""
         size, tokens = self.config.max_batch_size, self._load.token_cap()
-        if self._mixed():
+        if any(self._active()[:served]):
             return max(1, size // _MIXED_BATCH_SHARE), max(1, tokens // _MIXED_BATCH_SHARE)
         return size, tokens
 
@@ -534,7 +535,7 @@ class Batcher(Generic[R]):
         due = {e.seq: e for e in self._dues.due_by(self._queue, soon) if e.rank == served}
         # A class whose inputs fit in one batch goes in whole while a lower class waits: its
         # few inputs are not passed over for length.
-        few = len(self._classes[served]) <= self._limits()[0]
+        few = len(self._classes[served]) <= self._limits(served)[0]
         lower = any(self._classes[c] for c in range(served + 1, len(PRIORITIES)))
         patience = 0 if few and lower else cfg.patience
         urgent = sorted(

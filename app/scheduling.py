@@ -14,9 +14,10 @@ neighbour by length (so with patience 1 no input of the served class waits for m
 batches besides the one running; 0 is plain FIFO). While a lower class waits, a higher class
 whose queued inputs fit in one batch is urgent whole: a few high-priority inputs are never
 passed over for their length (and while several classes are active, `app.batching` keeps each
-batch to one class and a sixteenth of its limits). Lower classes are not protected by patience:
-under overload they wait, and admission refuses them first (`no_room`: while a higher class is
-active, a lower one may queue only a few small batches' worth before it is shed with 429).
+batch to one class, and a lower class's batches to a thirty-second of the limits). Lower
+classes are not protected by patience: under overload they wait, and admission refuses them
+first (`no_room`: while a higher class is active, a lower one may queue only a few small
+batches' worth before it is shed with 429).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def test_low_priority_is_refused_first_when_the_queue_fills() -> None:
 
 def test_a_lower_class_is_shed_while_a_higher_one_is_active() -> None:
     """Alone, low work queues deep; once high requests arrive, low may have at most eight
-    mixed-class batches' worth queued ahead of it (8 x max(1, 4 // 16) here): more is refused at
+    mixed-class batches' worth queued ahead of it (8 x max(1, 4 // 32) here): more is refused at
     once (429 with Retry-After) instead of waiting behind high, and high itself is never shed."""
     gate, metrics = threading.Event(), Metrics()
     backend = FakeBackend(gate=gate)
@@ -249,7 +249,8 @@ def test_a_lower_class_is_shed_while_a_higher_one_is_active() -> None:
     run(main())
     assert sample(metrics, "bert_rejected_requests_total", priority="low") == 1
     assert sample(metrics, "bert_rejected_requests_total", priority="high") == 0
-    assert [int(i.input_ids[0]) for i in backend.batches[1].items] == [2]  # high went next
+    # High went next, in a full batch: the highest active class is not cut to small batches.
+    assert [int(i.input_ids[0]) for i in backend.batches[1].items] == [2, 30, 31, 32]
 
 
 async def learn(b: Batcher[FakeResult], backend: FakeBackend, batches: int = 4) -> None:
@@ -350,6 +351,8 @@ def test_beyond_the_window_high_priority_and_near_deadlines_still_go_first() -> 
 
 
 def test_batches_shrink_and_hold_one_class_while_several_priorities_are_active() -> None:
+    """While a higher class is active, a lower class's batches are a thirty-second of the limits
+    (one input of 16 here); the highest active class still batches in full, alone."""
     backend = FakeBackend()
 
     async def main() -> None:
@@ -357,12 +360,12 @@ def test_batches_shrink_and_hold_one_class_while_several_priorities_are_active()
             await b.submit([item(i, 4) for i in range(16)])  # one class: a full batch
             await asyncio.gather(
                 b.submit([item(100 + i, 4) for i in range(16)], priority="low"),
-                b.submit([item(200, 4)], priority="high"),
+                b.submit([item(200 + i, 4) for i in range(4)], priority="high"),
             )
 
     run(main())
-    sizes = [batch.size for batch in backend.batches]
-    assert sizes[0] == 16
-    assert max(sizes[1:]) == 1  # a sixteenth of 16 while high and low are both active
-    firsts = [[int(i.input_ids[0]) for i in batch.items] for batch in backend.batches[1:]]
-    assert [200] in firsts  # the high input went alone: lower work does not fill its batch
+    firsts = [[int(i.input_ids[0]) for i in batch.items] for batch in backend.batches]
+    assert len(firsts[0]) == 16
+    assert firsts[1] == [200, 201, 202, 203]  # high first, whole, and no low input fills it
+    assert all(len(batch) == 1 for batch in firsts[2:])  # low: one at a time while high is active
+    assert sorted(n for batch in firsts[2:] for n in batch) == list(range(100, 116))
