@@ -174,7 +174,7 @@ class _Request(Generic[R]):
     """One submit() call: its future, results gathered so far, and its items still queued."""
 
     __slots__ = (
-        "admitted", "deadline", "finished", "future", "predicted", "priority", "queued",
+        "admitted", "deadline", "estimate", "finished", "future", "priority", "queued",
         "remaining", "results", "size", "timer",
     )  # fmt: skip
 
@@ -190,7 +190,7 @@ class _Request(Generic[R]):
         self.priority = priority
         self.deadline = deadline  # loop time
         self.admitted = 0.0  # loop time
-        self.predicted: float | None = None  # seconds to the answer, predicted at admission
+        self.estimate: float | None = None  # seconds to the answer, estimated at admission
         self.results: list[Any] = [None] * size
         self.remaining = size
         self.queued: set[int] = set()  # sequence numbers of this request's items in the queue
@@ -286,6 +286,7 @@ class Batcher(Generic[R]):
         items: Sequence[WorkItem],
         deadline: float | None = None,
         priority: Priority = "normal",
+        received: float | None = None,
     ) -> asyncio.Future[list[R]]:
         """Queue one request's items, or refuse them at once.
 
@@ -296,6 +297,8 @@ class Batcher(Generic[R]):
                 means no deadline. Within a priority class, earlier deadlines are served first.
             priority: the request's class (`app.scheduling.PRIORITIES`): a higher class is
                 served first, and "low" may fill only low_priority_share of the queue.
+            received: when (loop time) the request was received, if before now (reading and
+                tokenizing it): target_latency_s counts from then.
 
         Returns:
             A future of the results, one per item, in input order. Cancelling it (e.g. the
@@ -330,9 +333,10 @@ class Batcher(Generic[R]):
         if not items:
             future.set_result([])
             return future
-        predicted = self._admit(items, deadline, priority, loop.time())
+        at = loop.time()
+        estimate = self._admit(items, deadline, priority, at, at if received is None else received)
         req: _Request[R] = _Request(future, len(items), priority, deadline)
-        req.admitted, req.predicted = loop.time(), predicted
+        req.admitted, req.estimate = at, estimate
         now = time.monotonic()
         cls = rank(priority)
         self._arrived[cls] = now
@@ -603,8 +607,8 @@ class Batcher(Generic[R]):
             req.remaining -= 1
             if req.remaining == 0:
                 req.future.set_result(req.results)
-                if req.predicted:
-                    self._load.answered(req.predicted, loop.time() - req.admitted)
+                if req.estimate:
+                    self._load.answered(req.estimate, loop.time() - req.admitted)
 
     def _timed_predict(self, batch: Batch, key: int) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
@@ -661,13 +665,19 @@ class Batcher(Generic[R]):
     # --- admission and estimates ---
 
     def _admit(
-        self, items: Sequence[WorkItem], deadline: float | None, priority: Priority, now: float
+        self,
+        items: Sequence[WorkItem],
+        deadline: float | None,
+        priority: Priority,
+        now: float,
+        received: float,
     ) -> float | None:
         """Refuse `items` at once when they cannot be served well: no room in the queue, or in
         the class's share of it, or (a higher class active) _SHED_BATCHES mixed batches of this
         class and higher queued already -> 429 (`no_room`); the deadline has passed or is out
-        of reach -> 504; the predicted latency passes the objective -> 429. Returns the
-        predicted seconds to the answer (None when nothing is predicted)."""
+        of reach -> 504; the predicted latency, counted from `received`, passes the objective ->
+        429. Returns the uncalibrated estimate of seconds from now to the answer, for
+        `Workload.answered` (None when nothing is estimated)."""
         cfg = self.config
         cls = rank(priority)
         shed = _SHED_BATCHES * max(1, cfg.max_batch_size // _MIXED_BATCH_SHARE)
@@ -680,16 +690,17 @@ class Batcher(Generic[R]):
             shed=shed if any(self._active()[:cls]) else None,
             model=self.model,
         )
-        wait = None
+        estimate = None
         if err is None and deadline is not None and deadline <= now:
             err = RequestTimeoutError("the request's deadline passed before it was queued")
         if err is None and self._predicts:
-            lengths = [i.length for i in items]
-            wait = self._load.predicted_s(cls, lengths)
-            left = None if deadline is None else deadline - now
-            err = None if wait is None else too_late(wait, left, cfg.target_latency_s, self.model)
+            estimate = self._load.estimate_s(cls, [i.length for i in items])
+            if estimate is not None:
+                wait = estimate * self._load.calibration
+                left = None if deadline is None else deadline - now
+                err = too_late(wait, left, cfg.target_latency_s, self.model, now - received)
         if err is None:
-            return wait
+            return estimate
         if self.metrics:
             timeout = isinstance(err, RequestTimeoutError)
             count = self.metrics.inc_timeout if timeout else self.metrics.inc_rejected

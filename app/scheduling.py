@@ -233,7 +233,7 @@ class Workload:
     handed to the backend (and when each started), and what they will cost by the learned
     `LatencyModel`. The one estimate of time the batcher uses: when a worker comes free
     (`free_at`), how long the work in flight lasts (`busy_s`), when a request would be answered
-    (`predicted_s`), how long a backlog takes to clear (`clear_s`).
+    (`estimate_s`, times `calibration`), how long a backlog takes to clear (`clear_s`).
 
     Args:
         max_batch_size, max_batch_tokens, workers: the batcher's limits (`BatcherConfig`);
@@ -243,6 +243,11 @@ class Workload:
     """
 
     _SMOOTHING = 0.2  # weight of the newest batch in the padding average
+    # Estimates are scaled by this quantile of answered / estimated time over the last _RATIOS
+    # requests (weighted by estimate), refitted every _REFIT answers: the objective is a p99, so
+    # at saturation (every admitted request estimated just within it) a hundredth may come
+    # later, not a tenth.
+    _QUANTILE, _RATIOS, _REFIT = 0.99, 1024, 16
 
     def __init__(
         self, *, max_batch_size: int, max_batch_tokens: int, workers: int, target_s: float | None
@@ -257,8 +262,9 @@ class Workload:
         self._flights: dict[int, _Flight] = {}  # batches handed over and not finished
         self._keys = itertools.count()
         self.padding = 1.0  # smoothed padded / real tokens of recent batches
-        # Answered / predicted time of recent requests; its 90th percentile scales predictions.
-        self._ratios: deque[float] = deque(maxlen=256)
+        # Answered / estimated time of recent requests; its _QUANTILE scales estimates.
+        self._ratios: deque[tuple[float, float]] = deque(maxlen=self._RATIOS)
+        self._answers = 0
         self.calibration = 1.0
 
     @property
@@ -329,17 +335,18 @@ class Workload:
         elapsed = sum(now - f.started for f in flights if f.started is not None)
         return max(0.0, total - elapsed) / self.workers
 
-    def predicted_s(self, cls: int, lengths: Sequence[int]) -> float | None:
-        """Predicted seconds until items of class `cls` with these lengths, queued now, are
+    def estimate_s(self, cls: int, lengths: Sequence[int]) -> float | None:
+        """Estimated seconds until items of class `cls` with these lengths, queued now, are
         answered: the batches in flight, then the queued items of their class and higher ones,
-        then their own. None before the latency model is ready."""
+        then their own. Uncalibrated: times `calibration`, it is what most requests see. None
+        before the latency model is ready."""
         if not self.latency.ready:
             return None
         count = len(lengths) + sum(self.items[: cls + 1])
         padded = (sum(lengths) + sum(self.tokens[: cls + 1])) * self.padding
         batches = max(-(-count // self.max_batch_size), math.ceil(padded / self.token_cap()))
         queued = self.latency.predict(padded, batches) or 0.0
-        return (self.busy_s() + queued / self.workers) * self.calibration
+        return self.busy_s() + queued / self.workers
 
     def clear_s(self, items: int) -> float | None:
         """Predicted seconds until `items` of the queued inputs (of their mean length) have been
@@ -351,18 +358,29 @@ class Workload:
         batches = max(1, -(-items // self.max_batch_size))
         return (self.latency.predict(padded, batches) or 0.0) / self.workers
 
-    def answered(self, predicted_s: float, actual_s: float) -> None:
-        """Learn from one answered request how far its prediction was off. Predictions count
-        batch time and what is queued ahead, not inputs that length grouping lets overtake or
-        batches that run long; the 90th percentile of actual / predicted over the last 256
-        requests (at least 1) scales every prediction, so that a latency objective holds for
-        most requests, not the average one."""
-        if predicted_s <= 0:
+    def answered(self, estimate_s: float, actual_s: float) -> None:
+        """Learn from one answered request how far its `estimate_s` (uncalibrated, at
+        admission) was off. Estimates count batch time and what is queued ahead, not inputs that
+        length grouping lets overtake, batches that run long or the event loop's own work. The
+        `calibration` that scales every estimate is the 99th percentile of actual / estimated
+        over the last 1,024 requests, each weighted by its estimate (at least 1): a p99 latency
+        objective then holds for 99 requests in 100, not for the average one, and the scale is
+        set by the requests whose estimate comes near the objective, not by those of a few
+        milliseconds that waited for one batch. (Learning from calibrated estimates instead
+        feeds the scale back into itself: a high one makes answers look early, so the next one
+        is low, and so on.)"""
+        if estimate_s <= 0:
             return
-        self._ratios.append(actual_s / predicted_s)
-        if len(self._ratios) % 16 == 0:
-            ranked = sorted(self._ratios)
-            self.calibration = max(1.0, ranked[int(0.9 * (len(ranked) - 1))])
+        self._ratios.append((actual_s / estimate_s, estimate_s))
+        self._answers += 1
+        if self._answers % self._REFIT == 0:
+            ranked = sorted(self._ratios, reverse=True)  # the largest ratios first
+            allowed, late = (1 - self._QUANTILE) * sum(w for _, w in ranked), 0.0
+            for ratio, weight in ranked:
+                late += weight
+                if late > allowed:  # a scale below this one leaves more than the share late
+                    self.calibration = max(1.0, ratio)
+                    break
 
 
 class Deadlines:
@@ -445,11 +463,12 @@ def no_room(
 
 
 def too_late(
-    wait_s: float, left_s: float | None, target_s: float | None, model: str
+    wait_s: float, left_s: float | None, target_s: float | None, model: str, spent_s: float = 0.0
 ) -> RequestTimeoutError | OverloadedError | None:
     """Why a request predicted to be answered in `wait_s` is refused now, or None: 504 when
     that is past its deadline (`left_s` from now), 429 with Retry-After when it is past the
-    latency objective `target_s`."""
+    latency objective `target_s` counted from its receipt (`spent_s` ago: reading and
+    tokenizing it)."""
     if left_s is not None and wait_s > left_s:
         return RequestTimeoutError(
             f"the request cannot be answered within its deadline: what is queued ahead of it "
@@ -458,10 +477,10 @@ def too_late(
             "or a higher priority",
             details={"predicted_ms": round(wait_s * 1000)},
         )
-    if target_s is not None and wait_s > target_s:
+    if target_s is not None and spent_s + wait_s > target_s:
         return OverloadedError(
-            f"model {model!r} would answer in about {wait_s * 1000:.0f} ms, past its latency "
-            f"objective of {target_s * 1000:.0f} ms; retry later",
-            retry_after=retry_hint(wait_s - target_s),
+            f"model {model!r} would answer in about {(spent_s + wait_s) * 1000:.0f} ms, past "
+            f"its latency objective of {target_s * 1000:.0f} ms; retry later",
+            retry_after=retry_hint(spent_s + wait_s - target_s),
         )
     return None

@@ -291,12 +291,13 @@ class Service:
         timeout_s = self.settings.request_timeout_s
         if timeout_ms is not None:
             timeout_s = min(timeout_s, timeout_ms / 1000.0)
-        deadline = loop.time() + timeout_s
+        received = loop.time()
+        deadline = received + timeout_s
         t0 = time.monotonic()
         prepared = await self.offload(prepare, inline=inline)
         t1 = time.monotonic()
         assert model.batcher is not None
-        future = model.batcher.submit(prepared.items, deadline, priority)
+        future = model.batcher.submit(prepared.items, deadline, priority, received)
         rows = await self._wait(request, future)
         t2 = time.monotonic()
         starts = {(r.started, r.seconds) for r in rows}

@@ -82,6 +82,28 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class ServerView:
+    """The service's own view of the answered requests, from its timing headers: ``server``
+    (from reading the request to the answer), ``queue`` (waiting for a batch) and
+    ``inference``; what the client measured beyond ``server`` was spent before the server read
+    the request (its front end and the machine) or after it answered."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {"total": [], "queue": [], "inference": []}
+
+    def add(self, timings: dict[str, float]) -> None:
+        for name, values in self.values.items():
+            if name in timings:
+                values.append(timings[name] / 1000)
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        return {
+            ("server" if name == "total" else name): percentiles(values)
+            for name, values in self.values.items()
+            if values
+        }
+
+
 async def closed_loop(
     url: str,
     path: str,
@@ -94,9 +116,11 @@ async def closed_loop(
 ) -> dict[str, Any]:
     """`concurrency` clients back to back for warmup + seconds; only the last `seconds` count
     (CPU per request too: the server's, from /proc, and this load generator's). A client refused
-    with Retry-After waits that long before its next request, as a well-behaved client does."""
+    with Retry-After waits that long before its next request, as a well-behaved client does.
+    With the service's timing headers, also its own view (`ServerView`)."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    server = ServerView()
     errors = 0
     statuses: Counter[int] = Counter()
     cpu: dict[str, float] = {}
@@ -113,12 +137,13 @@ async def closed_loop(
             nonlocal errors
             k = i
             while (t0 := loop.time()) < t_end:
-                status, retry_after, _ = await post(path, bodies[k % len(bodies)])
+                status, retry_after, timings = await post(path, bodies[k % len(bodies)])
                 k += concurrency
                 if t0 >= t_measure:
                     statuses[status] += 1
                     if status == 200:
                         latencies.append(loop.time() - t0)
+                        server.add(timings)
                     else:
                         errors += 1
                 if retry_after is not None and status in (429, 503):
@@ -132,7 +157,7 @@ async def closed_loop(
     return {"requests": len(latencies), "errors": errors, "statuses": dict(statuses),
             "throughput": len(latencies) / elapsed, **percentiles(latencies),
             "server_cpu_ms": 1000 * server_cpu / n,
-            "client_cpu_ms": 1000 * client_cpu / n}  # fmt: skip
+            "client_cpu_ms": 1000 * client_cpu / n, **server.percentiles()}  # fmt: skip
 
 
 async def open_loop(
@@ -146,13 +171,10 @@ async def open_loop(
 ) -> dict[str, Any]:
     """Requests at a fixed rate; latency from each request's scheduled start (no coordinated
     omission); at most `cap` in flight (more are counted as dropped). With the service's timing
-    headers, also the percentiles of its own view of the answered requests: ``server`` (from
-    reading the request to the answer), ``queue`` (waiting for a batch) and ``inference``, so
-    that the time spent before the server read a request (its front end and the machine) shows
-    as the rest."""
+    headers, also its own view (`ServerView`)."""
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    server: dict[str, list[float]] = {"total": [], "queue": [], "inference": []}
+    server = ServerView()
     errors = dropped = 0
     statuses: Counter[int] = Counter()
     in_flight = 0
@@ -165,9 +187,7 @@ async def open_loop(
                 statuses[status] += 1
                 if status == 200:
                     latencies.append(loop.time() - scheduled)
-                    for name, values in server.items():
-                        if name in timings:
-                            values.append(timings[name] / 1000)
+                    server.add(timings)
                 else:
                     errors += 1
             finally:
@@ -184,10 +204,6 @@ async def open_loop(
             in_flight += 1
             tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
         await asyncio.gather(*tasks)
-    seen = {
-        ("server" if name == "total" else name): percentiles(values)
-        for name, values in server.items()
-        if values
-    }
     return {"rate": rate, "requests": len(latencies), "errors": errors, "dropped": dropped,
-            "statuses": dict(statuses), **percentiles(latencies), **seen}  # fmt: skip
+            "statuses": dict(statuses), **percentiles(latencies),
+            **server.percentiles()}  # fmt: skip

@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             for c in levels:
                 res = closed(url, path, [body(t) for t in texts], c, args, pid)
                 rows.append({"system": system, "set": name, "concurrency": c, **res})
+                seen = f" (server p99 {res['server']['p99_ms']:.0f})" if "server" in res else ""
                 print(f"  {name} c={c}: {res['throughput']:.1f} req/s, p50 {res['p50_ms']:.0f} "
-                      f"p95 {res['p95_ms']:.0f} p99 {res['p99_ms']:.0f} ms, refused "
+                      f"p95 {res['p95_ms']:.0f} p99 {res['p99_ms']:.0f} ms{seen}, refused "
                       f"{100 * res['refused']:.1f} %", flush=True)  # fmt: skip
 
     cmd = ours(bundle.parent, bundle.name, args.variant, args.max_batch, args.threads)
