@@ -42,6 +42,7 @@ from app.backend import Backend
 from app.errors import (
     InferenceError,
     NotReadyError,
+    OverloadedError,
     PayloadTooLargeError,
     RequestTimeoutError,
     ServiceError,
@@ -354,6 +355,24 @@ class Batcher(Generic[R]):
         self._depth_changed()
         self._wakeup.set()
         return future
+
+    def check_room(self, inputs: int, priority: Priority = "normal") -> None:
+        """Refuse now a request that will queue at least `inputs` inputs of `priority`, when
+        `submit` would find no room for them (the queue's limits, or a lower class shed while a
+        higher one is active): called before tokenizing, so that under overload a refused
+        request costs no tokenizing. `submit` checks again with the real inputs.
+
+        Raises:
+            NotReadyError: the batcher is draining.
+            OverloadedError: no room (carries retry_after).
+        """
+        if not self._accepting:
+            raise NotReadyError(f"model {self.model!r} is shutting down; retry shortly")
+        if inputs > self.config.queue_size:
+            return  # never room: `submit` answers 413 (split the request), not "retry later"
+        err = self._no_room(inputs, priority)
+        if err is not None:
+            raise self._counted(err, priority)
 
     async def drain(self) -> None:
         """Stop admitting (NotReadyError), finish everything queued and running, then return."""
@@ -680,16 +699,7 @@ class Batcher(Generic[R]):
         `Workload.answered` (None when nothing is estimated)."""
         cfg = self.config
         cls = rank(priority)
-        shed = _SHED_BATCHES * max(1, cfg.max_batch_size // _MIXED_BATCH_SHARE)
-        err: ServiceError | None = no_room(
-            self._load,
-            priority,
-            len(items),
-            queue_size=cfg.queue_size,
-            low_share=cfg.low_priority_share,
-            shed=shed if any(self._active()[:cls]) else None,
-            model=self.model,
-        )
+        err: ServiceError | None = self._no_room(len(items), priority)
         estimate = None
         if err is None and deadline is not None and deadline <= now:
             err = RequestTimeoutError("the request's deadline passed before it was queued")
@@ -701,11 +711,30 @@ class Batcher(Generic[R]):
                 err = too_late(wait, left, cfg.target_latency_s, self.model, now - received)
         if err is None:
             return estimate
+        raise self._counted(err, priority)
+
+    def _no_room(self, n: int, priority: Priority) -> OverloadedError | None:
+        """`no_room` for `n` inputs of `priority` now: the queue's limits, and the shedding of
+        a lower class while a higher one is active."""
+        cfg = self.config
+        shed = _SHED_BATCHES * max(1, cfg.max_batch_size // _MIXED_BATCH_SHARE)
+        return no_room(
+            self._load,
+            priority,
+            n,
+            queue_size=cfg.queue_size,
+            low_share=cfg.low_priority_share,
+            shed=shed if any(self._active()[: rank(priority)]) else None,
+            model=self.model,
+        )
+
+    def _counted(self, err: ServiceError, priority: Priority) -> ServiceError:
+        """`err`, counted in the metrics as a timeout or a rejection."""
         if self.metrics:
             timeout = isinstance(err, RequestTimeoutError)
             count = self.metrics.inc_timeout if timeout else self.metrics.inc_rejected
             count(self.model, priority)
-        raise err
+        return err
 
     # --- stats ---
 

@@ -188,6 +188,7 @@ async def _answer(route: _TaskRoute[B], body: B, request: Request, service: Serv
         inline=small,
         priority=body.priority,
         timeout_ms=body.timeout_ms,
+        inputs=len(inputs),
     )
     finish_args = route.finish_args(body, inputs)
     results = await service.offload(tm.finish, prepared, rows, *finish_args, inline=small)

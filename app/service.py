@@ -276,10 +276,13 @@ class Service:
         inline: bool = False,
         priority: Priority = "normal",
         timeout_ms: int | None = None,
+        inputs: int = 1,
     ) -> tuple[Prepared, Sequence[RowOutput]]:
         """Tokenize (on the loop when `inline`, else in the pool), queue, and wait for the rows
         of one request (in input order). Its deadline is `timeout_ms` from now, at most the
-        server's request timeout; `priority` is its scheduling class.
+        server's request timeout; `priority` is its scheduling class. A request of `inputs`
+        inputs (at least as many batch items) that the batcher has no room for is refused before
+        it is tokenized.
 
         Timings go to `request.state.timings` (the middleware turns them into headers).
 
@@ -293,10 +296,11 @@ class Service:
             timeout_s = min(timeout_s, timeout_ms / 1000.0)
         received = loop.time()
         deadline = received + timeout_s
+        assert model.batcher is not None
+        model.batcher.check_room(inputs, priority)
         t0 = time.monotonic()
         prepared = await self.offload(prepare, inline=inline)
         t1 = time.monotonic()
-        assert model.batcher is not None
         future = model.batcher.submit(prepared.items, deadline, priority, received)
         rows = await self._wait(request, future)
         t2 = time.monotonic()

@@ -254,12 +254,16 @@ def test_a_lower_class_is_shed_while_a_higher_one_is_active() -> None:
             with pytest.raises(OverloadedError, match="higher-priority requests first") as info:
                 b.submit([item(20, 4)], priority="low")
             assert info.value.retry_after > 0
+            with pytest.raises(OverloadedError, match="higher-priority requests first"):
+                b.check_room(1, "low")  # the same answer before tokenizing
+            b.check_room(1, "high")
+            b.check_room(10**6, "low")  # never room: left to submit's 413, not "retry later"
             queued += [b.submit([item(30 + n, 4)], priority="high") for n in range(6)]
             gate.set()
             await asyncio.gather(running, *queued)
 
     run(main())
-    assert sample(metrics, "bert_rejected_requests_total", priority="low") == 1
+    assert sample(metrics, "bert_rejected_requests_total", priority="low") == 2
     assert sample(metrics, "bert_rejected_requests_total", priority="high") == 0
     # High went next, in a full batch: the highest active class is not cut to small batches.
     assert [int(i.input_ids[0]) for i in backend.batches[1].items] == [2, 30, 31, 32]

@@ -95,3 +95,63 @@ def test_scheduling_fields_are_validated_and_documented(bundles: Path, tmp_path:
             "TokenizeRequest" not in schema
             or "priority" not in schema["TokenizeRequest"]["properties"]
         )
+
+
+def test_a_shed_request_is_refused_before_it_is_tokenized(bundles: Path, tmp_path: Path) -> None:
+    """While high is queued, low may have at most eight one-input batches' worth queued ahead of
+    it; the next low request gets 429 with Retry-After, checked before its text is tokenized
+    (under overload a refusal must be cheap), and everything admitted is answered."""
+    models = models_dir(bundles, tmp_path, "classification")
+    conf: dict[str, Any] = {
+        "max_batch_size": 1, "max_batch_in_flight": 1, "max_wait_ms": 0, "warmup": False,
+    }  # fmt: skip
+    with serve(models, **conf) as live:
+        gate = hold(live, "classification")
+        loaded = live.model("classification")
+        batcher = loaded.batcher
+        assert batcher is not None
+        prepare, tokenized = loaded.task_model.prepare, []
+
+        def counted(*args: Any) -> Any:
+            tokenized.append(args)
+            return prepare(*args)
+
+        loaded.task_model.prepare = counted
+
+        async def scenario() -> tuple[httpx.Response, int, list[httpx.Response]]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+
+                def send(n: int, priority: str) -> asyncio.Task[httpx.Response]:
+                    body = {"inputs": f"film number {n}", "priority": priority}
+                    return asyncio.create_task(client.post("/v1/classify", json=body))
+
+                async def queued(depth: int) -> None:
+                    while batcher.queue_depth < depth:
+                        await asyncio.sleep(0.005)
+
+                tasks = [send(0, "normal")]
+                while batcher.in_flight < 1:
+                    await asyncio.sleep(0.005)
+                tasks.append(send(1, "high"))
+                await queued(1)
+                tasks += [send(10 + n, "low") for n in range(7)]
+                await queued(8)
+                before = len(tokenized)
+                refused = await client.post(
+                    "/v1/classify", json={"inputs": "one too many", "priority": "low"}
+                )
+                since = len(tokenized) - before
+                gate.set()
+                return refused, since, await asyncio.gather(*tasks)
+
+        try:
+            refused, since, answers = asyncio.run(scenario())
+        finally:
+            gate.set()
+        err = error_of(refused, 429, "overloaded")
+        assert "higher-priority" in err["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert since == 0  # refused before tokenizing
+        assert [r.status_code for r in answers] == [200] * 9
+        assert live.sample("bert_rejected_requests_total", priority="low") == 1
+        until(lambda: batcher.in_flight == 0)
