@@ -35,7 +35,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from app.backend import Backend
@@ -51,6 +50,7 @@ from app.errors import (
 from app.metrics import Metrics
 from app.scheduling import (
     PRIORITIES,
+    BatcherConfig,
     Deadlines,
     Priority,
     Queued,
@@ -60,7 +60,6 @@ from app.scheduling import (
     rank,
     too_late,
 )
-from app.settings import Settings
 from bundle.batch import Batch, WorkItem, pad_batch
 
 __all__ = ["Batcher", "BatcherConfig"]
@@ -86,89 +85,6 @@ _MIXED_BATCH_SHARE = 32
 _SHED_BATCHES = 8
 # A batch is chosen among this many batches' worth of the first queued inputs (deep queues).
 _WINDOW_BATCHES = 4
-
-
-@dataclass(frozen=True)
-class BatcherConfig:
-    """Limits of one model's batcher.
-
-    Args:
-        max_batch_tokens: token budget per batch: batch size x padded length <= this.
-        max_batch_size: most items per batch.
-        max_wait_s: longest the oldest queued item waits for its batch to fill.
-        queue_size: most items queued (not yet dispatched); more are refused with 429.
-        max_in_flight: batches handed to the backend and not finished, with one worker: 2 =
-            one runs while the next is prepared. With more workers: workers + max_in_flight - 1
-            (with concurrent: max_in_flight, all running).
-        workers: batches that run at the same time, each in its own worker thread (a shared
-            onnxruntime session runs concurrent calls). On a CPU with few cores, two
-            single-threaded runs side by side beat one two-threaded run for a small model: no
-            run waits at a thread barrier for a core the event loop holds.
-        group_by_length: pick items of similar length (True) or strictly FIFO (False).
-        max_padding_ratio: with group_by_length, an item that would make padding more than this
-            share of the batch's tokens is left for a later batch (1.0: no limit).
-        idle_dispatch: when no batch is running, send what is queued at once instead of waiting
-            up to max_wait for more (waiting only pays while the backend is busy; a lone
-            request then pays no batching delay). Off: always wait as described above.
-        concurrent: the backend runs the batches it is handed together (continuous batching
-            of generation: ``app.generation.ContinuousDecoder``): each of the max_in_flight
-            batches gets its own worker thread, and a batch is handed over once it is due,
-            not held back while others run. Batch times then overlap: nothing is predicted
-            (deadlines are kept by their timers; target_latency_s is unused).
-        patience: batches of its class that may pass an input over (length grouping) before
-            it must go in the next one (0: FIFO; see `app.scheduling`).
-        target_latency_s: latency objective or None: batches run within a quarter of it, and
-            requests predicted to finish later are refused (429, Retry-After).
-        low_priority_share: share of queue_size that "low" priority inputs may fill.
-    """
-
-    max_batch_tokens: int = 8192
-    max_batch_size: int = 32
-    max_wait_s: float = 0.005
-    queue_size: int = 1024
-    max_in_flight: int = 2
-    workers: int = 1
-    group_by_length: bool = True
-    max_padding_ratio: float = 1.0
-    idle_dispatch: bool = False
-    concurrent: bool = False
-    patience: int = 4
-    target_latency_s: float | None = None
-    low_priority_share: float = 0.5
-
-    def __post_init__(self) -> None:
-        limits = ("max_batch_tokens", "max_batch_size", "queue_size", "max_in_flight", "workers")
-        for name in limits:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be 0 or more, got {self.patience}")
-        if self.target_latency_s is not None and self.target_latency_s <= 0:
-            raise ValueError(f"target_latency_s must be > 0, got {self.target_latency_s}")
-        if not 0 < self.low_priority_share <= 1:
-            raise ValueError(f"low_priority_share must be in (0, 1], got {self.low_priority_share}")
-        if self.max_wait_s < 0:
-            raise ValueError(f"max_wait_s must be 0 or more, got {self.max_wait_s}")
-        if not 0 <= self.max_padding_ratio <= 1:
-            raise ValueError(f"max_padding_ratio must be in [0, 1], got {self.max_padding_ratio}")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BatcherConfig:
-        """The batcher limits configured in `settings`."""
-        return cls(
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_ms / 1000.0,
-            queue_size=settings.queue_size,
-            max_in_flight=settings.max_batch_in_flight,
-            workers=settings.inference_workers,
-            max_padding_ratio=settings.max_padding_ratio,
-            idle_dispatch=settings.idle_dispatch,
-            patience=settings.grouping_patience,
-            target_latency_s=(
-                None if settings.target_p99_ms is None else settings.target_p99_ms / 1000.0
-            ),
-        )
 
 
 class _Request(Generic[R]):

@@ -4,20 +4,26 @@ bundle in onnxruntime, its backend held on a gate while requests queue behind it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.app.live import error_of, models_dir, serve, until
+from app.batching import Batcher
+from tests.app.live import Live, error_of, models_dir, serve, until
 from tests.app.test_errors_http import hold
 
 
-def test_priority_orders_service_and_timeout_ms_answers_504_in_time(
+@contextlib.contextmanager
+def held_classifier(
     bundles: Path, tmp_path: Path
-) -> None:
+) -> Iterator[tuple[Live, threading.Event, Batcher[Any]]]:
+    """A live server with the classification bundle, one input per batch and one batch at a
+    time, its backend held until the yielded event is set: (live, gate, batcher)."""
     models = models_dir(bundles, tmp_path, "classification")
     conf: dict[str, Any] = {
         "max_batch_size": 1, "max_batch_in_flight": 1, "max_wait_ms": 0, "warmup": False,
@@ -26,6 +32,16 @@ def test_priority_orders_service_and_timeout_ms_answers_504_in_time(
         gate = hold(live, "classification")
         batcher = live.model("classification").batcher
         assert batcher is not None
+        try:
+            yield live, gate, batcher
+        finally:
+            gate.set()
+
+
+def test_priority_orders_service_and_timeout_ms_answers_504_in_time(
+    bundles: Path, tmp_path: Path
+) -> None:
+    with held_classifier(bundles, tmp_path) as (live, gate, batcher):
         done: list[str] = []
 
         async def scenario() -> tuple[httpx.Response, float, list[httpx.Response]]:
@@ -59,10 +75,7 @@ def test_priority_orders_service_and_timeout_ms_answers_504_in_time(
                 gate.set()
                 return impatient, waited, await asyncio.gather(*tasks.values())
 
-        try:
-            impatient, waited, answers = asyncio.run(scenario())
-        finally:
-            gate.set()
+        impatient, waited, answers = asyncio.run(scenario())
         err = error_of(impatient, 504, "timeout")
         assert "deadline" in err["message"]
         assert waited < 5  # answered at its deadline, not when the gate opened
@@ -101,15 +114,8 @@ def test_a_shed_request_is_refused_before_it_is_tokenized(bundles: Path, tmp_pat
     """While high is queued, low may have at most eight one-input batches' worth queued ahead of
     it; the next low request gets 429 with Retry-After, checked before its text is tokenized
     (under overload a refusal must be cheap), and everything admitted is answered."""
-    models = models_dir(bundles, tmp_path, "classification")
-    conf: dict[str, Any] = {
-        "max_batch_size": 1, "max_batch_in_flight": 1, "max_wait_ms": 0, "warmup": False,
-    }  # fmt: skip
-    with serve(models, **conf) as live:
-        gate = hold(live, "classification")
+    with held_classifier(bundles, tmp_path) as (live, gate, batcher):
         loaded = live.model("classification")
-        batcher = loaded.batcher
-        assert batcher is not None
         prepare, tokenized = loaded.task_model.prepare, []
 
         def counted(*args: Any) -> Any:
@@ -144,10 +150,7 @@ def test_a_shed_request_is_refused_before_it_is_tokenized(bundles: Path, tmp_pat
                 gate.set()
                 return refused, since, await asyncio.gather(*tasks)
 
-        try:
-            refused, since, answers = asyncio.run(scenario())
-        finally:
-            gate.set()
+        refused, since, answers = asyncio.run(scenario())
         err = error_of(refused, 429, "overloaded")
         assert "higher-priority" in err["message"]
         assert int(refused.headers["retry-after"]) >= 1
