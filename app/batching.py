@@ -91,8 +91,8 @@ class _Request(Generic[R]):
     """One submit() call: its future, results gathered so far, and its items still queued."""
 
     __slots__ = (
-        "admitted", "deadline", "estimate", "finished", "future", "priority", "queued",
-        "remaining", "results", "size", "timer",
+        "admitted", "deadline", "estimate", "finished", "future", "longest", "priority",
+        "queued", "remaining", "results", "size", "timer",
     )  # fmt: skip
 
     def __init__(
@@ -108,6 +108,7 @@ class _Request(Generic[R]):
         self.deadline = deadline  # loop time
         self.admitted = 0.0  # loop time
         self.estimate: float | None = None  # seconds to the answer, estimated at admission
+        self.longest = 1  # tokens of its longest input
         self.results: list[Any] = [None] * size
         self.remaining = size
         self.queued: set[int] = set()  # sequence numbers of this request's items in the queue
@@ -254,6 +255,7 @@ class Batcher(Generic[R]):
         estimate = self._admit(items, deadline, priority, at, at if received is None else received)
         req: _Request[R] = _Request(future, len(items), priority, deadline)
         req.admitted, req.estimate = at, estimate
+        req.longest = max(i.length for i in items)
         now = time.monotonic()
         cls = rank(priority)
         self._arrived[cls] = now
@@ -543,7 +545,7 @@ class Batcher(Generic[R]):
             if req.remaining == 0:
                 req.future.set_result(req.results)
                 if req.estimate:
-                    self._load.answered(req.estimate, loop.time() - req.admitted)
+                    self._load.answered(req.estimate, loop.time() - req.admitted, req.longest)
 
     def _timed_predict(self, batch: Batch, key: int) -> tuple[float, Sequence[R], float]:
         """Worker-thread side: (start time, results, seconds), checking the result count."""
@@ -622,7 +624,7 @@ class Batcher(Generic[R]):
         if err is None and self._predicts:
             estimate = self._load.estimate_s(cls, [i.length for i in items])
             if estimate is not None:
-                wait = estimate * self._load.calibration
+                wait = estimate * self._load.calibration_for(max(i.length for i in items))
                 left = None if deadline is None else deadline - now
                 err = too_late(wait, left, cfg.target_latency_s, self.model, now - received)
         if err is None:

@@ -134,6 +134,28 @@ def test_workload_scales_predictions_by_how_late_answers_came() -> None:
     assert w.calibration == pytest.approx(2.0)
 
 
+def test_workload_scales_estimates_by_how_late_answers_of_their_length_came() -> None:
+    """Long inputs among short ones come later than estimated (passed over for their length):
+    their own scale covers them, and the short ones keep theirs; a length never seen before
+    gets the scale of all answers."""
+    w = Workload(max_batch_size=4, max_batch_tokens=4096, workers=1, target_s=None)
+    for n in range(1024):
+        if n % 4 == 3:
+            w.answered(0.100, 0.300, longest=128)  # three times the estimate
+        else:
+            w.answered(0.100, 0.120, longest=20)
+    assert w.calibration_for(20) == pytest.approx(1.2)
+    assert w.calibration_for(30) == pytest.approx(1.2)  # the same group (16-31 tokens)
+    assert w.calibration_for(128) == pytest.approx(3.0)
+    assert w.calibration == pytest.approx(3.0)  # of all: a quarter came three times late
+    assert w.calibration_for(400) == pytest.approx(3.0)  # no answers of its own yet
+    for _ in range(63):
+        w.answered(0.100, 0.150, longest=400)
+    assert w.calibration_for(400) == pytest.approx(3.0)  # 63 answers: not enough yet
+    w.answered(0.100, 0.150, longest=400)
+    assert w.calibration_for(400) == pytest.approx(1.5)
+
+
 # --- the batcher ---------------------------------------------------------------------------------
 
 
