@@ -144,3 +144,33 @@ def test_time_budget_schedule_ends_at_zero_when_minutes_run_out_first() -> None:
     assert lrs[2] == pytest.approx((1 - 20 / 60) / 0.75)  # past 25 % of the minute: decay
     assert lrs[3] == pytest.approx((1 - 30 / 60) / 0.75)
     assert lrs[6] == 0.0  # the budget is spent
+
+
+def test_layer_lr_decay_gives_each_layer_its_rate_and_off_keeps_two_groups() -> None:
+    config = BertConfig(
+        vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=16, num_labels=2,
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    parts = ("embeddings", "layer.0.", "layer.1.", "pooler", "classifier")
+
+    def rates(decay: float) -> dict[str, set[float]]:
+        opt = engine.build_optimizer(model, engine.LoopConfig(lr=1.0, layer_lr_decay=decay))
+        found: dict[str, set[float]] = {}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                name = names[id(p)]
+                part = next(k for k in parts if k in name)
+                found.setdefault(part, set()).add(group["lr"])
+        return found
+
+    assert rates(0.5) == {
+        "embeddings": {0.125}, "layer.0.": {0.25}, "layer.1.": {0.5}, "pooler": {1.0},
+        "classifier": {1.0},
+    }  # fmt: skip
+    off = engine.build_optimizer(model, engine.LoopConfig(lr=1.0))
+    assert [g["weight_decay"] for g in off.param_groups] == [0.01, 0.0]  # as checkpoints hold
+    assert all(g["lr"] == 1.0 for g in off.param_groups)
+    with pytest.raises(engine.UsageError, match="layer-lr-decay"):
+        engine.build_optimizer(model, engine.LoopConfig(layer_lr_decay=0))

@@ -59,6 +59,12 @@ class LoopConfig:
     adam_beta2: float = cfg.field(0.999, help="AdamW beta2")
     adam_eps: float = cfg.field(1e-6, help="AdamW epsilon")
     max_grad_norm: float = cfg.field(1.0, help="gradient clipping norm (0 = off)")
+    layer_lr_decay: float = cfg.field(
+        1.0,
+        help="layer-wise learning-rate decay: each encoder layer learns at this multiple of the "
+        "rate of the one above it, the embeddings below the first (e.g. 0.8; heads and pooler at "
+        "the full rate; 1 = off)",
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.field(
         "auto", help="auto = bf16 where the hardware has it (AMX/AVX-512 CPUs, Ampere+ GPUs)"
     )
@@ -163,26 +169,49 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Te
 # --- optimizer and schedule ------------------------------------------------------------------
 
 
+_LAYER = re.compile(r"(?:^|\.)(?:encoder\.)?layer\.(\d+)\.")
+
+
+def layer_depth(name: str, layers: int) -> int:
+    """Where parameter `name` sits for layer-wise learning-rate decay: 0 for the embeddings,
+    i + 1 for encoder layer i, `layers` + 1 for everything above (pooler, task heads)."""
+    if (m := _LAYER.search(name)) is not None:
+        return int(m.group(1)) + 1
+    return 0 if ".embeddings." in f".{name}" else layers + 1
+
+
 def build_optimizer(model: nn.Module, conf: LoopConfig) -> torch.optim.AdamW:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        # biases and LayerNorm weights are not decayed (as in the original BERT optimizer)
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(
-            p
+    """AdamW over the trainable parameters: biases and LayerNorm weights not decayed (as in the
+    original BERT optimizer); with `layer_lr_decay` < 1, each parameter group's rate is
+    lr x decay^(distance below the top), per `layer_depth`."""
+    if not 0 < conf.layer_lr_decay <= 1:
+        raise UsageError(f"--layer-lr-decay must be in (0, 1], got {conf.layer_lr_decay}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    depths = [int(m.group(1)) + 1 for n, _ in named if (m := _LAYER.search(n)) is not None]
+    layers = max(depths, default=0)
+    groups: dict[tuple[bool, int], list[nn.Parameter]] = {}
+    for name, p in named:
+        decays = not (p.ndim < 2 or "norm" in name.lower())
+        depth = layer_depth(name, layers) if conf.layer_lr_decay != 1.0 else layers + 1
+        groups.setdefault((decays, depth), []).append(p)
+    param_groups = [
+        {
+            "params": params,
+            "weight_decay": conf.weight_decay if decays else 0.0,
+            "lr": conf.lr * conf.layer_lr_decay ** (layers + 1 - depth),
+        }
+        # decayed first, then by depth: without layer decay the two groups of old checkpoints
+        for (decays, depth), params in sorted(
+            groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])
         )
-    groups = [
-        {"params": decay, "weight_decay": conf.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
     ]
     kwargs: dict[str, Any] = {}
     if torch.cuda.is_available():
         kwargs["fused"] = True
     return torch.optim.AdamW(
-        groups, lr=conf.lr, betas=(conf.adam_beta1, conf.adam_beta2), eps=conf.adam_eps, **kwargs
-    )
+        param_groups, lr=conf.lr, betas=(conf.adam_beta1, conf.adam_beta2), eps=conf.adam_eps,
+        **kwargs,
+    )  # fmt: skip
 
 
 def warmup_steps(conf: LoopConfig) -> int:
