@@ -513,7 +513,7 @@ def train(
                 record = {
                     "step": step,
                     **window.report(),
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": max(scheduler.get_last_lr()),  # the heads' (layer decay)
                     "elapsed_s": round(time.time() - started, 2),
                 }
                 if rt.world > 1 and "tokens_per_s" in record:
