@@ -251,11 +251,11 @@ class Batcher(Generic[R]):
         if not items:
             future.set_result([])
             return future
-        at = loop.time()
-        estimate = self._admit(items, deadline, priority, at, at if received is None else received)
+        at, longest = loop.time(), max(i.length for i in items)
+        spent = 0.0 if received is None else at - received
+        estimate = self._admit(items, longest, deadline, priority, at, spent)
         req: _Request[R] = _Request(future, len(items), priority, deadline)
-        req.admitted, req.estimate = at, estimate
-        req.longest = max(i.length for i in items)
+        req.admitted, req.estimate, req.longest = at, estimate, longest
         now = time.monotonic()
         cls = rank(priority)
         self._arrived[cls] = now
@@ -604,16 +604,18 @@ class Batcher(Generic[R]):
     def _admit(
         self,
         items: Sequence[WorkItem],
+        longest: int,
         deadline: float | None,
         priority: Priority,
         now: float,
-        received: float,
+        spent: float,
     ) -> float | None:
         """Refuse `items` at once when they cannot be served well: no room in the queue, or in
         the class's share of it, or (a higher class active) _SHED_BATCHES mixed batches of this
         class and higher queued already -> 429 (`no_room`); the deadline has passed or is out
-        of reach -> 504; the predicted latency, counted from `received`, passes the objective ->
-        429. Returns the uncalibrated estimate of seconds from now to the answer, for
+        of reach -> 504; the predicted latency (`longest`: tokens of the longest input), with
+        the `spent` seconds since the request was received, passes the objective -> 429.
+        Returns the uncalibrated estimate of seconds from now to the answer, for
         `Workload.answered` (None when nothing is estimated)."""
         cfg = self.config
         cls = rank(priority)
@@ -624,9 +626,9 @@ class Batcher(Generic[R]):
         if err is None and self._predicts:
             estimate = self._load.estimate_s(cls, [i.length for i in items])
             if estimate is not None:
-                wait = estimate * self._load.calibration_for(max(i.length for i in items))
+                wait = estimate * self._load.calibration_for(longest)
                 left = None if deadline is None else deadline - now
-                err = too_late(wait, left, cfg.target_latency_s, self.model, now - received)
+                err = too_late(wait, left, cfg.target_latency_s, self.model, spent)
         if err is None:
             return estimate
         raise self._counted(err, priority)

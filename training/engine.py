@@ -169,7 +169,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Te
 # --- optimizer and schedule ------------------------------------------------------------------
 
 
-_LAYER = re.compile(r"(?:^|\.)(?:encoder\.)?layer\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 
 
 def layer_depth(name: str, layers: int) -> int:
